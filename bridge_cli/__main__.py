@@ -1,0 +1,3 @@
+from bridge_cli.cli import main
+
+main()

@@ -1,0 +1,26 @@
+"""Pick the lake and target adapters a profile names; drivers are imported only when used."""
+
+from __future__ import annotations
+
+from bridge_cli.config import Settings
+from bridge_cli.errors import ConfigError
+from bridge_cli.lake import Lake
+from bridge_cli.target import Target
+
+
+def open_lake(settings: Settings) -> Lake:
+    kind = settings.lake.kind
+    if kind == "duckdb":
+        from bridge_cli.lake.duckdb import DuckDBLake
+
+        return DuckDBLake(settings)
+    raise ConfigError(f"{settings.lake.source}: lake kind {kind!r} is not available yet")
+
+
+def open_target(settings: Settings) -> Target:
+    kind = settings.target.kind
+    if kind == "sqlite":
+        from bridge_cli.target.sqlite import SQLiteTarget
+
+        return SQLiteTarget(settings)
+    raise ConfigError(f"{settings.target.source}: target kind {kind!r} is not available yet")

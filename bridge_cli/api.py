@@ -1,0 +1,150 @@
+"""What people, scripts and Databricks jobs ask of bridge: init, submit, status, wait, requeue.
+
+The CLI and the job-side functions both call these; none of them prints anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bridge_cli.clock import Clock, SystemClock
+from bridge_cli.errors import BridgeError, EventNotFound, RefusedError
+from bridge_cli.events import TERMINAL_STATUSES, Event, Status, SubmitRequest, event_from_request
+from bridge_cli.lake import Lake
+from bridge_cli.target import Target
+
+
+class WaitTimeout(BridgeError, TimeoutError):
+    """The event did not finish within the timeout."""
+
+    def __init__(self, event: Event, timeout: float) -> None:
+        super().__init__(
+            f"event {event.event_id} not processed within {timeout:g}s (status: {event.status})"
+        )
+        self.event = event
+
+
+def init_stores(lake: Lake, target: Target, upgrade: bool = False) -> list[str]:
+    """Create the event table and the target ledger; safe to run twice."""
+    return [*lake.init_event_table(upgrade), *target.init_ledger()]
+
+
+def submit_event(lake: Lake, request: SubmitRequest, clock: Clock | None = None) -> Event:
+    event = event_from_request(request)
+    now = (clock or SystemClock()).now()
+    event.created_at = now
+    event.updated_at = now
+    lake.insert_event(event)
+    return event
+
+
+def get_event(lake: Lake, event_id: str) -> Event:
+    event = lake.get_event(event_id)
+    if event is None:
+        raise EventNotFound(f"no event with id {event_id!r}")
+    return event
+
+
+def wait_for_event(
+    lake: Lake,
+    event_id: str,
+    timeout: float = 300,
+    interval: float = 10,
+    clock: Clock | None = None,
+    on_poll: Callable[[Event, float], None] | None = None,
+) -> Event:
+    """Poll until the event is completed or failed; WaitTimeout after `timeout` seconds."""
+    clock = clock or SystemClock()
+    start = clock.monotonic()
+    while True:
+        event = get_event(lake, event_id)
+        if event.status in TERMINAL_STATUSES:
+            return event
+        elapsed = clock.monotonic() - start
+        if elapsed >= timeout:
+            raise WaitTimeout(event, timeout)
+        if on_poll is not None:
+            on_poll(event, elapsed)
+        clock.sleep(min(interval, max(timeout - elapsed, 0.0)))
+
+
+@dataclass(frozen=True)
+class RequeueResult:
+    event_id: str
+    previous_status: str | None
+    requeued: bool
+    reason: str
+
+
+def _is_stale(event: Event, clock: Clock) -> bool:
+    return event.status == Status.PROCESSING.value and (
+        event.lease_expires_at is None or event.lease_expires_at < clock.now()
+    )
+
+
+def requeue_events(
+    lake: Lake,
+    event_ids: list[str],
+    *,
+    failed: bool = False,
+    stale: bool = False,
+    dry_run: bool = False,
+    clock: Clock | None = None,
+    limit: int = 10000,
+) -> list[RequeueResult]:
+    """Move failed (or stale processing) events back to pending; completed ones never."""
+    clock = clock or SystemClock()
+    chosen: dict[str, Event] = {}
+    results: list[RequeueResult] = []
+    for event_id in event_ids:
+        event = lake.get_event(event_id)
+        if event is None:
+            results.append(RequeueResult(event_id, None, False, "no such event"))
+        else:
+            chosen[event_id] = event
+    if failed:
+        for event in lake.list_events(Status.FAILED.value, limit):
+            chosen.setdefault(event.event_id, event)
+    if stale:
+        for event in lake.list_events(Status.PROCESSING.value, limit):
+            if _is_stale(event, clock):
+                chosen.setdefault(event.event_id, event)
+    for event in chosen.values():
+        refusal = _refusal(event, clock)
+        if refusal:
+            results.append(RequeueResult(event.event_id, event.status, False, refusal))
+            continue
+        if dry_run:
+            results.append(RequeueResult(event.event_id, event.status, False, "would requeue"))
+            continue
+        now = clock.now()
+        changed = lake.update_event_if(
+            event.event_id,
+            {"status": event.status, "claim_token": event.claim_token},
+            {
+                "status": Status.PENDING.value, "attempts": 0, "error_message": None,
+                "warning": None, "rows_affected": None, "discrepancy": None,
+                "processed_at": None, "next_attempt_at": None, "claim_token": None,
+                "lease_expires_at": None, "worker_id": None, "updated_at": now,
+            },
+        )
+        reason = "requeued" if changed else "changed by someone else meanwhile; not requeued"
+        results.append(RequeueResult(event.event_id, event.status, changed, reason))
+    return results
+
+
+def _refusal(event: Event, clock: Clock) -> str | None:
+    if event.status == Status.COMPLETED.value:
+        return "completed events are never requeued: they were applied (submit a new event)"
+    if event.status == Status.PENDING.value:
+        return "already pending"
+    if event.status == Status.PROCESSING.value and not _is_stale(event, clock):
+        return f"being processed by {event.worker_id} (lease until {event.lease_expires_at})"
+    return None
+
+
+def require_requeued(results: list[RequeueResult]) -> None:
+    refused = [r for r in results if not r.requeued and r.reason != "would requeue"]
+    if refused:
+        raise RefusedError("; ".join(f"{r.event_id}: {r.reason}" for r in refused))

@@ -1,0 +1,385 @@
+"""The `bridge` command: parses options, calls the engine, hands results to reporting."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import Enum
+from types import FrameType
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from bridge_cli import __version__, reporting
+from bridge_cli.adapters import open_lake, open_target
+from bridge_cli.api import (
+    WaitTimeout,
+    get_event,
+    init_stores,
+    require_requeued,
+    requeue_events,
+    submit_event,
+    wait_for_event,
+)
+from bridge_cli.config import Settings, load_settings
+from bridge_cli.engine import Engine
+from bridge_cli.errors import (
+    BridgeError,
+    ConfigError,
+    ConnectionFailure,
+    EventNotFound,
+    RefusedError,
+    TransientError,
+    ValidationError,
+)
+from bridge_cli.events import Event, Operation, Status, SubmitRequest
+
+# Exit codes scripts branch on (documented in the README).
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_TIMEOUT = 3
+EXIT_NOT_FOUND = 4
+EXIT_CONFIG = 5
+
+app = typer.Typer(
+    name="bridge",
+    help="Move data from Databricks into SQL Server through an event table.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+@dataclass
+class AppState:
+    config: str | None
+    profile: str | None
+    verbose: bool
+
+    def settings(self) -> Settings:
+        return load_settings(self.config, self.profile)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"bridge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    config: Annotated[
+        str | None,
+        typer.Option("--config", envvar="BRIDGE_CONFIG", help="Path to bridge.yaml."),
+    ] = None,
+    profile: Annotated[
+        str | None,
+        typer.Option("--profile", envvar="BRIDGE_PROFILE", help="Profile in bridge.yaml."),
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    ctx.obj = AppState(config, profile, verbose)
+    reporting.setup_logging(verbose, quiet=True)
+
+
+T = TypeVar("T")
+
+
+def _exit_code(exc: BridgeError) -> int:
+    if isinstance(exc, WaitTimeout):
+        return EXIT_TIMEOUT
+    if isinstance(exc, EventNotFound):
+        return EXIT_NOT_FOUND
+    if isinstance(exc, ValidationError):
+        return EXIT_USAGE
+    if isinstance(exc, ConfigError | ConnectionFailure | TransientError):
+        return EXIT_CONFIG
+    return EXIT_FAILED
+
+
+@contextmanager
+def reported_errors() -> Iterator[None]:
+    """Library exceptions become one clear message on stderr and an exit code."""
+    try:
+        yield
+    except BridgeError as exc:
+        reporting.error(str(exc))
+        raise typer.Exit(_exit_code(exc)) from None
+
+
+def _state(ctx: typer.Context) -> AppState:
+    state = ctx.obj
+    assert isinstance(state, AppState)
+    return state
+
+
+def _json_option(text: str | None, name: str) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"not valid JSON: {exc.msg}", param_hint=name) from None
+    if not isinstance(value, dict):
+        raise typer.BadParameter("must be a JSON object", param_hint=name)
+    return value
+
+
+class OperationChoice(str, Enum):
+    insert = "insert"
+    update = "update"
+    delete = "delete"
+
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON on stdout for machines.")]
+
+
+@app.command()
+def init(
+    ctx: typer.Context,
+    upgrade: Annotated[
+        bool, typer.Option("--upgrade", help="Add missing lifecycle columns to an existing table.")
+    ] = False,
+) -> None:
+    """Create the event table and the target's ledger (safe to run twice)."""
+    with reported_errors():
+        settings = _state(ctx).settings()
+        lines = init_stores(open_lake(settings), open_target(settings), upgrade=upgrade)
+    reporting.print_lines(lines)
+
+
+@app.command()
+def submit(
+    ctx: typer.Context,
+    operation: Annotated[OperationChoice, typer.Argument(help="insert, update or delete.")],
+    target: Annotated[str, typer.Option("--target", help="SQL Server table, schema.table.")],
+    source: Annotated[
+        str | None, typer.Option("--source", help="Databricks table, catalog.schema.table.")
+    ] = None,
+    pk: Annotated[
+        list[str] | None, typer.Option("--pk", help="Primary key column (repeat for several).")
+    ] = None,
+    expected: Annotated[
+        int | None, typer.Option("--expected", min=0, help="Rows expected, for validation.")
+    ] = None,
+    priority: Annotated[
+        int, typer.Option("--priority", min=1, max=10, help="1-10, lower first.")
+    ] = 5,
+    filter_json: Annotated[
+        str | None,
+        typer.Option("--filter", help='DELETE conditions as JSON, e.g. {"username": "ana"}.'),
+    ] = None,
+    metadata_json: Annotated[
+        str | None, typer.Option("--metadata", help="Metadata as a JSON object.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the event id.")] = False,
+    as_json: JsonFlag = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the event to finish.")] = False,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0, help="Seconds to wait with --wait.")
+    ] = 300,
+) -> None:
+    """Validate and write a pending event; print its id."""
+    op = Operation(operation.value.upper())
+    if op is Operation.DELETE and filter_json is None:
+        raise typer.BadParameter("DELETE needs --filter", param_hint="--filter")
+    if op is not Operation.DELETE and source is None:
+        raise typer.BadParameter(f"{op.value} needs --source", param_hint="--source")
+    if op is not Operation.DELETE and not pk:
+        raise typer.BadParameter(f"{op.value} needs at least one --pk", param_hint="--pk")
+    request = SubmitRequest(
+        operation=op,
+        target_table=target,
+        source_table=source,
+        primary_keys=tuple(pk or ()),
+        rows_expected=expected,
+        priority=priority,
+        filter_conditions=_json_option(filter_json, "--filter"),
+        metadata=_json_option(metadata_json, "--metadata"),
+    )
+    with reported_errors():
+        settings = _state(ctx).settings()
+        lake = open_lake(settings)
+        event = submit_event(lake, request)
+    if quiet:
+        typer.echo(event.event_id)
+    elif as_json and not wait:
+        reporting.print_json(event.to_dict())
+    elif not as_json:
+        typer.echo(event.event_id)
+        reporting.info(f"submitted {op.value} event {event.event_id} (priority {event.priority})")
+    if wait:
+        _wait_and_exit(lake, event.event_id, timeout, settings.poll_interval, as_json, strict=False,
+                       show=not quiet)
+
+
+def _wait_and_exit(
+    lake: Any, event_id: str, timeout: float, interval: float, as_json: bool, strict: bool,
+    show: bool = True,
+) -> None:
+    with reported_errors():
+        try:
+            event = wait_for_event(lake, event_id, timeout, interval, on_poll=reporting.WaitProgress())
+        except WaitTimeout as exc:
+            if as_json:
+                reporting.print_json(exc.event.to_dict())
+            raise
+    if show:
+        reporting.print_event(event, as_json)
+    raise typer.Exit(wait_exit_code(event, strict))
+
+
+def wait_exit_code(event: Event, strict: bool) -> int:
+    if event.status == Status.FAILED.value:
+        return EXIT_FAILED
+    if strict and ((event.discrepancy or 0) != 0 or event.warning):
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    event_id: Annotated[str | None, typer.Argument(help="Show one event.")] = None,
+    status_filter: Annotated[
+        Status | None, typer.Option("--status", help="Only events with this status.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="How many recent events.")] = 20,
+    as_json: JsonFlag = False,
+) -> None:
+    """Show one event, or recent events with counts by status."""
+    with reported_errors():
+        lake = open_lake(_state(ctx).settings())
+        if event_id is not None:
+            reporting.print_event(get_event(lake, event_id), as_json)
+            return
+        events = lake.list_events(status_filter.value if status_filter else None, limit)
+        counts = {} if as_json else lake.count_by_status()
+    reporting.print_events(events, counts, as_json)
+
+
+@app.command()
+def wait(
+    ctx: typer.Context,
+    event_id: Annotated[str, typer.Argument(help="The event to wait for.")],
+    timeout: Annotated[float, typer.Option("--timeout", min=0, help="Seconds before exit 3.")] = 300,
+    interval: Annotated[float, typer.Option("--interval", min=0, help="Seconds between checks.")] = 10,
+    as_json: JsonFlag = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Exit 1 also on a discrepancy or warning.")
+    ] = False,
+) -> None:
+    """Wait for an event: exit 0 completed, 1 failed, 3 timed out, 4 no such event, 5 config."""
+    with reported_errors():
+        lake = open_lake(_state(ctx).settings())
+    _wait_and_exit(lake, event_id, timeout, interval, as_json, strict)
+
+
+def _engine(settings: Settings, progress: Callable[[str, int], None] | None) -> Engine:
+    return Engine(settings, open_lake(settings), open_target(settings), on_progress=progress)
+
+
+@app.command("process-once")
+def process_once(
+    ctx: typer.Context,
+    max_events: Annotated[
+        int | None, typer.Option("--max-events", min=1, help="Stop after this many events.")
+    ] = None,
+    event_id: Annotated[str | None, typer.Option("--event-id", help="Process only this event.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Process the pending events once and print a result table."""
+    progress = reporting.CopyProgress()
+    try:
+        with reported_errors():
+            engine = _engine(_state(ctx).settings(), progress)
+            if event_id is not None:
+                event = get_event(engine.lake, event_id)
+                if event.status in (Status.COMPLETED.value, Status.FAILED.value):
+                    reporting.info(f"event {event_id} is {event.status}: nothing to do")
+            results = engine.process_once(max_events=max_events, event_id=event_id)
+    finally:
+        progress.close()
+    reporting.print_results(results, as_json)
+
+
+@app.command()
+def worker(
+    ctx: typer.Context,
+    poll_interval: Annotated[
+        float | None, typer.Option("--poll-interval", min=0, help="Seconds between polls.")
+    ] = None,
+    max_events: Annotated[
+        int | None, typer.Option("--max-events", min=1, help="Exit after this many events.")
+    ] = None,
+) -> None:
+    """Run the long-lived worker: SIGTERM or Ctrl-C finishes the event in hand, then exits."""
+    state = _state(ctx)
+    reporting.setup_logging(state.verbose, quiet=False)
+    stop = threading.Event()
+    interrupts = 0
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if signum == signal.SIGINT and interrupts > 1:
+            raise KeyboardInterrupt  # a second Ctrl-C: roll back the event in hand and go
+        reporting.info("stopping: finishing the event in hand (Ctrl-C again to abort it)")
+        stop.set()
+
+    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with reported_errors():
+            engine = _engine(state.settings(), None)
+            reporting.info(f"worker {engine.worker_id} started (profile {engine.settings.profile})")
+            count = engine.run_worker(stop, poll_interval, max_events, on_result=reporting.log_result)
+    except KeyboardInterrupt:
+        reporting.info("aborted: the event in hand was rolled back and will be retried")
+        raise typer.Exit(EXIT_OK) from None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    reporting.info(f"worker stopped after {count} event(s)")
+
+
+@app.command()
+def requeue(
+    ctx: typer.Context,
+    event_ids: Annotated[list[str] | None, typer.Argument(help="Events to requeue.")] = None,
+    failed: Annotated[bool, typer.Option("--failed", help="Requeue every failed event.")] = False,
+    stale: Annotated[
+        bool, typer.Option("--stale", help="Requeue processing events whose lease expired.")
+    ] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be requeued.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Move failed or stale events back to pending (never a completed one)."""
+    if not event_ids and not failed and not stale:
+        raise typer.BadParameter("give EVENT_ID(s), --failed or --stale")
+    with reported_errors():
+        lake = open_lake(_state(ctx).settings())
+        results = requeue_events(
+            lake, list(event_ids or []), failed=failed, stale=stale, dry_run=dry_run
+        )
+        reporting.print_requeue(results, as_json)
+        if any(r.previous_status is None for r in results):
+            missing = [r.event_id for r in results if r.previous_status is None]
+            raise EventNotFound(f"no event with id {', '.join(map(repr, missing))}")
+        require_requeued(results)
+
+
+def main() -> None:
+    app()
+
+
+# RefusedError is imported for the exit-code mapping's readers; keep it referenced.
+_ = RefusedError

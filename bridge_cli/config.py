@@ -1,0 +1,210 @@
+"""bridge.yaml profiles plus environment variables -> typed Settings.
+
+Lookup: --config / BRIDGE_CONFIG, else ./bridge.yaml, else the embedded default (DuckDB lake and
+SQLite target under BRIDGE_HOME, default ./.bridge). `${VAR}` in any value reads the environment;
+BRIDGE_<SETTING> overrides a profile setting (e.g. BRIDGE_MAX_DELETE_ROWS=500).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bridge_cli.errors import ConfigError
+
+DEFAULT_EVENT_TABLE = "`000-sql-databricks-bridge`.`events`.bridge_events"
+DEFAULT_LEDGER_TABLE = "bridge.applied_events"
+LAKE_KINDS = ("duckdb", "databricks")
+TARGET_KINDS = ("sqlite", "sqlserver")
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    """A `lake:` or `target:` section: its kind and the rest of its keys, for the adapter."""
+
+    kind: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+    source: str = "<embedded default>"  # the file, for messages
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.options.get(key, default)
+
+
+@dataclass(frozen=True)
+class Settings:
+    profile: str
+    home: Path
+    lake: AdapterConfig
+    target: AdapterConfig
+    config_file: Path | None = None
+    max_delete_rows: int = 10000
+    max_attempts: int = 5
+    poll_interval: float = 10.0
+    lease_seconds: float = 300.0
+    retry_backoff: float = 10.0
+    retry_backoff_max: float = 600.0
+    batch_rows: int = 5000
+    lock_timeout: float = 60.0
+    allowed_targets: tuple[str, ...] = ("*",)
+
+
+# Settings a profile (or BRIDGE_<NAME>) may set, with their types.
+_TUNABLE: dict[str, type] = {
+    "max_delete_rows": int,
+    "max_attempts": int,
+    "poll_interval": float,
+    "lease_seconds": float,
+    "retry_backoff": float,
+    "retry_backoff_max": float,
+    "batch_rows": int,
+    "lock_timeout": float,
+    "allowed_targets": tuple,
+}
+_MINIMUM = {"max_attempts": 1, "batch_rows": 1, "max_delete_rows": 0}
+
+
+def bridge_home(env: Mapping[str, str]) -> Path:
+    return Path(env.get("BRIDGE_HOME") or ".bridge")
+
+
+def find_config_file(explicit: str | None, env: Mapping[str, str]) -> Path | None:
+    chosen = explicit or env.get("BRIDGE_CONFIG")
+    if chosen:
+        path = Path(chosen)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        return path
+    local = Path("bridge.yaml")
+    return local if local.is_file() else None
+
+
+def load_settings(
+    config: str | None = None,
+    profile: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    env = os.environ if env is None else env
+    home = bridge_home(env)
+    path = find_config_file(config, env)
+    if path is None:
+        if profile or env.get("BRIDGE_PROFILE"):
+            name = profile or env.get("BRIDGE_PROFILE")
+            raise ConfigError(f"profile {name!r} asked for, but there is no bridge.yaml")
+        raw: dict[str, Any] = {"lake": {"kind": "duckdb"}, "target": {"kind": "sqlite"}}
+        return _build(raw, "local", home, None, env)
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{where}: not valid YAML") from None
+    if not isinstance(document, dict) or not isinstance(document.get("profiles"), dict):
+        raise ConfigError(f"{path}: expected a 'profiles:' mapping")
+    profiles: dict[str, Any] = document["profiles"]
+    name = profile or env.get("BRIDGE_PROFILE") or document.get("default_profile")
+    if name is None:
+        if len(profiles) != 1:
+            raise ConfigError(f"{path}: several profiles and no default_profile; pass --profile")
+        name = next(iter(profiles))
+    name = str(name)
+    if name not in profiles:
+        known = ", ".join(sorted(map(str, profiles)))
+        raise ConfigError(f"{path}: no profile {name!r} (profiles: {known})")
+    raw = profiles[name]
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: profiles.{name} must be a mapping")
+    return _build(raw, name, home, path, env)
+
+
+def _build(
+    raw: dict[str, Any], name: str, home: Path, path: Path | None, env: Mapping[str, str]
+) -> Settings:
+    where = str(path) if path else "<embedded default>"
+    prefix = f"profiles.{name}"
+    expanded = _expand(raw, f"{prefix}", where, env)
+    values: dict[str, Any] = {}
+    for key, value in expanded.items():
+        if key in ("lake", "target"):
+            continue
+        if key not in _TUNABLE:
+            known = ", ".join(["lake", "target", *_TUNABLE])
+            raise ConfigError(f"{where}: {prefix}.{key}: unknown setting (known: {known})")
+        values[key] = _coerce(key, value, f"{prefix}.{key}", where)
+    for key in _TUNABLE:
+        override = env.get(f"BRIDGE_{key.upper()}")
+        if override is not None and override != "":
+            values[key] = _coerce(key, override, f"BRIDGE_{key.upper()}", "the environment")
+    lake = _adapter(expanded.get("lake"), "lake", LAKE_KINDS, prefix, where)
+    target = _adapter(expanded.get("target"), "target", TARGET_KINDS, prefix, where)
+    settings_fields = {f.name for f in fields(Settings)}
+    assert set(_TUNABLE) <= settings_fields
+    return Settings(
+        profile=name, home=home, lake=lake, target=target, config_file=path, **values
+    )
+
+
+def _adapter(
+    section: Any, which: str, kinds: tuple[str, ...], prefix: str, where: str
+) -> AdapterConfig:
+    if section is None:
+        raise ConfigError(f"{where}: {prefix}.{which}: missing (needs at least 'kind:')")
+    if not isinstance(section, dict):
+        raise ConfigError(f"{where}: {prefix}.{which}: must be a mapping with 'kind:'")
+    kind = section.get("kind")
+    if kind not in kinds:
+        raise ConfigError(
+            f"{where}: {prefix}.{which}.kind: {kind!r} is not one of {', '.join(kinds)}"
+        )
+    options = {k: v for k, v in section.items() if k != "kind"}
+    return AdapterConfig(kind=str(kind), options=options, source=f"{where}: {prefix}.{which}")
+
+
+def _coerce(key: str, value: Any, label: str, where: str) -> Any:
+    wanted = _TUNABLE[key]
+    try:
+        if wanted is tuple:
+            if isinstance(value, str):
+                items = [v.strip() for v in value.split(",") if v.strip()]
+            elif isinstance(value, list):
+                items = [str(v) for v in value]
+            else:
+                raise ValueError
+            return tuple(items)
+        if isinstance(value, bool):
+            raise ValueError
+        number = wanted(value)
+    except (TypeError, ValueError):
+        kind = {int: "an integer", float: "a number", tuple: "a list"}[wanted]
+        raise ConfigError(f"{where}: {label}: expected {kind}, got {value!r}") from None
+    if number < _MINIMUM.get(key, 0):
+        raise ConfigError(f"{where}: {label}: must be at least {_MINIMUM.get(key, 0)}, got {value!r}")
+    return number
+
+
+def _expand(value: Any, label: str, where: str, env: Mapping[str, str]) -> Any:
+    """Replace ${VAR} from the environment, recursively; a missing variable is an error."""
+    if isinstance(value, dict):
+        return {str(k): _expand(v, f"{label}.{k}", where, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, f"{label}[{i}]", where, env) for i, v in enumerate(value)]
+    if isinstance(value, str):
+        def replace(match: re.Match[str]) -> str:
+            var = match.group(1)
+            if var not in env:
+                raise ConfigError(f"{where}: {label}: environment variable {var} is not set")
+            return env[var]
+
+        return _VAR.sub(replace, value)
+    return value
+
+
+def resolve_path(option: Any, default: Path, home: Path) -> Path:
+    """An adapter's `path:`; relative paths are taken from the current directory."""
+    return Path(str(option)) if option else default

@@ -1,0 +1,375 @@
+"""claim -> plan -> apply -> record: the worker's whole job, independent of any adapter."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from bridge_cli.clock import Clock, SystemClock
+from bridge_cli.config import Settings
+from bridge_cli.errors import (
+    AlreadyApplied,
+    BridgeError,
+    ConnectionFailure,
+    PermanentError,
+    TransientError,
+    ValidationError,
+)
+from bridge_cli.events import Event, Job, Operation, Status, build_job
+from bridge_cli.lake import Lake
+from bridge_cli.planning import check_allowed, plan_job
+from bridge_cli.target import LedgerEntry, Target
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+log = logging.getLogger("bridge")
+
+ProgressCallback = Callable[[str, int], None]  # (event_id, rows read so far)
+
+
+@dataclass(frozen=True)
+class EventResult:
+    """What happened to one claimed event, as recorded on its row."""
+
+    event_id: str
+    operation: str | None
+    target_table: str | None
+    status: str  # completed, failed, pending (retry later) or "lost" (another worker took it)
+    rows_affected: int | None = None
+    discrepancy: int | None = None
+    warning: str | None = None
+    error_message: str | None = None
+    seconds: float = 0.0
+    attempts: int = 0
+
+
+@dataclass(frozen=True)
+class _Applied:
+    rows_affected: int
+    rows_read: int | None
+    from_ledger: LedgerEntry | None = None
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Engine:
+    def __init__(
+        self,
+        settings: Settings,
+        lake: Lake,
+        target: Target,
+        *,
+        clock: Clock | None = None,
+        worker_id: str | None = None,
+        on_progress: ProgressCallback | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.lake = lake
+        self.target = target
+        self.clock = clock or SystemClock()
+        self.worker_id = worker_id or default_worker_id()
+        self.on_progress = on_progress
+        self.rng = rng or random.Random()
+
+    # -- claiming ----------------------------------------------------------------------------
+    def claim_next_event(self, event_id: str | None = None) -> Event | None:
+        """Claim the first due event by conditional update; None when there is nothing to do."""
+        now = self.clock.now()
+        for event in self.lake.claimable_events(now, limit=20, event_id=event_id):
+            token = uuid.uuid4().hex
+            changes: dict[str, Any] = {
+                "status": Status.PROCESSING.value,
+                "worker_id": self.worker_id,
+                "claim_token": token,
+                "lease_expires_at": now + timedelta(seconds=self.settings.lease_seconds),
+                "attempts": (event.attempts or 0) + 1,
+                "updated_at": now,
+            }
+            expected = {"status": event.status, "claim_token": event.claim_token}
+            if self.lake.update_event_if(event.event_id, expected, changes):
+                for key, value in changes.items():
+                    setattr(event, key, value)
+                return event
+            log.debug("event %s was claimed by another worker", event.event_id)
+        return None
+
+    # -- processing --------------------------------------------------------------------------
+    def process_event(self, event: Event) -> EventResult:
+        """Apply one claimed event and record the outcome; never raises for a bad event."""
+        assert event.claim_token is not None, "process_event needs a claimed event"
+        started = self.clock.monotonic()
+        attempts = event.attempts or 1
+        keeper = _LeaseKeeper(self, event)
+        keeper.start()
+        try:
+            applied = self._apply(event)
+        except TransientError as exc:
+            outcome = self._retry_or_fail(event, str(exc))
+        except (PermanentError, ValidationError) as exc:
+            outcome = self._failed(str(exc))
+        except BridgeError as exc:  # e.g. the lake went away mid-event: worth another try
+            outcome = self._retry_or_fail(event, str(exc))
+        except Exception as exc:  # the worker never dies of an event
+            log.exception("unexpected error while processing %s", event.event_id)
+            outcome = self._failed(f"internal error: {type(exc).__name__}: {exc}")
+        else:
+            outcome = self._completed(event, applied)
+        finally:
+            keeper.stop()
+        recorded = self.lake.update_event_if(
+            event.event_id, {"claim_token": event.claim_token}, outcome
+        )
+        status = outcome["status"] if recorded else "lost"
+        if not recorded:
+            log.warning("event %s: claim lost before the result was recorded", event.event_id)
+        return EventResult(
+            event_id=event.event_id,
+            operation=event.operation,
+            target_table=event.target_table,
+            status=status,
+            rows_affected=outcome.get("rows_affected"),
+            discrepancy=outcome.get("discrepancy"),
+            warning=outcome.get("warning"),
+            error_message=outcome.get("error_message"),
+            seconds=self.clock.monotonic() - started,
+            attempts=attempts,
+        )
+
+    def _apply(self, event: Event) -> _Applied:
+        # Exactly once: an event whose id is in the target's ledger was applied already.
+        entry = self.target.ledger_entry(event.event_id)
+        if entry is not None:
+            return _Applied(entry.rows_affected, None, entry)
+        if (event.attempts or 0) > self.settings.max_attempts:
+            raise PermanentError(
+                f"gave up after {self.settings.max_attempts} attempts: the workers that claimed "
+                "it stopped before finishing (see the worker logs)"
+            )
+        job = build_job(event)
+        check_allowed(job.target, self.settings.allowed_targets)
+        table = self.target.describe_table(job.target)
+        if table is None:
+            raise PermanentError(f"target table {job.target} does not exist in the target database")
+        try:
+            if job.operation is Operation.DELETE:
+                plan = plan_job(job, table, None, self.settings.max_delete_rows)
+                with self.target.session() as session:
+                    rows = session.apply(plan, self.clock.now())
+                return _Applied(rows, None)
+            assert job.source is not None
+            source_columns = self.lake.source_columns(job.source)
+            plan = plan_job(job, table, source_columns, self.settings.max_delete_rows)
+            batches = self.lake.read_source(
+                job.source, [c.name for c in source_columns], self.settings.batch_rows
+            )
+            with self.target.session() as session:
+                staged = session.stage_rows(plan, self._count(job, batches))
+                if staged == 0:
+                    verb = "insert" if job.operation is Operation.INSERT else "update"
+                    raise PermanentError(f"No data to {verb}: source table {job.source} is empty")
+                rows = session.apply(plan, self.clock.now())
+            return _Applied(rows, staged)
+        except AlreadyApplied:
+            entry = self.target.ledger_entry(event.event_id)
+            if entry is None:  # the ledger row vanished between two reads: let a retry decide
+                raise TransientError("ledger conflict without a ledger row") from None
+            return _Applied(entry.rows_affected, None, entry)
+
+    def _count(self, job: Job, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        rows = 0
+        for batch in batches:
+            rows += batch.num_rows
+            if self.on_progress is not None:
+                self.on_progress(job.event_id, rows)
+            yield batch
+
+    # -- outcomes ----------------------------------------------------------------------------
+    def _finished(self, status: Status) -> dict[str, Any]:
+        now = self.clock.now()
+        return {
+            "status": status.value,
+            "processed_at": now,
+            "updated_at": now,
+            "claim_token": None,
+            "lease_expires_at": None,
+            "next_attempt_at": None,
+        }
+
+    def _completed(self, event: Event, applied: _Applied) -> dict[str, Any]:
+        outcome = self._finished(Status.COMPLETED)
+        warnings = []
+        if applied.from_ledger is not None:
+            warnings.append(
+                f"already applied to the target at {applied.from_ledger.applied_at} "
+                "(found in its ledger); not applied again"
+            )
+        discrepancy = None
+        if event.rows_expected is not None:
+            discrepancy = event.rows_expected - applied.rows_affected
+            if discrepancy != 0:
+                warnings.append(discrepancy_warning(event, applied.rows_affected, discrepancy))
+        elif applied.rows_read is not None and applied.rows_affected < applied.rows_read:
+            skipped = applied.rows_read - applied.rows_affected
+            warnings.append(skipped_warning(event, skipped))
+        outcome.update(
+            rows_affected=applied.rows_affected,
+            discrepancy=discrepancy,
+            warning="; ".join(warnings) or None,
+            error_message=None,
+        )
+        return outcome
+
+    def _failed(self, message: str) -> dict[str, Any]:
+        outcome = self._finished(Status.FAILED)
+        outcome.update(error_message=message, rows_affected=None, discrepancy=None)
+        return outcome
+
+    def _retry_or_fail(self, event: Event, message: str) -> dict[str, Any]:
+        attempts = event.attempts or 1
+        if attempts >= self.settings.max_attempts:
+            return self._failed(f"{message} (gave up after {attempts} attempts)")
+        delay = backoff_seconds(
+            attempts, self.settings.retry_backoff, self.settings.retry_backoff_max, self.rng
+        )
+        now = self.clock.now()
+        retry_at = now + timedelta(seconds=delay)
+        return {
+            "status": Status.PENDING.value,
+            "updated_at": now,
+            "claim_token": None,
+            "lease_expires_at": None,
+            "next_attempt_at": retry_at,
+            "warning": (
+                f"attempt {attempts} of {self.settings.max_attempts} hit a transient error; "
+                f"retrying after {retry_at:%Y-%m-%d %H:%M:%S} UTC: {message}"
+            ),
+        }
+
+    # -- loops -------------------------------------------------------------------------------
+    def process_once(
+        self, max_events: int | None = None, event_id: str | None = None,
+        on_result: Callable[[EventResult], None] | None = None,
+    ) -> list[EventResult]:
+        """Process what is due now, then return."""
+        self.target.check_ready()
+        results: list[EventResult] = []
+        while max_events is None or len(results) < max_events:
+            event = self.claim_next_event(event_id)
+            if event is None:
+                break
+            result = self.process_event(event)
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
+            if event_id is not None:
+                break
+        return results
+
+    def run_worker(
+        self,
+        stop: threading.Event,
+        poll_interval: float | None = None,
+        max_events: int | None = None,
+        on_result: Callable[[EventResult], None] | None = None,
+    ) -> int:
+        """Claim and process until `stop` is set (after the event in hand) or max_events."""
+        interval = self.settings.poll_interval if poll_interval is None else poll_interval
+        processed = 0
+        while not stop.is_set():
+            try:
+                self.target.check_ready()
+                event = self.claim_next_event()
+            except (ConnectionFailure, TransientError) as exc:
+                log.warning("cannot claim events now: %s (retrying in %ss)", exc, interval)
+                stop.wait(interval)
+                continue
+            if event is None:
+                stop.wait(interval)
+                continue
+            result = self.process_event(event)
+            processed += 1
+            if on_result is not None:
+                on_result(result)
+            if max_events is not None and processed >= max_events:
+                break
+        return processed
+
+
+def backoff_seconds(attempt: int, base: float, cap: float, rng: random.Random) -> float:
+    """Exponential backoff with jitter, so that failing events do not retry in lockstep."""
+    delay = min(cap, base * (2 ** max(0, attempt - 1)))
+    return delay * (0.5 + rng.random() / 2)
+
+
+def discrepancy_warning(event: Event, affected: int, discrepancy: int) -> str:
+    head = f"rows_expected={event.rows_expected} but rows_affected={affected}"
+    operation = (event.operation or "").upper()
+    if operation == Operation.INSERT.value:
+        why = (
+            "the source likely has duplicate keys, or keys already in the target (skipped)"
+            if discrepancy > 0 else "more rows inserted than expected: check rows_expected"
+        )
+    elif operation == Operation.UPDATE.value:
+        why = (
+            "some source keys were not found in the target"
+            if discrepancy > 0 else "more rows matched than expected: keys are not unique in the target"
+        )
+    else:
+        why = "the filter conditions matched a different number of rows than expected"
+    return f"{head} (discrepancy {discrepancy}): {why}"
+
+
+def skipped_warning(event: Event, skipped: int) -> str:
+    operation = (event.operation or "").upper()
+    if operation == Operation.INSERT.value:
+        return (
+            f"{skipped} source row(s) not inserted: their keys were duplicated in the source "
+            "or already in the target"
+        )
+    return f"{skipped} source row(s) matched no target row"
+
+
+class _LeaseKeeper:
+    """Renews the claim's lease while the event is worked on, so no rescuer takes it."""
+
+    def __init__(self, engine: Engine, event: Event) -> None:
+        self.engine = engine
+        self.event = event
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="lease-keeper")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        lease = self.engine.settings.lease_seconds
+        while not self._stop.wait(max(lease / 3, 0.05)):
+            now = self.engine.clock.now()
+            try:
+                held = self.engine.lake.update_event_if(
+                    self.event.event_id,
+                    {"claim_token": self.event.claim_token},
+                    {"lease_expires_at": now + timedelta(seconds=lease), "updated_at": now},
+                )
+            except BridgeError as exc:
+                log.warning("event %s: lease renewal failed: %s", self.event.event_id, exc)
+                continue
+            if not held:
+                log.warning("event %s: lease lost to another worker", self.event.event_id)
+                return

@@ -1,0 +1,39 @@
+"""The exceptions the engine raises; the CLI turns each into one message and an exit code."""
+
+from __future__ import annotations
+
+
+class BridgeError(Exception):
+    """Base of every error bridge reports to a user."""
+
+
+class ConfigError(BridgeError):
+    """bridge.yaml, a profile or an environment override is wrong or missing."""
+
+
+class ConnectionFailure(BridgeError):
+    """The lake or the target cannot be reached (or its store is not set up)."""
+
+
+class ValidationError(BridgeError):
+    """An event or a request is malformed; nothing was written."""
+
+
+class EventNotFound(BridgeError):
+    """No event has the given id."""
+
+
+class RefusedError(BridgeError):
+    """A request that is well formed but not allowed (e.g. requeue a completed event)."""
+
+
+class PermanentError(BridgeError):
+    """Processing an event failed in a way a retry cannot fix."""
+
+
+class TransientError(BridgeError):
+    """Processing an event failed in a way a later retry may fix (lock, deadlock, lost link)."""
+
+
+class AlreadyApplied(BridgeError):
+    """The target's ledger already holds this event: it was applied once and never will twice."""

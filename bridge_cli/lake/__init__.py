@@ -1,0 +1,69 @@
+"""Where events and source tables live: the Lake protocol every lake adapter implements."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from bridge_cli.events import Event
+from bridge_cli.identifiers import TableName
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class LakeCapabilities:
+    # Whether UPDATE reports affected rows; when not, claims are confirmed by reading back.
+    reliable_row_counts: bool
+    # Whether two processes can write the event table at the same moment (else: waits for a lock).
+    concurrent_writers: bool
+
+
+@dataclass(frozen=True)
+class SourceColumn:
+    name: str
+    type: str
+
+
+class Lake(Protocol):
+    capabilities: LakeCapabilities
+    event_table_name: str
+
+    def init_event_table(self, upgrade: bool) -> list[str]:
+        """Create the event table (or add missing lifecycle columns); return what was done."""
+        ...
+
+    def insert_event(self, event: Event) -> None: ...
+
+    def get_event(self, event_id: str) -> Event | None: ...
+
+    def list_events(self, status: str | None, limit: int) -> list[Event]:
+        """Newest first."""
+        ...
+
+    def count_by_status(self) -> dict[str, int]: ...
+
+    def claimable_events(self, now: datetime, limit: int, event_id: str | None) -> list[Event]:
+        """Pending and due, or processing with an expired lease; in claim order."""
+        ...
+
+    def update_event_if(
+        self, event_id: str, expected: Mapping[str, Any], changes: Mapping[str, Any]
+    ) -> bool:
+        """Conditional update: set `changes` only where every `expected` column still holds
+        (None means IS NULL). True when this call changed the row (confirmed by reading back
+        where row counts are unreliable)."""
+        ...
+
+    def source_columns(self, table: TableName) -> list[SourceColumn]:
+        """The source's columns; PermanentError naming the table when it does not exist."""
+        ...
+
+    def read_source(
+        self, table: TableName, columns: list[str], batch_rows: int
+    ) -> Iterator[pa.RecordBatch]:
+        """Stream the listed columns in batches of at most batch_rows rows."""
+        ...

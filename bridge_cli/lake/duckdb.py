@@ -1,0 +1,282 @@
+"""The embedded lake: one DuckDB file per catalog under the lake folder.
+
+`c.s.t` is table `s.t` in `<lake>/c.duckdb`; the event table
+`000-sql-databricks-bridge`.`events`.bridge_events is `events.bridge_events` in
+`<lake>/000-sql-databricks-bridge.duckdb`. DuckDB lets one process at a time open a file for
+writing, so every operation opens a short-lived connection and waits for a held lock.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bridge_cli.config import DEFAULT_EVENT_TABLE, Settings, resolve_path
+from bridge_cli.errors import ConnectionFailure, PermanentError, TransientError
+from bridge_cli.events import ALL_COLUMNS, LIFECYCLE_COLUMNS, Event
+from bridge_cli.identifiers import TableName, parse_table_name, quote_double
+from bridge_cli.lake import LakeCapabilities, SourceColumn
+
+if TYPE_CHECKING:
+    import duckdb
+    import pyarrow as pa
+
+_COLUMN_TYPES = {
+    "event_id": "VARCHAR NOT NULL",
+    "operation": "VARCHAR",
+    "source_table": "VARCHAR",
+    "target_table": "VARCHAR",
+    "primary_keys": "VARCHAR[]",
+    "priority": "INTEGER",
+    "status": "VARCHAR",
+    "rows_expected": "INTEGER",
+    "rows_affected": "INTEGER",
+    "discrepancy": "INTEGER",
+    "warning": "VARCHAR",
+    "error_message": "VARCHAR",
+    "filter_conditions": "VARCHAR",
+    "metadata": "VARCHAR",
+    "created_at": "TIMESTAMP",
+    "processed_at": "TIMESTAMP",
+    "attempts": "INTEGER",
+    "worker_id": "VARCHAR",
+    "claim_token": "VARCHAR",
+    "lease_expires_at": "TIMESTAMP",
+    "next_attempt_at": "TIMESTAMP",
+    "updated_at": "TIMESTAMP",
+}
+assert tuple(_COLUMN_TYPES) == ALL_COLUMNS
+
+# DuckDB's instance cache is per process; one lock keeps this process's threads from racing
+# to open the same file with different settings.
+_OPEN_LOCK = threading.Lock()
+
+
+def _is_lock_conflict(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return "lock" in text and ("could not set" in text or "conflicting" in text)
+
+
+class DuckDBLake:
+    capabilities = LakeCapabilities(reliable_row_counts=True, concurrent_writers=False)
+
+    def __init__(self, settings: Settings) -> None:
+        config = settings.lake
+        self.root: Path = resolve_path(config.get("path"), settings.home / "lake", settings.home)
+        name = str(config.get("event_table") or DEFAULT_EVENT_TABLE)
+        self.event_table = parse_table_name(name, min_parts=3, max_parts=3, what="event_table")
+        self.event_table_name = name
+        self.lock_timeout = settings.lock_timeout
+
+    # -- connections -------------------------------------------------------------------------
+    def catalog_path(self, catalog: str) -> Path:
+        return self.root / f"{catalog}.duckdb"
+
+    @contextmanager
+    def connect(self, catalog: str, *, create: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        import duckdb
+
+        path = self.catalog_path(catalog)
+        if not path.exists():
+            if not create:
+                raise _MissingCatalog(catalog)
+            path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + self.lock_timeout
+        delay = 0.02
+        while True:
+            try:
+                with _OPEN_LOCK:
+                    connection = duckdb.connect(str(path))
+                break
+            except duckdb.Error as exc:
+                if not _is_lock_conflict(exc):
+                    raise ConnectionFailure(f"cannot open lake file {path}: {exc}") from None
+                if time.monotonic() >= deadline:
+                    raise TransientError(
+                        f"lake file {path} stayed locked by another process for "
+                        f"{self.lock_timeout:.0f}s"
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
+        try:
+            connection.execute("SET TimeZone = 'UTC'")
+            yield connection
+        finally:
+            connection.close()
+
+    @contextmanager
+    def _events(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        try:
+            with self.connect(self.event_table.catalog) as connection:
+                yield connection
+        except _MissingCatalog:
+            raise ConnectionFailure(
+                f"event table {self.event_table_name} does not exist: run `bridge init`"
+            ) from None
+
+    @property
+    def _table(self) -> str:
+        return f"{quote_double(self.event_table.schema)}.{quote_double(self.event_table.table)}"
+
+    # -- event table -------------------------------------------------------------------------
+    def init_event_table(self, upgrade: bool) -> list[str]:
+        done: list[str] = []
+        with self.connect(self.event_table.catalog, create=True) as con:
+            existing = self._existing_columns(con)
+            if not existing:
+                con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_double(self.event_table.schema)}")
+                body = ", ".join(f"{quote_double(c)} {t}" for c, t in _COLUMN_TYPES.items())
+                con.execute(f"CREATE TABLE {self._table} ({body})")
+                return [f"created event table {self.event_table_name} in {self.catalog_path(self.event_table.catalog)}"]
+            missing = [c for c in LIFECYCLE_COLUMNS if c not in existing]
+            if not missing:
+                return [f"event table {self.event_table_name} is up to date"]
+            if not upgrade:
+                raise ConnectionFailure(
+                    f"event table {self.event_table_name} lacks lifecycle columns "
+                    f"{', '.join(missing)}: run `bridge init --upgrade`"
+                )
+            for column in missing:
+                con.execute(
+                    f"ALTER TABLE {self._table} ADD COLUMN {quote_double(column)} {_COLUMN_TYPES[column]}"
+                )
+                done.append(f"added column {column}")
+        return done
+
+    def _existing_columns(self, con: duckdb.DuckDBPyConnection) -> set[str]:
+        rows = con.execute(
+            "SELECT lower(column_name) FROM information_schema.columns "
+            "WHERE lower(table_schema) = lower(?) AND lower(table_name) = lower(?)",
+            [self.event_table.schema, self.event_table.table],
+        ).fetchall()
+        return {r[0] for r in rows}
+
+    def _select(self, con: duckdb.DuckDBPyConnection, where: str, params: list[Any], tail: str = "") -> list[Event]:
+        columns = ", ".join(quote_double(c) for c in ALL_COLUMNS)
+        try:
+            result = con.execute(f"SELECT {columns} FROM {self._table} WHERE {where} {tail}", params)
+        except Exception as exc:
+            raise self._explain(exc) from None
+        return [Event.from_row(list(ALL_COLUMNS), row) for row in result.fetchall()]
+
+    def _explain(self, exc: Exception) -> Exception:
+        import duckdb
+
+        if isinstance(exc, duckdb.CatalogException | duckdb.BinderException):
+            return ConnectionFailure(
+                f"event table {self.event_table_name} is missing or out of date ({exc}): "
+                "run `bridge init` or `bridge init --upgrade`"
+            )
+        return exc
+
+    def insert_event(self, event: Event) -> None:
+        values = event.to_dict()
+        columns = ", ".join(quote_double(c) for c in ALL_COLUMNS)
+        marks = ", ".join("?" for _ in ALL_COLUMNS)
+        with self._events() as con:
+            try:
+                con.execute(
+                    f"INSERT INTO {self._table} ({columns}) VALUES ({marks})",
+                    [values[c] for c in ALL_COLUMNS],
+                )
+            except Exception as exc:
+                raise self._explain(exc) from None
+
+    def get_event(self, event_id: str) -> Event | None:
+        with self._events() as con:
+            rows = self._select(con, "event_id = ?", [event_id], "LIMIT 1")
+        return rows[0] if rows else None
+
+    def list_events(self, status: str | None, limit: int) -> list[Event]:
+        where, params = ("status = ?", [status]) if status else ("TRUE", [])
+        with self._events() as con:
+            return self._select(
+                con, where, [*params, limit], "ORDER BY created_at DESC NULLS LAST, event_id LIMIT ?"
+            )
+
+    def count_by_status(self) -> dict[str, int]:
+        with self._events() as con:
+            try:
+                rows = con.execute(
+                    f"SELECT coalesce(status, '?'), count(*) FROM {self._table} GROUP BY 1"
+                ).fetchall()
+            except Exception as exc:
+                raise self._explain(exc) from None
+        return {str(s): int(n) for s, n in rows}
+
+    def claimable_events(self, now: datetime, limit: int, event_id: str | None) -> list[Event]:
+        where = (
+            "((status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= ?))"
+            " OR (status = 'processing' AND lease_expires_at < ?))"
+        )
+        params: list[Any] = [now, now]
+        if event_id is not None:
+            where += " AND event_id = ?"
+            params.append(event_id)
+        with self._events() as con:
+            return self._select(
+                con, where, [*params, limit],
+                "ORDER BY coalesce(priority, 5), created_at NULLS LAST, event_id LIMIT ?",
+            )
+
+    def update_event_if(
+        self, event_id: str, expected: Mapping[str, Any], changes: Mapping[str, Any]
+    ) -> bool:
+        for column in (*expected, *changes):
+            assert column in _COLUMN_TYPES, column  # never a user-given column name
+        sets = ", ".join(f"{quote_double(c)} = ?" for c in changes)
+        conditions = ["event_id = ?"]
+        params: list[Any] = [*changes.values(), event_id]
+        for column, value in expected.items():
+            if value is None:
+                conditions.append(f"{quote_double(column)} IS NULL")
+            else:
+                conditions.append(f"{quote_double(column)} = ?")
+                params.append(value)
+        sql = f"UPDATE {self._table} SET {sets} WHERE {' AND '.join(conditions)} RETURNING event_id"
+        with self._events() as con:
+            try:
+                return bool(con.execute(sql, params).fetchall())
+            except Exception as exc:
+                raise self._explain(exc) from None
+
+    # -- source tables -----------------------------------------------------------------------
+    def source_columns(self, table: TableName) -> list[SourceColumn]:
+        try:
+            with self.connect(table.catalog) as con:
+                rows = con.execute(
+                    "SELECT column_name, data_type FROM information_schema.columns "
+                    "WHERE lower(table_schema) = lower(?) AND lower(table_name) = lower(?) "
+                    "ORDER BY ordinal_position",
+                    [table.schema, table.table],
+                ).fetchall()
+        except _MissingCatalog:
+            rows = []
+        if not rows:
+            raise PermanentError(
+                f"source table {table} does not exist (check the name; catalogs and schemas "
+                "with hyphens may be written with or without backticks)"
+            )
+        return [SourceColumn(str(name), str(kind)) for name, kind in rows]
+
+    def read_source(
+        self, table: TableName, columns: list[str], batch_rows: int
+    ) -> Iterator[pa.RecordBatch]:
+        select = ", ".join(quote_double(c) for c in columns)
+        source = f"{quote_double(table.schema)}.{quote_double(table.table)}"
+        try:
+            with self.connect(table.catalog) as con:
+                yield from con.sql(f"SELECT {select} FROM {source}").to_arrow_reader(batch_rows)
+        except _MissingCatalog:
+            raise PermanentError(f"source table {table} does not exist") from None
+
+
+class _MissingCatalog(Exception):
+    def __init__(self, catalog: str) -> None:
+        super().__init__(catalog)
+        self.catalog = catalog

@@ -1,0 +1,85 @@
+"""Check a validated event against the real source and target before any row moves."""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+
+from bridge_cli.errors import PermanentError
+from bridge_cli.events import FilterValue, Job, Operation
+from bridge_cli.identifiers import TableName
+from bridge_cli.lake import SourceColumn
+from bridge_cli.target import ApplyPlan, TargetColumn, TargetTable
+
+
+def check_allowed(target: TableName, patterns: tuple[str, ...]) -> None:
+    name = str(target).lower()
+    if not any(fnmatchcase(name, p.lower()) for p in patterns):
+        raise PermanentError(
+            f"target table {target} is not allowed by this profile "
+            f"(allowed_targets: {', '.join(patterns)})"
+        )
+
+
+def plan_job(
+    job: Job,
+    target: TargetTable,
+    source_columns: list[SourceColumn] | None,
+    max_delete_rows: int,
+) -> ApplyPlan:
+    keys = tuple(_target_column(target, k, "primary key") for k in job.primary_keys)
+    if job.operation is Operation.DELETE:
+        filters: list[tuple[TargetColumn, FilterValue | tuple[FilterValue, ...]]] = []
+        for name, value in job.filters.items():
+            column = _target_column(target, name, "filter_conditions column")
+            filters.append((column, tuple(value) if isinstance(value, list) else value))
+        return ApplyPlan(
+            event_id=job.event_id,
+            operation=job.operation,
+            table=target,
+            columns=(),
+            keys=keys,
+            filters=tuple(filters),
+            max_delete_rows=max_delete_rows,
+        )
+    assert source_columns is not None and job.source is not None
+    source_names = {c.name.lower() for c in source_columns}
+    missing_keys = [k for k in job.primary_keys if k.lower() not in source_names]
+    if missing_keys:
+        raise PermanentError(
+            f"primary key column(s) {', '.join(missing_keys)} not in source table {job.source}"
+        )
+    unknown = [c.name for c in source_columns if target.column(c.name) is None]
+    if unknown:
+        raise PermanentError(
+            f"source column(s) {', '.join(unknown)} of {job.source} do not exist in target "
+            f"table {target.name}: drop them from the source or add them to the target"
+        )
+    columns = tuple(_target_column(target, c.name, "column") for c in source_columns)
+    fed_identity = [c.name for c in columns if c.is_identity]
+    if fed_identity and not job.identity_insert:
+        raise PermanentError(
+            f"Cannot insert explicit value for identity column {', '.join(fed_identity)} in "
+            f"{target.name}: exclude it from the source table (or use a view without it), "
+            'or set metadata {"identity_insert": true} to keep the source values'
+        )
+    plan = ApplyPlan(
+        event_id=job.event_id,
+        operation=job.operation,
+        table=target,
+        columns=columns,
+        keys=keys,
+        identity_insert=job.identity_insert and bool(fed_identity),
+        max_delete_rows=max_delete_rows,
+    )
+    if job.operation is Operation.UPDATE and not plan.set_columns:
+        raise PermanentError(
+            f"UPDATE has nothing to set: source {job.source} has only the key columns"
+        )
+    return plan
+
+
+def _target_column(target: TargetTable, name: str, what: str) -> TargetColumn:
+    column = target.column(name)
+    if column is None:
+        raise PermanentError(f"{what} {name!r} is not a column of target table {target.name}")
+    return column

@@ -1,0 +1,98 @@
+"""Where rows go: the Target protocol every target adapter implements."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol
+
+from bridge_cli.events import FilterValue, Operation
+from bridge_cli.identifiers import TableName
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class TargetCapabilities:
+    identity_insert_needs_switch: bool  # SQL Server needs SET IDENTITY_INSERT ON
+    write_methods: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TargetColumn:
+    name: str
+    type: str
+    is_identity: bool = False
+    nullable: bool = True
+
+
+@dataclass(frozen=True)
+class TargetTable:
+    name: TableName
+    columns: tuple[TargetColumn, ...]
+
+    def column(self, name: str) -> TargetColumn | None:
+        """Case-insensitive, as SQL Server and SQLite compare column names."""
+        lowered = name.lower()
+        for column in self.columns:
+            if column.name.lower() == lowered:
+                return column
+        return None
+
+
+@dataclass(frozen=True)
+class ApplyPlan:
+    """A validated event mapped onto a real target table: what the adapter writes."""
+
+    event_id: str
+    operation: Operation
+    table: TargetTable
+    columns: tuple[TargetColumn, ...]  # target columns fed from the source, in source order
+    keys: tuple[TargetColumn, ...]
+    filters: tuple[tuple[TargetColumn, FilterValue | tuple[FilterValue, ...]], ...] = ()
+    identity_insert: bool = False
+    max_delete_rows: int = 10000
+
+    @property
+    def set_columns(self) -> tuple[TargetColumn, ...]:
+        """UPDATE sets the non-key columns."""
+        keys = {k.name for k in self.keys}
+        return tuple(c for c in self.columns if c.name not in keys)
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    event_id: str
+    operation: str
+    rows_affected: int
+    applied_at: datetime | None
+
+
+class TargetSession(Protocol):
+    def stage_rows(self, plan: ApplyPlan, batches: Iterable[pa.RecordBatch]) -> int:
+        """Copy source batches into a session-private staging table; return rows staged."""
+        ...
+
+    def apply(self, plan: ApplyPlan, applied_at: datetime) -> int:
+        """One transaction: the set-based statement plus the ledger row. Returns rows affected.
+        Raises AlreadyApplied when the ledger already holds the event (nothing changed)."""
+        ...
+
+
+class Target(Protocol):
+    capabilities: TargetCapabilities
+
+    def init_ledger(self) -> list[str]: ...
+
+    def check_ready(self) -> None:
+        """ConnectionFailure when the target cannot be reached or has no ledger."""
+        ...
+
+    def ledger_entry(self, event_id: str) -> LedgerEntry | None: ...
+
+    def describe_table(self, table: TableName) -> TargetTable | None: ...
+
+    def session(self) -> AbstractContextManager[TargetSession]: ...

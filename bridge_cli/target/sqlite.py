@@ -1,0 +1,319 @@
+"""The embedded target: one SQLite file per SQL Server schema under the target folder.
+
+`s.t` is table `t` in `<target>/s.sqlite`; the ledger `bridge.applied_events` is table
+`applied_events` in `<target>/bridge.sqlite`, attached to the session so that the data change and
+the ledger row commit together (rollback-journal mode keeps a multi-file commit atomic).
+An identity column is `INTEGER PRIMARY KEY AUTOINCREMENT`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import sqlite3
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bridge_cli.config import DEFAULT_LEDGER_TABLE, Settings, resolve_path
+from bridge_cli.errors import (
+    AlreadyApplied,
+    ConnectionFailure,
+    PermanentError,
+    TransientError,
+)
+from bridge_cli.events import FilterValue, Operation
+from bridge_cli.identifiers import TableName, parse_target_table, quote_double
+from bridge_cli.target import (
+    ApplyPlan,
+    LedgerEntry,
+    TargetCapabilities,
+    TargetColumn,
+    TargetTable,
+)
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+
+def _adapt_datetime(value: dt.datetime) -> str:
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return value.isoformat(sep=" ")
+
+
+# Python's sqlite3 has no (or deprecated) adapters for these; store them as exact text.
+sqlite3.register_adapter(Decimal, str)
+sqlite3.register_adapter(dt.datetime, _adapt_datetime)
+sqlite3.register_adapter(dt.date, lambda v: v.isoformat())
+sqlite3.register_adapter(dt.time, lambda v: v.isoformat())
+sqlite3.register_adapter(uuid.UUID, str)
+
+_AUTOINCREMENT = re.compile(r"AUTOINCREMENT", re.IGNORECASE)
+_STAGE = "bridge_stage"
+
+
+def _sort_error(exc: sqlite3.Error, what: str) -> Exception:
+    text = str(exc)
+    lowered = text.lower()
+    if isinstance(exc, sqlite3.OperationalError) and ("locked" in lowered or "busy" in lowered):
+        return TransientError(f"{what}: target database is locked ({text})")
+    return PermanentError(f"{what}: {text}")
+
+
+class SQLiteTarget:
+    capabilities = TargetCapabilities(identity_insert_needs_switch=False, write_methods=("values",))
+
+    def __init__(self, settings: Settings) -> None:
+        config = settings.target
+        self.root: Path = resolve_path(config.get("path"), settings.home / "target", settings.home)
+        ledger = str(config.get("ledger_table") or DEFAULT_LEDGER_TABLE)
+        self.ledger = parse_target_table(ledger)
+        self.busy_timeout = settings.lock_timeout
+
+    def schema_path(self, schema: str) -> Path:
+        return self.root / f"{schema}.sqlite"
+
+    def _open(self, schema: str, *, create: bool = False) -> sqlite3.Connection:
+        path = self.schema_path(schema)
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            uri = f"file:{path}?mode=rwc"
+        else:
+            uri = f"file:{path}?mode=rw"
+        try:
+            connection = sqlite3.connect(
+                uri, uri=True, timeout=self.busy_timeout, isolation_level=None,
+                check_same_thread=False,
+            )
+        except sqlite3.OperationalError as exc:
+            raise ConnectionFailure(f"cannot open target database {path}: {exc}") from None
+        return connection
+
+    @property
+    def _ledger_sql(self) -> str:
+        return f"ledger.{quote_double(self.ledger.table)}"
+
+    def init_ledger(self) -> list[str]:
+        connection = self._open(self.ledger.schema, create=True)
+        try:
+            exists = connection.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", [self.ledger.table]
+            ).fetchone()
+            connection.execute(
+                f"CREATE TABLE IF NOT EXISTS {quote_double(self.ledger.table)} ("
+                "event_id TEXT PRIMARY KEY, operation TEXT NOT NULL, target_table TEXT NOT NULL, "
+                "rows_affected INTEGER NOT NULL, applied_at TEXT NOT NULL)"
+            )
+        finally:
+            connection.close()
+        where = self.schema_path(self.ledger.schema)
+        if exists:
+            return [f"ledger {self.ledger} is up to date"]
+        return [f"created ledger {self.ledger} in {where}"]
+
+    def check_ready(self) -> None:
+        if not self.schema_path(self.ledger.schema).exists():
+            raise ConnectionFailure(f"target ledger {self.ledger} does not exist: run `bridge init`")
+
+    def ledger_entry(self, event_id: str) -> LedgerEntry | None:
+        self.check_ready()
+        connection = self._open(self.ledger.schema)
+        try:
+            row = connection.execute(
+                f"SELECT event_id, operation, rows_affected, applied_at FROM "
+                f"{quote_double(self.ledger.table)} WHERE event_id = ?",
+                [event_id],
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise _sort_error(exc, "reading the ledger") from None
+        finally:
+            connection.close()
+        if row is None:
+            return None
+        applied = dt.datetime.fromisoformat(row[3]) if row[3] else None
+        return LedgerEntry(row[0], row[1], int(row[2]), applied)
+
+    def describe_table(self, table: TableName) -> TargetTable | None:
+        if not self.schema_path(table.schema).exists():
+            return None
+        connection = self._open(table.schema)
+        try:
+            found = connection.execute(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'table' AND lower(name) = lower(?)",
+                [table.table],
+            ).fetchone()
+            if found is None:
+                return None
+            name, create_sql = found
+            info = connection.execute(f"PRAGMA table_info({quote_double(name)})").fetchall()
+        except sqlite3.Error as exc:
+            raise _sort_error(exc, f"reading target table {table}") from None
+        finally:
+            connection.close()
+        autoincrement = bool(_AUTOINCREMENT.search(create_sql or ""))
+        pk_columns = [row for row in info if row[5]]
+        columns = []
+        for _cid, col_name, col_type, notnull, _default, pk in info:
+            identity = (
+                autoincrement and bool(pk) and len(pk_columns) == 1
+                and str(col_type).upper() == "INTEGER"
+            )
+            columns.append(TargetColumn(str(col_name), str(col_type), identity, not notnull))
+        return TargetTable(TableName((table.schema, str(name))), tuple(columns))
+
+    @contextmanager
+    def session(self) -> Iterator[SQLiteSession]:
+        self.check_ready()
+        session = SQLiteSession(self)
+        try:
+            yield session
+        finally:
+            session.close()
+
+
+class SQLiteSession:
+    def __init__(self, target: SQLiteTarget) -> None:
+        self.target = target
+        self.connection: sqlite3.Connection | None = None
+
+    def _connect(self, plan: ApplyPlan) -> sqlite3.Connection:
+        if self.connection is None:
+            connection = self.target._open(plan.table.name.schema)
+            ledger_path = self.target.schema_path(self.target.ledger.schema)
+            try:
+                connection.execute("ATTACH DATABASE ? AS ledger", [f"file:{ledger_path}?mode=rw"])
+            except sqlite3.Error as exc:
+                connection.close()
+                raise _sort_error(exc, "attaching the ledger") from None
+            self.connection = connection
+        return self.connection
+
+    def close(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None
+
+    def stage_rows(self, plan: ApplyPlan, batches: Iterable[pa.RecordBatch]) -> int:
+        connection = self._connect(plan)
+        body = ", ".join(f"{quote_double(c.name)} {c.type}" for c in plan.columns)
+        marks = ", ".join("?" for _ in plan.columns)
+        staged = 0
+        try:
+            connection.execute(f"DROP TABLE IF EXISTS temp.{_STAGE}")
+            connection.execute(f"CREATE TEMP TABLE {_STAGE} ({body})")
+            insert = f"INSERT INTO temp.{_STAGE} VALUES ({marks})"
+            for batch in batches:
+                rows = _rows(batch)
+                connection.executemany(insert, rows)
+                staged += len(rows)
+            keys = ", ".join(quote_double(k.name) for k in plan.keys)
+            connection.execute(f"CREATE INDEX temp.{_STAGE}_keys ON {_STAGE} ({keys})")
+        except sqlite3.Error as exc:
+            raise _sort_error(exc, "staging source rows") from None
+        return staged
+
+    def apply(self, plan: ApplyPlan, applied_at: dt.datetime) -> int:
+        connection = self._connect(plan)
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise _sort_error(exc, "starting the transaction") from None
+        try:
+            self._write_ledger(connection, plan, applied_at)
+            rows = self._apply_change(connection, plan)
+            connection.execute(
+                f"UPDATE {self.target._ledger_sql} SET rows_affected = ? WHERE event_id = ?",
+                [rows, plan.event_id],
+            )
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        return rows
+
+    def _write_ledger(self, connection: sqlite3.Connection, plan: ApplyPlan, applied_at: dt.datetime) -> None:
+        # First statement of the transaction: a second apply of the same event stops here.
+        try:
+            connection.execute(
+                f"INSERT INTO {self.target._ledger_sql} "
+                "(event_id, operation, target_table, rows_affected, applied_at) VALUES (?, ?, ?, 0, ?)",
+                [plan.event_id, plan.operation.value, str(plan.table.name), applied_at],
+            )
+        except sqlite3.IntegrityError:
+            raise AlreadyApplied(f"event {plan.event_id} is already in the ledger") from None
+        except sqlite3.Error as exc:
+            raise _sort_error(exc, "writing the ledger") from None
+
+    def _apply_change(self, connection: sqlite3.Connection, plan: ApplyPlan) -> int:
+        table = f"main.{quote_double(plan.table.name.table)}"
+        try:
+            if plan.operation is Operation.DELETE:
+                return self._delete(connection, plan, table)
+            first_per_key = (
+                f"SELECT * FROM temp.{_STAGE} WHERE rowid IN (SELECT min(rowid) FROM temp.{_STAGE} "
+                f"GROUP BY {', '.join(quote_double(k.name) for k in plan.keys)})"
+            )
+            match = " AND ".join(
+                f"d.{quote_double(k.name)} IS s.{quote_double(k.name)}" for k in plan.keys
+            )
+            if plan.operation is Operation.INSERT:
+                columns = ", ".join(quote_double(c.name) for c in plan.columns)
+                selected = ", ".join(f"s.{quote_double(c.name)}" for c in plan.columns)
+                cursor = connection.execute(
+                    f"INSERT INTO {table} ({columns}) SELECT {selected} FROM ({first_per_key}) AS s "
+                    f"WHERE NOT EXISTS (SELECT 1 FROM {table} AS d WHERE {match})"
+                )
+            else:
+                sets = ", ".join(
+                    f"{quote_double(c.name)} = s.{quote_double(c.name)}" for c in plan.set_columns
+                )
+                cursor = connection.execute(
+                    f"UPDATE {table} AS d SET {sets} FROM ({first_per_key}) AS s WHERE {match}"
+                )
+            return int(cursor.rowcount)
+        except sqlite3.Error as exc:
+            raise _sort_error(exc, f"{plan.operation.value} into {plan.table.name}") from None
+
+    def _delete(self, connection: sqlite3.Connection, plan: ApplyPlan, table: str) -> int:
+        where, params = _where(plan.filters)
+        (count,) = connection.execute(f"SELECT count(*) FROM {table} WHERE {where}", params).fetchone()
+        if count > plan.max_delete_rows:
+            raise PermanentError(
+                f"DELETE would remove {count} rows, over the limit of max_delete_rows="
+                f"{plan.max_delete_rows}; nothing was deleted: split it into several events"
+            )
+        cursor = connection.execute(f"DELETE FROM {table} WHERE {where}", params)
+        return int(cursor.rowcount)
+
+
+def _where(
+    filters: tuple[tuple[TargetColumn, FilterValue | tuple[FilterValue, ...]], ...],
+) -> tuple[str, list[Any]]:
+    parts: list[str] = []
+    params: list[Any] = []
+    for column, value in filters:
+        name = quote_double(column.name)
+        if isinstance(value, tuple):
+            present = [v for v in value if v is not None]
+            options = []
+            if present:
+                options.append(f"{name} IN ({', '.join('?' for _ in present)})")
+                params.extend(present)
+            if len(present) != len(value):
+                options.append(f"{name} IS NULL")
+            parts.append("(" + " OR ".join(options) + ")")
+        elif value is None:
+            parts.append(f"{name} IS NULL")
+        else:
+            parts.append(f"{name} = ?")
+            params.append(value)
+    return " AND ".join(parts), params
+
+
+def _rows(batch: pa.RecordBatch) -> list[tuple[Any, ...]]:
+    columns = [column.to_pylist() for column in batch.columns]
+    return list(zip(*columns, strict=True)) if columns else []
