@@ -78,7 +78,11 @@ def parse_table_name(text: str, *, min_parts: int, max_parts: int, what: str) ->
         shape = "catalog.schema.table" if max_parts == 3 else "schema.table"
         raise ValidationError(f"{what} {text!r} must be written as {shape}")
     for part in parts:
-        check_identifier(part, f"name part in {what} {text!r}:")
+        if not _PART.match(part):
+            raise ValidationError(
+                f"invalid {what} {text!r}: part {part!r} may only use letters, digits, "
+                "'_', '$' or '-' (at most 128)"
+            )
     return TableName(tuple(parts))
 
 

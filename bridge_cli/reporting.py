@@ -17,6 +17,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -66,16 +67,17 @@ def print_json(data: Any) -> None:
 
 
 def error(message: str) -> None:
-    stderr().print(f"[bold red]Error:[/] {message}", highlight=False, markup=True)
+    # soft_wrap: one line however long, so logs and grep see the whole message
+    stderr().print(f"[bold red]Error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def info(message: str) -> None:
-    stderr().print(message, highlight=False, markup=False)
+    stderr().print(message, highlight=False, markup=False, soft_wrap=True)
 
 
 def _status(value: str | None) -> str:
     style = _STATUS_STYLE.get(value or "", "")
-    return f"[{style}]{value}[/]" if style else str(value)
+    return f"[{style}]{value}[/]" if style else escape(str(value))
 
 
 def _text(value: Any) -> str:
@@ -88,17 +90,22 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def _cell(value: Any) -> str:
+    """A value from an event row (untrusted), shown verbatim: rich markup is escaped."""
+    return escape(_text(value))
+
+
 def print_event(event: Event, as_json: bool) -> None:
     if as_json:
         print_json(event.to_dict())
         return
-    table = Table(show_header=False, title=f"event {event.event_id}", title_justify="left")
+    table = Table(show_header=False, title=f"event {_cell(event.event_id)}", title_justify="left")
     table.add_column("field", style="bold")
     table.add_column("value", overflow="fold")
     for key, value in event.to_dict().items():
         if key == "claim_token":
             continue
-        shown = _status(value) if key == "status" else _text(value).replace("[", "\\[")
+        shown = _status(value) if key == "status" else _cell(value)
         table.add_row(key, shown)
     stdout().print(table)
 
@@ -116,8 +123,8 @@ def print_events(events: Sequence[Event], counts: dict[str, int], as_json: bool)
         if e.rows_expected is not None:
             rows = f"{rows}/{e.rows_expected}"
         table.add_row(
-            e.event_id, _text(e.operation), _status(e.status), _text(e.target_table), rows,
-            _text(e.created_at), message.replace("[", "\\["),
+            _cell(e.event_id), _cell(e.operation), _status(e.status), _cell(e.target_table), rows,
+            _text(e.created_at), escape(message),
         )
     console = stdout()
     console.print(table)
@@ -138,9 +145,9 @@ def print_results(results: Sequence[EventResult], as_json: bool) -> None:
         table.add_column(name, overflow="fold")
     for r in results:
         table.add_row(
-            r.event_id, _text(r.operation), _text(r.target_table), _status(r.status),
+            _cell(r.event_id), _cell(r.operation), _cell(r.target_table), _status(r.status),
             _text(r.rows_affected), _text(r.discrepancy), f"{r.seconds:.2f}",
-            (r.error_message or r.warning or "").replace("[", "\\["),
+            _cell(r.error_message or r.warning),
         )
     console.print(table)
 
@@ -159,7 +166,7 @@ def print_requeue(results: Iterable[RequeueResult], as_json: bool) -> None:
         table.add_column(name, overflow="fold")
     for r in results:
         style = "green" if r.requeued else ("yellow" if r.reason == "would requeue" else "red")
-        table.add_row(r.event_id, _text(r.previous_status), f"[{style}]{r.reason}[/]")
+        table.add_row(_cell(r.event_id), _cell(r.previous_status), f"[{style}]{_cell(r.reason)}[/]")
     console.print(table)
 
 

@@ -1,0 +1,138 @@
+"""Adapter pairs for the contract suite: each knows how to make source and target tables.
+
+Only the embedded pair (DuckDB lake, SQLite target) runs everywhere; the SQL Server and
+Databricks pairs join when their servers are reachable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bridge_cli.config import Settings, load_settings
+from bridge_cli.engine import Engine
+from bridge_cli.identifiers import parse_source_table, parse_target_table, quote_double
+from bridge_cli.lake.duckdb import DuckDBLake
+from bridge_cli.target.sqlite import SQLiteTarget
+
+
+@dataclass(frozen=True)
+class Col:
+    """A target column in portable terms: type is int, text, bool, decimal or timestamp."""
+
+    name: str
+    type: str = "text"
+    pk: bool = False
+    identity: bool = False
+    unique: bool = False
+    not_null: bool = False
+
+
+_DUCKDB_TYPES = {"int": "BIGINT", "text": "VARCHAR", "bool": "BOOLEAN",
+                 "decimal": "DECIMAL(18,4)", "timestamp": "TIMESTAMP"}
+_SQLITE_TYPES = {"int": "INTEGER", "text": "TEXT", "bool": "INTEGER",
+                 "decimal": "NUMERIC", "timestamp": "TEXT"}
+
+
+class LocalPair:
+    """The embedded default: DuckDB files as the lake, SQLite files as the target."""
+
+    name = "duckdb-sqlite"
+
+    def __init__(self, home: Path, **overrides: Any) -> None:
+        self.home = home
+        base = load_settings(env={"BRIDGE_HOME": str(home)})
+        defaults = {"retry_backoff": 0.0, "lock_timeout": 5.0, "lease_seconds": 30.0}
+        self.settings: Settings = dataclasses.replace(base, **{**defaults, **overrides})
+        self.lake = DuckDBLake(self.settings)
+        self.target = SQLiteTarget(self.settings)
+        self.lake.init_event_table(upgrade=False)
+        self.target.init_ledger()
+
+    def engine(self, **kwargs: Any) -> Engine:
+        return Engine(self.settings, self.lake, self.target, **kwargs)
+
+    def reconfigure(self, **overrides: Any) -> None:
+        self.settings = dataclasses.replace(self.settings, **overrides)
+        self.lake = DuckDBLake(self.settings)
+        self.target = SQLiteTarget(self.settings)
+
+    # -- lake --------------------------------------------------------------------------------
+    def create_source(
+        self, name: str, columns: dict[str, str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        table = parse_source_table(name)
+        body = ", ".join(f"{quote_double(c)} {_DUCKDB_TYPES[t]}" for c, t in columns.items())
+        qualified = f"{quote_double(table.schema)}.{quote_double(table.table)}"
+        with self.lake.connect(table.catalog, create=True) as con:
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_double(table.schema)}")
+            con.execute(f"CREATE OR REPLACE TABLE {qualified} ({body})")
+            if rows:
+                marks = ", ".join("?" for _ in columns)
+                con.executemany(f"INSERT INTO {qualified} VALUES ({marks})", [list(r) for r in rows])
+
+    def lake_sql(self, catalog: str, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self.lake.connect(catalog, create=True) as con:
+            return con.execute(sql, list(params)).fetchall()
+
+    def event_sql(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run SQL against the event table's catalog; {events} stands for the table."""
+        events = f'"{self.lake.event_table.schema}"."{self.lake.event_table.table}"'
+        return self.lake_sql(self.lake.event_table.catalog, sql.replace("{events}", events), params)
+
+    # -- target ------------------------------------------------------------------------------
+    def create_target(self, name: str, columns: Sequence[Col]) -> None:
+        table = parse_target_table(name)
+        parts = []
+        for c in columns:
+            if c.identity:
+                parts.append(f"{quote_double(c.name)} INTEGER PRIMARY KEY AUTOINCREMENT")
+                continue
+            text = f"{quote_double(c.name)} {_SQLITE_TYPES[c.type]}"
+            if c.pk:
+                text += " PRIMARY KEY"
+            if c.unique:
+                text += " UNIQUE"
+            if c.not_null:
+                text += " NOT NULL"
+            parts.append(text)
+        path = self.target.schema_path(table.schema)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with sqlite3.connect(path) as connection:
+            connection.execute(f"DROP TABLE IF EXISTS {quote_double(table.table)}")
+            connection.execute(f"CREATE TABLE {quote_double(table.table)} ({', '.join(parts)})")
+        connection.close()
+
+    def target_rows(self, name: str, columns: Sequence[str], order_by: str) -> list[tuple[Any, ...]]:
+        table = parse_target_table(name)
+        select = ", ".join(quote_double(c) for c in columns)
+        connection = sqlite3.connect(self.target.schema_path(table.schema))
+        try:
+            return connection.execute(
+                f"SELECT {select} FROM {quote_double(table.table)} ORDER BY {quote_double(order_by)}"
+            ).fetchall()
+        finally:
+            connection.close()
+
+    def target_sql(self, schema: str, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        connection = sqlite3.connect(self.target.schema_path(schema))
+        try:
+            rows = connection.execute(sql, list(params)).fetchall()
+            connection.commit()
+            return rows
+        finally:
+            connection.close()
+
+    def ledger_ids(self) -> list[str]:
+        rows = self.target_sql(
+            self.target.ledger.schema,
+            f"SELECT event_id FROM {quote_double(self.target.ledger.table)} ORDER BY event_id",
+        )
+        return [r[0] for r in rows]
+
+
+PAIRS = [LocalPair]

@@ -1,0 +1,42 @@
+"""Small helpers shared by the tests."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from bridge_cli.api import submit_event
+from bridge_cli.events import Event, Operation, SubmitRequest
+from bridge_cli.lake import Lake
+
+
+class ManualClock:
+    """The engine's injectable clock, moved by hand instead of sleeping (not a fake of a
+    real part: time itself is the input under test)."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.current = start or datetime(2026, 1, 1, 12, 0, 0)
+        self.mono = 0.0
+
+    def now(self) -> datetime:
+        return self.current
+
+    def sleep(self, seconds: float) -> None:
+        self.advance(seconds)
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def advance(self, seconds: float) -> None:
+        self.current += timedelta(seconds=seconds)
+        self.mono += seconds
+
+
+def submit(lake: Lake, operation: str, target: str, **fields: Any) -> Event:
+    request = SubmitRequest(
+        operation=Operation(operation.upper()),
+        target_table=target,
+        primary_keys=tuple(fields.pop("primary_keys", ())),
+        **fields,
+    )
+    return submit_event(lake, request)

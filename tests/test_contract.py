@@ -1,0 +1,430 @@
+"""The engine's contract: every scenario runs against each available lake/target pair."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import timedelta
+
+import pytest
+
+from bridge_cli.events import Status
+from tests.backends import Col, LocalPair
+from tests.helpers import ManualClock, submit
+
+USERS = "dbo.MarketScopeAccess"
+USER_COLUMNS = [
+    Col("id", "int", identity=True),
+    Col("username", "text", unique=True, not_null=True),
+    Col("is_user", "bool"),
+    Col("is_admin", "bool"),
+]
+SOURCE = "mi-catalog.mi-schema.datos_nuevos"
+SOURCE_COLUMNS = {"username": "text", "is_user": "bool", "is_admin": "bool"}
+
+
+def users(pair: LocalPair) -> list[tuple]:
+    return pair.target_rows(USERS, ["username", "is_user", "is_admin"], order_by="username")
+
+
+def seed_users(pair: LocalPair, rows: list[tuple]) -> None:
+    pair.create_target(USERS, USER_COLUMNS)
+    pair.create_source("seed.s.users", SOURCE_COLUMNS, rows)
+    submit(pair.lake, "insert", USERS, source_table="seed.s.users", primary_keys=["username"])
+    assert [r.status for r in pair.engine().process_once()] == ["completed"]
+
+
+def process_all(pair: LocalPair, **kwargs):
+    return {r.event_id: r for r in pair.engine(**kwargs).process_once()}
+
+
+# -- INSERT ----------------------------------------------------------------------------------
+def test_insert_adds_source_rows(pair: LocalPair) -> None:
+    pair.create_target(USERS, USER_COLUMNS)
+    pair.create_source(SOURCE, SOURCE_COLUMNS, [("ana", True, False), ("bruno", True, True)])
+    event = submit(pair.lake, "insert", USERS, source_table=SOURCE, primary_keys=["username"],
+                   rows_expected=2)
+    result = process_all(pair)[event.event_id]
+    assert result.status == "completed"
+    stored = pair.lake.get_event(event.event_id)
+    assert stored.status == "completed"
+    assert (stored.rows_affected, stored.discrepancy, stored.warning) == (2, 0, None)
+    assert stored.processed_at is not None and stored.error_message is None
+    assert users(pair) == [("ana", 1, 0), ("bruno", 1, 1)]
+
+
+def test_insert_skips_duplicate_and_existing_keys_and_reports_discrepancy(pair: LocalPair) -> None:
+    seed_users(pair, [("ana", True, False)])
+    pair.create_source(SOURCE, SOURCE_COLUMNS, [
+        ("ana", False, True),      # already in the target: skipped, not overwritten
+        ("bruno", True, False),
+        ("bruno", False, False),   # duplicate key in the source: one row per key
+        ("carla", True, True),
+    ])
+    event = submit(pair.lake, "insert", USERS, source_table=SOURCE, primary_keys=["username"],
+                   rows_expected=4)
+    process_all(pair)
+    stored = pair.lake.get_event(event.event_id)
+    assert stored.status == "completed"
+    assert (stored.rows_affected, stored.discrepancy) == (2, 2)
+    assert "duplicate" in stored.warning
+    rows = users(pair)
+    assert [r[0] for r in rows] == ["ana", "bruno", "carla"]
+    assert rows[0] == ("ana", 1, 0)
+
+
+def test_insert_without_expected_still_warns_about_skipped_rows(pair: LocalPair) -> None:
+    seed_users(pair, [("ana", True, False)])
+    pair.create_source(SOURCE, SOURCE_COLUMNS, [("ana", True, False), ("bea", True, False)])
+    event = submit(pair.lake, "insert", USERS, source_table=SOURCE, primary_keys=["username"])
+    process_all(pair)
+    stored = pair.lake.get_event(event.event_id)
+    assert (stored.rows_affected, stored.discrepancy) == (1, None)
+    assert "1 source row(s) not inserted" in stored.warning
+
+
+def test_empty_source_fails_with_no_data_to_insert(pair: LocalPair) -> None:
+    pair.create_target(USERS, USER_COLUMNS)
+    pair.create_source(SOURCE, SOURCE_COLUMNS, [])
+    event = submit(pair.lake, "insert", USERS, source_table=SOURCE, primary_keys=["username"])
+    process_all(pair)
+    stored = pair.lake.get_event(event.event_id)
+    assert stored.status == "failed"
+    assert stored.error_message.startswith("No data to insert")
+    assert pair.ledger_ids() == []
+
+
+def test_identity_column_in_source_fails_before_writing(pair: LocalPair) -> None:
+    pair.create_target(USERS, USER_COLUMNS)
+    pair.create_source(SOURCE, {"id": "int", **SOURCE_COLUMNS}, [(7, "ana", True, False)])
+    event = submit(pair.lake, "insert", USERS, source_table=SOURCE, primary_keys=["username"])
+    process_all(pair)
+    stored = pair.lake.get_event(event.event_id)
+    assert stored.status == "failed"
+    assert "Cannot insert explicit value for identity column id" in stored.error_message
+    assert "identity_insert" in stored.error_message
+    assert users(pair) == []
+
+
+def test_identity_insert_metadata_keeps_source_identity_values(pair: LocalPair) -> None:
+    pair.create_target(USERS, USER_COLUMNS)
+    pair.create_source(SOURCE, {"id": "int", **SOURCE_COLUMNS}, [(70, "ana", True, False)])
+    event = submit(pair.lake, "insert", USERS, source_table=SOURCE, primary_keys=["username"],
+                   metadata={"identity_insert": True})
+    process_all(pair)
+    assert pair.lake.get_event(event.event_id).status == "completed"
+    assert pair.target_rows(USERS, ["id", "username"], "id") == [(70, "ana")]
+
+
+@pytest.mark.parametrize("source", [
+    "`mi-catalog`.`mi-schema`.datos_nuevos",
+    "mi-catalog.mi-schema.datos_nuevos",
+    "`mi-catalog`.mi-schema.`datos_nuevos`",
+])
+def test_hyphenated_names_work_with_or_without_backticks(pair: LocalPair, source: str) -> None:
+    pair.create_target("mi-esquema.usuarios", [Col("username", "text", pk=True), Col("is_user", "bool")])
+    pair.create_source(SOURCE, {"username": "text", "is_user": "bool"}, [("ana", True)])
+    event = submit(pair.lake, "insert", "`mi-esquema`.usuarios", source_table=source,
+                   primary_keys=["username"])
+    process_all(pair)
+    assert pair.lake.get_event(event.event_id).status == "completed"
+    assert pair.target_rows("mi-esquema.usuarios", ["username"], "username") == [("ana",)]
+
+
+# -- UPDATE ----------------------------------------------------------------------------------
+def test_update_sets_non_key_columns_on_matching_rows(pair: LocalPair) -> None:
+    seed_users(pair, [("ana", True, False), ("bruno", True, False), ("carla", False, False)])
+    pair.create_source("mi-catalog.mi-schema.cambios", {"username": "text", "is_admin": "bool"},
+                       [("bruno", True), ("zoe", True)])
+    event = submit(pair.lake, "update", USERS, source_table="mi-catalog.mi-schema.cambios",
+                   primary_keys=["username"], rows_expected=2)
+    process_all(pair)
+    stored = pair.lake.get_event(event.event_id)
+    assert stored.status == "completed"
+    assert (stored.rows_affected, stored.discrepancy) == (1, 1)
+    assert "not found in the target" in stored.warning
+    # is_user untouched (not in the source), is_admin set only for bruno
+    assert users(pair) == [("ana", 1, 0), ("bruno", 1, 1), ("carla", 0, 0)]
+
+
+def test_update_with_only_key_columns_fails_clearly(pair: LocalPair) -> None:
+    seed_users(pair, [("ana", True, False)])
+    pair.create_source("c.s.keys_only", {"username": "text"}, [("ana",)])
+    event = submit(pair.lake, "update", USERS, source_table="c.s.keys_only", primary_keys=["username"])
+    process_all(pair)
+    stored = pair.lake.get_event(event.event_id)
+    assert stored.status == "failed"
+    assert "nothing to set" in stored.error_message
+
+
+# -- DELETE ----------------------------------------------------------------------------------
+def test_delete_by_value_and_by_list(pair: LocalPair) -> None:
+    seed_users(pair, [("ana", True, False), ("bruno", False, False), ("carla", False, False),
+                      ("diego", True, True)])
+    one = submit(pair.lake, "delete", USERS, primary_keys=["username"],
+                 filter_conditions={"username": "ana"})
+    inactive = submit(pair.lake, "delete", USERS, primary_keys=["is_admin"],
+                      filter_conditions={"is_admin": 0, "is_user": 0})
+    listed = submit(pair.lake, "delete", USERS, filter_conditions={"username": ["diego", "nadie"]},
+                    rows_expected=2)
+    process_all(pair)
+    assert pair.lake.get_event(one.event_id).rows_affected == 1
+    assert pair.lake.get_event(inactive.event_id).rows_affected == 2
+    stored = pair.lake.get_event(listed.event_id)
+    assert (stored.rows_affected, stored.discrepancy) == (1, 1)
+    assert "filter conditions" in stored.warning
+    assert users(pair) == []
+
+
+def test_delete_over_the_cap_deletes_nothing(pair: LocalPair) -> None:
+    seed_users(pair, [("ana", True, False), ("bruno", True, False), ("carla", True, False)])
+    pair.reconfigure(max_delete_rows=2)
+    event = submit(pair.lake, "delete", USERS, filter_conditions={"is_user": 1})
+    process_all(pair)
+    stored = pair.lake.get_event(event.event_id)
+    assert stored.status == "failed"
+    assert "max_delete_rows=2" in stored.error_message and "split" in stored.error_message
+    assert len(users(pair)) == 3
+    assert event.event_id not in pair.ledger_ids()
+
+
+# -- events written by the seed's own SQL ----------------------------------------------------
+def test_event_inserted_with_the_seed_column_list_is_processed(pair: LocalPair) -> None:
+    pair.create_target(USERS, USER_COLUMNS)
+    pair.create_source(SOURCE, SOURCE_COLUMNS, [("ana", True, False)])
+    # The seed's sync_insert_to_sql column list (no priority in its full example, no lifecycle).
+    pair.event_sql(
+        "INSERT INTO {events} (event_id, operation, source_table, target_table, primary_keys, "
+        "status, rows_expected, metadata, created_at) VALUES ("
+        "'sync-precios-1a2b3c4d', 'INSERT', '003-precios.bronze-data.sync_temp', "
+        "'dbo.MarketScopeAccess', ['username'], 'pending', 1, "
+        "'{\"job\": \"sync_precios\"}', current_timestamp)"
+    )
+    pair.create_source("003-precios.bronze-data.sync_temp", SOURCE_COLUMNS, [("ana", True, False)])
+    process_all(pair)
+    stored = pair.lake.get_event("sync-precios-1a2b3c4d")
+    assert stored.status == "completed", stored.error_message
+    assert (stored.rows_affected, stored.discrepancy, stored.attempts) == (1, 0, 1)
+    assert users(pair) == [("ana", 1, 0)]
+
+
+# -- hostile and broken events ---------------------------------------------------------------
+BROKEN = [
+    ("sql in target", dict(operation="INSERT", target_table="dbo.t; DROP TABLE x",
+                           source_table=SOURCE, primary_keys=["username"]), "invalid target table 'dbo.t; DROP TABLE x'"),
+    ("sql in source", dict(operation="INSERT", target_table=USERS,
+                           source_table="c.s.t' OR 1=1 --", primary_keys=["username"]),
+     "invalid source table"),
+    ("unknown operation", dict(operation="MERGE", target_table=USERS, source_table=SOURCE,
+                               primary_keys=["username"]), "unknown operation 'MERGE'"),
+    ("filter key not a column", dict(operation="DELETE", target_table=USERS, source_table="",
+                                     filter_conditions='{"nope": 1}'),
+     "filter_conditions column 'nope' is not a column"),
+    ("hostile filter key", dict(operation="DELETE", target_table=USERS, source_table="",
+                                filter_conditions='{"username = username OR 1": 1}'),
+     "invalid filter_conditions column"),
+    ("malformed filter", dict(operation="DELETE", target_table=USERS, source_table="",
+                              filter_conditions="{username: ana"), "not valid JSON"),
+    ("filter not an object", dict(operation="DELETE", target_table=USERS, source_table="",
+                                  filter_conditions='["ana"]'), "must be a JSON object"),
+    ("delete without filter", dict(operation="DELETE", target_table=USERS, source_table=""),
+     "DELETE needs filter_conditions"),
+    ("malformed metadata", dict(operation="INSERT", target_table=USERS, source_table=SOURCE,
+                                primary_keys=["username"], metadata="{oops"), "metadata is not valid JSON"),
+    ("missing source", dict(operation="INSERT", target_table=USERS, source_table="c.s.nowhere",
+                            primary_keys=["username"]), "source table c.s.nowhere does not exist"),
+    ("missing target", dict(operation="INSERT", target_table="dbo.nowhere", source_table=SOURCE,
+                            primary_keys=["username"]), "target table dbo.nowhere does not exist"),
+    ("no keys", dict(operation="UPDATE", target_table=USERS, source_table=SOURCE),
+     "needs primary_keys"),
+    ("key not in source", dict(operation="INSERT", target_table=USERS, source_table=SOURCE,
+                               primary_keys=["email"]), "primary key 'email' is not a column"),
+    ("source column not in target", dict(operation="INSERT", target_table=USERS,
+                                         source_table="c.s.extra", primary_keys=["username"]),
+     "source column(s) email of c.s.extra do not exist in target"),
+    ("two-part source", dict(operation="INSERT", target_table=USERS, source_table="s.t",
+                             primary_keys=["username"]), "catalog.schema.table"),
+]
+
+
+@pytest.mark.parametrize("fields,message", [b[1:] for b in BROKEN], ids=[b[0] for b in BROKEN])
+def test_broken_event_fails_clearly_changes_nothing_and_processing_goes_on(
+    pair: LocalPair, fields: dict, message: str
+) -> None:
+    seed_users(pair, [("ana", True, False), ("bruno", True, False)])
+    pair.create_source(SOURCE, SOURCE_COLUMNS, [("carla", True, False)])
+    pair.create_source("c.s.extra", {**SOURCE_COLUMNS, "email": "text"}, [("x", True, False, "x@")])
+    columns = ["event_id", "status", "priority", "created_at", *fields]
+    marks = ", ".join("?" for _ in columns)
+    values = ["broken-1", "pending", 1, None, *(
+        v if not isinstance(v, list) else v for v in fields.values())]
+    pair.event_sql(
+        "INSERT INTO {events} (" + f"{', '.join(columns)}) VALUES ({marks})", values
+    )
+    good = submit(pair.lake, "insert", USERS, source_table=SOURCE, primary_keys=["username"],
+                  priority=9)
+    before_ledger = pair.ledger_ids()
+    results = process_all(pair)
+    broken = pair.lake.get_event("broken-1")
+    assert broken.status == "failed"
+    assert message in broken.error_message
+    assert results["broken-1"].status == "failed"
+    assert pair.lake.get_event(good.event_id).status == "completed"
+    assert [r[0] for r in users(pair)] == ["ana", "bruno", "carla"]
+    assert pair.ledger_ids() == sorted([*before_ledger, good.event_id])
+
+
+def test_allowed_targets_refuses_other_tables(pair: LocalPair) -> None:
+    pair.create_target(USERS, USER_COLUMNS)
+    pair.create_source(SOURCE, SOURCE_COLUMNS, [("ana", True, False)])
+    pair.reconfigure(allowed_targets=("staging.*",))
+    event = submit(pair.lake, "insert", USERS, source_table=SOURCE, primary_keys=["username"])
+    process_all(pair)
+    stored = pair.lake.get_event(event.event_id)
+    assert stored.status == "failed" and "allowed_targets" in stored.error_message
+    assert users(pair) == []
+
+
+# -- claiming, ordering, leases --------------------------------------------------------------
+def test_claims_lower_priority_number_first_then_oldest(pair: LocalPair) -> None:
+    pair.create_target(USERS, USER_COLUMNS)
+    pair.create_source(SOURCE, SOURCE_COLUMNS, [("ana", True, False)])
+    late_urgent = None
+    order = []
+    for name, priority in [("a", 5), ("b", 9), ("c", 5), ("d", 1)]:
+        e = submit(pair.lake, "delete", USERS, filter_conditions={"username": name}, priority=priority)
+        order.append((name, e.event_id))
+        if name == "d":
+            late_urgent = e.event_id
+    results = list(process_all(pair))
+    ids = dict(order)
+    assert results == [late_urgent, ids["a"], ids["c"], ids["b"]]
+
+
+def test_a_claim_is_won_once(pair: LocalPair) -> None:
+    event = submit(pair.lake, "delete", USERS, filter_conditions={"username": "x"})
+    first = pair.engine(worker_id="w1").claim_next_event()
+    second = pair.engine(worker_id="w2").claim_next_event()
+    assert first is not None and first.event_id == event.event_id
+    assert second is None
+    stored = pair.lake.get_event(event.event_id)
+    assert (stored.status, stored.worker_id, stored.attempts) == ("processing", "w1", 1)
+    # A stale read cannot win either: the conditional update checks the claim token.
+    assert not pair.lake.update_event_if(
+        event.event_id, {"status": "pending", "claim_token": None}, {"worker_id": "w3"}
+    )
+
+
+def test_expired_lease_is_reclaimed_and_live_one_is_not(pair: LocalPair) -> None:
+    seed_users(pair, [("ana", True, False)])
+    clock = ManualClock(pair.settings and None)
+    clock.current = pair.lake.list_events(None, 1)[0].created_at + timedelta(hours=1)
+    event = submit(pair.lake, "delete", USERS, filter_conditions={"username": "ana"})
+    crashed = pair.engine(worker_id="crashed", clock=clock).claim_next_event()
+    assert crashed is not None
+    rescuer = pair.engine(worker_id="rescuer", clock=clock)
+    clock.advance(pair.settings.lease_seconds - 1)
+    assert rescuer.claim_next_event() is None
+    clock.advance(2)
+    reclaimed = rescuer.claim_next_event()
+    assert reclaimed is not None and reclaimed.attempts == 2
+    assert rescuer.process_event(reclaimed).status == "completed"
+    # The crashed worker coming back cannot overwrite the result: its claim is gone.
+    assert crashed.claim_token != reclaimed.claim_token
+    late = pair.engine(worker_id="crashed", clock=clock).process_event(crashed)
+    assert late.status == "lost"
+    stored = pair.lake.get_event(event.event_id)
+    assert (stored.status, stored.worker_id, stored.rows_affected) == ("completed", "rescuer", 1)
+
+
+def test_event_found_in_the_ledger_is_completed_without_applying_twice(pair: LocalPair) -> None:
+    pair.create_target(USERS, USER_COLUMNS)
+    pair.create_source(SOURCE, SOURCE_COLUMNS, [("ana", True, False), ("bea", True, False)])
+    event = submit(pair.lake, "insert", USERS, source_table=SOURCE, primary_keys=["username"])
+    process_all(pair)
+    # A worker that died after the target commit but before recording the result leaves the
+    # event pending again (here: put back by hand); the target meanwhile lost a row.
+    pair.event_sql("UPDATE {events} SET status = 'pending', processed_at = NULL WHERE event_id = ?",
+                   [event.event_id])
+    pair.target_sql("dbo", "DELETE FROM MarketScopeAccess WHERE username = 'bea'")
+    process_all(pair)
+    stored = pair.lake.get_event(event.event_id)
+    assert stored.status == "completed" and stored.rows_affected == 2
+    assert "already applied" in stored.warning
+    assert users(pair) == [("ana", 1, 0)]  # not re-inserted
+    assert pair.ledger_ids() == [event.event_id]
+
+
+def test_transient_lock_goes_back_to_pending_with_backoff_then_fails(pair: LocalPair) -> None:
+    pair.create_target(USERS, USER_COLUMNS)
+    pair.create_source(SOURCE, SOURCE_COLUMNS, [("ana", True, False)])
+    pair.reconfigure(lock_timeout=0.1, max_attempts=2, retry_backoff=60)
+    clock = ManualClock()
+    event = submit(pair.lake, "insert", USERS, source_table=SOURCE, primary_keys=["username"])
+    pair.event_sql("UPDATE {events} SET created_at = ?", [clock.now()])
+    blocker = sqlite3.connect(pair.target.schema_path("dbo"), isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        engine = pair.engine(clock=clock)
+        [first] = engine.process_once()
+        assert first.status == "pending"
+        stored = pair.lake.get_event(event.event_id)
+        assert stored.status == "pending" and stored.attempts == 1
+        assert "transient" in stored.warning and "locked" in stored.warning
+        assert stored.next_attempt_at > clock.now()
+        assert engine.process_once() == []  # not due yet
+        clock.advance(61)
+        [second] = engine.process_once()
+        assert second.status == "failed"
+        assert "gave up after 2 attempts" in pair.lake.get_event(event.event_id).error_message
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert users(pair) == []
+
+
+def test_retry_succeeds_once_the_lock_is_gone(pair: LocalPair) -> None:
+    pair.create_target(USERS, USER_COLUMNS)
+    pair.create_source(SOURCE, SOURCE_COLUMNS, [("ana", True, False)])
+    pair.reconfigure(lock_timeout=0.1, retry_backoff=0)
+    event = submit(pair.lake, "insert", USERS, source_table=SOURCE, primary_keys=["username"])
+    blocker = sqlite3.connect(pair.target.schema_path("dbo"), isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    [first] = pair.engine().process_once(max_events=1)
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    assert first.status == "pending"
+    process_all(pair)
+    stored = pair.lake.get_event(event.event_id)
+    assert (stored.status, stored.attempts, stored.rows_affected) == ("completed", 2, 1)
+    assert users(pair) == [("ana", 1, 0)]
+
+
+def test_event_table_without_lifecycle_columns_is_upgraded_in_place(pair: LocalPair) -> None:
+    events = pair.lake.event_table
+    pair.event_sql("DROP TABLE {events}")
+    pair.event_sql(
+        "CREATE TABLE {events} (event_id VARCHAR, operation VARCHAR, source_table VARCHAR, "
+        "target_table VARCHAR, primary_keys VARCHAR[], priority INTEGER, status VARCHAR, "
+        "rows_expected INTEGER, rows_affected INTEGER, discrepancy INTEGER, warning VARCHAR, "
+        "error_message VARCHAR, filter_conditions VARCHAR, metadata VARCHAR, "
+        "created_at TIMESTAMP, processed_at TIMESTAMP)"
+    )
+    pair.event_sql(
+        "INSERT INTO {events} (event_id, operation, target_table, primary_keys, status, "
+        "filter_conditions, created_at) VALUES ('old-1', 'DELETE', 'dbo.MarketScopeAccess', "
+        "['username'], 'pending', ?, current_timestamp)", [json.dumps({"username": "ana"})]
+    )
+    with pytest.raises(Exception, match="init --upgrade"):
+        pair.lake.init_event_table(upgrade=False)
+    done = pair.lake.init_event_table(upgrade=True)
+    assert any("attempts" in line for line in done)
+    assert pair.lake.init_event_table(upgrade=True) == [
+        f"event table {pair.lake.event_table_name} is up to date"]
+    pair.create_target(USERS, USER_COLUMNS)
+    pair.target_sql("dbo", "INSERT INTO MarketScopeAccess (username) VALUES ('ana'), ('bea')")
+    process_all(pair)
+    stored = pair.lake.get_event("old-1")
+    assert (stored.status, stored.rows_affected) == (Status.COMPLETED.value, 1)
+    assert users(pair) == [("bea", None, None)]
+    assert events.table == "bridge_events"
