@@ -20,8 +20,8 @@ from bridge_cli.api import (
     WaitTimeout,
     get_event,
     init_stores,
-    require_requeued,
     requeue_events,
+    require_requeued,
     submit_event,
     wait_for_event,
 )

@@ -10,7 +10,12 @@ from enum import Enum
 from typing import Any
 
 from bridge_cli.errors import ValidationError
-from bridge_cli.identifiers import TableName, check_identifier, parse_source_table, parse_target_table
+from bridge_cli.identifiers import (
+    TableName,
+    check_identifier,
+    parse_source_table,
+    parse_target_table,
+)
 
 
 class Operation(str, Enum):
@@ -77,7 +82,7 @@ class Event:
     @classmethod
     def from_row(cls, columns: list[str], row: tuple[Any, ...]) -> Event:
         values = dict(zip(columns, row, strict=True))
-        known = {k: values.get(k) for k in ALL_COLUMNS}
+        known: dict[str, Any] = {k: values.get(k) for k in ALL_COLUMNS}
         if known["primary_keys"] is not None:
             known["primary_keys"] = [str(k) for k in known["primary_keys"]]
         return cls(**known)

@@ -1,0 +1,48 @@
+# bridge — `make help` lists the targets.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+BRIDGE := $(BIN)/bridge
+export BRIDGE_HOME ?= .bridge
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test lint typecheck check completions bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(BIN)/bridge: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(BIN)/bridge ## Create .venv and install bridge with its dev tools
+
+demo: install ## Seed a sample lake and target under .bridge/, sync INSERT/UPDATE/DELETE, show status
+	$(BRIDGE) init
+	$(BIN)/python -m bridge_cli.demo
+	$(BRIDGE) submit insert --source '`mi-catalog`.`mi-schema`.datos_nuevos' \
+		--target dbo.MarketScopeAccess --pk username --expected 5
+	$(BRIDGE) submit update --source mi-catalog.mi-schema.datos_actualizados \
+		--target dbo.MarketScopeAccess --pk username --expected 2
+	$(BRIDGE) submit delete --target dbo.MarketScopeAccess --pk username \
+		--filter '{"username": ["elena"]}' --expected 1
+	$(BRIDGE) process-once
+	$(BRIDGE) status --limit 6
+
+test: install ## Run the test suite
+	$(BIN)/python -m pytest -q
+
+lint: install ## ruff and mypy
+	$(BIN)/ruff check bridge_cli tests bench
+	$(BIN)/mypy
+
+completions: install ## Regenerate completions/ from the app
+	$(BIN)/python -m bridge_cli.completions completions
+
+bench: install ## Run the benchmarks under bench/
+	$(BIN)/python bench/bench_engine.py
+
+clean: ## Remove .venv, .bridge and caches
+	rm -rf $(VENV) .bridge .pytest_cache .mypy_cache .ruff_cache

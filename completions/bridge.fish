@@ -1,0 +1,1 @@
+complete --command bridge --no-files --arguments "(env _BRIDGE_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) bridge)" --condition "env _BRIDGE_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) bridge"
