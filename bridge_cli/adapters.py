@@ -23,4 +23,8 @@ def open_target(settings: Settings) -> Target:
         from bridge_cli.target.sqlite import SQLiteTarget
 
         return SQLiteTarget(settings)
+    if kind == "sqlserver":
+        from bridge_cli.target.sqlserver import SQLServerTarget
+
+        return SQLServerTarget(settings)
     raise ConfigError(f"{settings.target.source}: target kind {kind!r} is not available yet")

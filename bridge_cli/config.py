@@ -22,6 +22,7 @@ DEFAULT_EVENT_TABLE = "`000-sql-databricks-bridge`.`events`.bridge_events"
 DEFAULT_LEDGER_TABLE = "bridge.applied_events"
 LAKE_KINDS = ("duckdb", "databricks")
 TARGET_KINDS = ("sqlite", "sqlserver")
+SECRET_KEYS = frozenset({"password", "token", "client_secret", "access_token"})
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -35,6 +36,10 @@ class AdapterConfig:
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.options.get(key, default)
+
+    def __repr__(self) -> str:  # secrets never reach a log line or a traceback
+        shown = {k: ("***" if k in SECRET_KEYS else v) for k, v in self.options.items()}
+        return f"AdapterConfig(kind={self.kind!r}, options={shown!r})"
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bridge_cli.config import DEFAULT_LEDGER_TABLE, Settings, resolve_path
 from bridge_cli.errors import (
@@ -25,7 +25,7 @@ from bridge_cli.errors import (
     PermanentError,
     TransientError,
 )
-from bridge_cli.events import FilterValue, Operation
+from bridge_cli.events import Operation
 from bridge_cli.identifiers import TableName, parse_target_table, quote_double
 from bridge_cli.target import (
     ApplyPlan,
@@ -34,6 +34,7 @@ from bridge_cli.target import (
     TargetColumn,
     TargetTable,
 )
+from bridge_cli.target.common import batch_rows, where_clause
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -207,7 +208,7 @@ class SQLiteSession:
             connection.execute(f"CREATE TEMP TABLE {_STAGE} ({body})")
             insert = f"INSERT INTO temp.{_STAGE} VALUES ({marks})"
             for batch in batches:
-                rows = _rows(batch)
+                rows = batch_rows(batch)
                 connection.executemany(insert, rows)
                 staged += len(rows)
             keys = ", ".join(quote_double(k.name) for k in plan.keys)
@@ -279,7 +280,7 @@ class SQLiteSession:
             raise _sort_error(exc, f"{plan.operation.value} into {plan.table.name}") from None
 
     def _delete(self, connection: sqlite3.Connection, plan: ApplyPlan, table: str) -> int:
-        where, params = _where(plan.filters)
+        where, params = where_clause(plan.filters, quote_double, "?")
         (count,) = connection.execute(f"SELECT count(*) FROM {table} WHERE {where}", params).fetchone()
         if count > plan.max_delete_rows:
             raise PermanentError(
@@ -288,32 +289,3 @@ class SQLiteSession:
             )
         cursor = connection.execute(f"DELETE FROM {table} WHERE {where}", params)
         return int(cursor.rowcount)
-
-
-def _where(
-    filters: tuple[tuple[TargetColumn, FilterValue | tuple[FilterValue, ...]], ...],
-) -> tuple[str, list[Any]]:
-    parts: list[str] = []
-    params: list[Any] = []
-    for column, value in filters:
-        name = quote_double(column.name)
-        if isinstance(value, tuple):
-            present = [v for v in value if v is not None]
-            options = []
-            if present:
-                options.append(f"{name} IN ({', '.join('?' for _ in present)})")
-                params.extend(present)
-            if len(present) != len(value):
-                options.append(f"{name} IS NULL")
-            parts.append("(" + " OR ".join(options) + ")")
-        elif value is None:
-            parts.append(f"{name} IS NULL")
-        else:
-            parts.append(f"{name} = ?")
-            params.append(value)
-    return " AND ".join(parts), params
-
-
-def _rows(batch: pa.RecordBatch) -> list[tuple[Any, ...]]:
-    columns = [column.to_pylist() for column in batch.columns]
-    return list(zip(*columns, strict=True)) if columns else []

@@ -1,0 +1,132 @@
+"""T-SQL text for the SQL Server target: pure functions, unit-tested without a server.
+
+Values are always pymssql parameters (%s). pymssql finds placeholders with a regex over the whole
+statement, so an identifier holding '%' could be mistaken for one: such names are refused.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from bridge_cli.errors import PermanentError
+from bridge_cli.events import Operation
+from bridge_cli.identifiers import TableName
+from bridge_cli.target import ApplyPlan, TargetColumn
+from bridge_cli.target.common import where_clause
+
+STAGE = "#bridge_stage"
+ROW = "__bridge_row"    # staging order, so "first row per key" means first in the source
+RANK = "__bridge_rank"
+MAX_ROWS_PER_VALUES = 1000  # SQL Server's limit for one VALUES list
+MAX_PARAMS = 2100            # SQL Server's limit of parameters per statement
+_COLLATION = re.compile(r"[A-Za-z0-9_]+")
+
+
+def q(name: str) -> str:
+    if "%" in name:
+        raise PermanentError(f"column or table name {name!r} contains '%', which bridge cannot send safely")
+    return "[" + name.replace("]", "]]") + "]"
+
+
+def table_sql(name: TableName) -> str:
+    return ".".join(q(p) for p in name.parts)
+
+
+def column_type_sql(
+    type_name: str, max_length: int, precision: int, scale: int, collation: str | None
+) -> str:
+    """A column's declared type from sys.columns, for a staging table shaped like the target."""
+    kind = type_name.lower()
+    if kind in ("nvarchar", "nchar"):
+        text = f"{kind}(max)" if max_length == -1 else f"{kind}({max(1, max_length // 2)})"
+    elif kind in ("varchar", "char", "varbinary", "binary"):
+        text = f"{kind}(max)" if max_length == -1 else f"{kind}({max(1, max_length)})"
+    elif kind in ("decimal", "numeric"):
+        text = f"{kind}({precision},{scale})"
+    elif kind in ("datetime2", "datetimeoffset", "time"):
+        text = f"{kind}({scale})"
+    else:
+        text = kind
+    if collation and _COLLATION.fullmatch(collation):
+        text += f" COLLATE {collation}"
+    return text
+
+
+def create_stage_sql(plan: ApplyPlan) -> str:
+    columns = ", ".join(f"{q(c.name)} {c.type} NULL" for c in plan.columns)
+    return f"CREATE TABLE {STAGE} ({q(ROW)} BIGINT IDENTITY(1,1) NOT NULL, {columns})"
+
+
+def rows_per_statement(width: int) -> int:
+    return max(1, min(MAX_ROWS_PER_VALUES, (MAX_PARAMS - 1) // max(1, width)))
+
+
+def insert_values_sql(columns: Sequence[TargetColumn], rows: int) -> str:
+    row = "(" + ", ".join("%s" for _ in columns) + ")"
+    names = ", ".join(q(c.name) for c in columns)
+    return f"INSERT INTO {STAGE} ({names}) VALUES " + ", ".join(row for _ in range(rows))
+
+
+def _first_per_key(plan: ApplyPlan) -> str:
+    columns = ", ".join(q(c.name) for c in plan.columns)
+    keys = ", ".join(q(k.name) for k in plan.keys)
+    return (
+        f"(SELECT {columns}, ROW_NUMBER() OVER (PARTITION BY {keys} ORDER BY {q(ROW)}) AS {q(RANK)} "
+        f"FROM {STAGE}) AS s"
+    )
+
+
+def _key_match(plan: ApplyPlan) -> str:
+    return " AND ".join(f"d.{q(k.name)} = s.{q(k.name)}" for k in plan.keys)
+
+
+def apply_sql(plan: ApplyPlan) -> tuple[str, list[Any]]:
+    """The one set-based statement of an event, with its parameters."""
+    target = table_sql(plan.table.name)
+    if plan.operation is Operation.INSERT:
+        columns = ", ".join(q(c.name) for c in plan.columns)
+        selected = ", ".join(f"s.{q(c.name)}" for c in plan.columns)
+        # UPDLOCK+HOLDLOCK: a concurrent writer cannot slip the same key in between check and insert.
+        return (
+            f"INSERT INTO {target} ({columns}) SELECT {selected} FROM {_first_per_key(plan)} "
+            f"WHERE s.{q(RANK)} = 1 AND NOT EXISTS "
+            f"(SELECT 1 FROM {target} AS d WITH (UPDLOCK, HOLDLOCK) WHERE {_key_match(plan)})",
+            [],
+        )
+    if plan.operation is Operation.UPDATE:
+        sets = ", ".join(f"d.{q(c.name)} = s.{q(c.name)}" for c in plan.set_columns)
+        return (
+            f"UPDATE d SET {sets} FROM {target} AS d INNER JOIN {_first_per_key(plan)} "
+            f"ON s.{q(RANK)} = 1 AND {_key_match(plan)}",
+            [],
+        )
+    where, params = where_clause(plan.filters, q, "%s")
+    # One row over the cap is enough to know the event is too big; the caller rolls back.
+    return f"DELETE TOP (%s) FROM {target} WHERE {where}", [plan.max_delete_rows + 1, *params]
+
+
+def identity_insert_sql(plan: ApplyPlan, on: bool) -> str:
+    return f"SET IDENTITY_INSERT {table_sql(plan.table.name)} {'ON' if on else 'OFF'}"
+
+
+def describe_sql() -> str:
+    return (
+        "SELECT c.name, TYPE_NAME(c.system_type_id), c.max_length, c.precision, c.scale, "
+        "c.is_nullable, CAST(COLUMNPROPERTY(c.object_id, c.name, 'IsIdentity') AS INT), "
+        "CAST(c.is_identity AS INT), c.collation_name "
+        "FROM sys.columns AS c WHERE c.object_id = OBJECT_ID(%s, N'U') ORDER BY c.column_id"
+    )
+
+
+def ledger_ddl(ledger: TableName) -> list[str]:
+    schema = ledger.schema
+    # Identifiers were validated (letters, digits, _ $ -), so they can sit in the EXEC string.
+    return [
+        f"IF SCHEMA_ID(N'{schema}') IS NULL EXEC(N'CREATE SCHEMA {q(schema)}')",
+        f"IF OBJECT_ID(N'{table_sql(ledger)}', N'U') IS NULL CREATE TABLE {table_sql(ledger)} ("
+        "event_id NVARCHAR(200) NOT NULL PRIMARY KEY, operation NVARCHAR(10) NOT NULL, "
+        "target_table NVARCHAR(400) NOT NULL, rows_affected BIGINT NOT NULL, "
+        "applied_at DATETIME2(3) NOT NULL)",
+    ]

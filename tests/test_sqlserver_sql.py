@@ -1,0 +1,171 @@
+"""SQL Server adapter: generated T-SQL, value rendering and error sorting, without a server."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import uuid
+from decimal import Decimal
+
+import pymssql
+import pytest
+from pymssql import _mssql
+
+from bridge_cli.config import AdapterConfig, load_settings
+from bridge_cli.errors import ConfigError, PermanentError, TransientError
+from bridge_cli.events import Operation
+from bridge_cli.identifiers import TableName
+from bridge_cli.target import ApplyPlan, TargetColumn, TargetTable
+from bridge_cli.target import tsql
+from bridge_cli.target.sqlserver import SQLServerTarget, sort_error, to_param
+
+ID = TargetColumn("id", "int", is_identity=True)
+NAME = TargetColumn("user name", "nvarchar(50)")
+ADMIN = TargetColumn("is_admin", "bit")
+TABLE = TargetTable(TableName(("mi-esquema", "Users]x")), (ID, NAME, ADMIN))
+
+
+def plan(operation: Operation, **kwargs) -> ApplyPlan:
+    base = dict(event_id="e1", operation=operation, table=TABLE, columns=(NAME, ADMIN), keys=(NAME,))
+    return ApplyPlan(**{**base, **kwargs})
+
+
+def test_identifiers_are_bracket_quoted_and_percent_is_refused() -> None:
+    assert tsql.table_sql(TABLE.name) == "[mi-esquema].[Users]]x]"
+    with pytest.raises(PermanentError, match="'%'"):
+        tsql.q("growth%s")
+
+
+def test_insert_adds_only_new_keys_one_row_per_key_in_source_order() -> None:
+    sql, params = tsql.apply_sql(plan(Operation.INSERT))
+    assert params == []
+    assert sql.startswith("INSERT INTO [mi-esquema].[Users]]x] ([user name], [is_admin]) SELECT s.[user name], s.[is_admin]")
+    assert "ROW_NUMBER() OVER (PARTITION BY [user name] ORDER BY [__bridge_row])" in sql
+    assert "WHERE s.[__bridge_rank] = 1 AND NOT EXISTS" in sql
+    assert "WITH (UPDLOCK, HOLDLOCK) WHERE d.[user name] = s.[user name]" in sql
+    assert "MERGE" not in sql
+
+
+def test_update_sets_only_non_key_columns_from_a_join() -> None:
+    sql, _ = tsql.apply_sql(plan(Operation.UPDATE))
+    assert sql.startswith("UPDATE d SET d.[is_admin] = s.[is_admin] FROM [mi-esquema].[Users]]x] AS d INNER JOIN")
+    assert "d.[user name] = s.[user name]" in sql and "d.[user name] =  s" not in sql
+
+
+def test_delete_values_are_parameters_and_the_cap_is_one_over() -> None:
+    filters = ((NAME, ("a'b", None)), (ADMIN, 0))
+    sql, params = tsql.apply_sql(plan(Operation.DELETE, columns=(), filters=filters, max_delete_rows=10))
+    assert sql == ("DELETE TOP (%s) FROM [mi-esquema].[Users]]x] WHERE "
+                   "([user name] IN (%s) OR [user name] IS NULL) AND [is_admin] = %s")
+    assert params == [11, "a'b", 0]
+
+
+def test_staging_table_has_target_types_and_an_order_column() -> None:
+    sql = tsql.create_stage_sql(plan(Operation.INSERT))
+    assert sql == ("CREATE TABLE #bridge_stage ([__bridge_row] BIGINT IDENTITY(1,1) NOT NULL, "
+                   "[user name] nvarchar(50) NULL, [is_admin] bit NULL)")
+
+
+@pytest.mark.parametrize("args,expected", [
+    (("nvarchar", -1, 0, 0, None), "nvarchar(max)"),
+    (("nvarchar", 100, 0, 0, "Latin1_General_CI_AS"), "nvarchar(50) COLLATE Latin1_General_CI_AS"),
+    (("varchar", 8000, 0, 0, None), "varchar(8000)"),
+    (("varbinary", -1, 0, 0, None), "varbinary(max)"),
+    (("decimal", 17, 38, 10, None), "decimal(38,10)"),
+    (("datetime2", 8, 27, 7, None), "datetime2(7)"),
+    (("datetimeoffset", 10, 34, 7, None), "datetimeoffset(7)"),
+    (("uniqueidentifier", 16, 0, 0, None), "uniqueidentifier"),
+    (("nvarchar", 10, 0, 0, "x'; DROP"), "nvarchar(5)"),
+])
+def test_column_types_from_the_catalog(args: tuple, expected: str) -> None:
+    assert tsql.column_type_sql(*args) == expected
+
+
+def test_values_statements_respect_row_and_parameter_limits() -> None:
+    assert tsql.rows_per_statement(2) == 1000
+    assert tsql.rows_per_statement(10) == 209  # 2099 parameters at most
+    assert tsql.insert_values_sql((NAME, ADMIN), 2) == (
+        "INSERT INTO #bridge_stage ([user name], [is_admin]) VALUES (%s, %s), (%s, %s)")
+
+
+def test_ledger_ddl_creates_schema_and_table_when_missing() -> None:
+    schema, table = tsql.ledger_ddl(TableName(("bridge", "applied_events")))
+    assert schema == "IF SCHEMA_ID(N'bridge') IS NULL EXEC(N'CREATE SCHEMA [bridge]')"
+    assert table.startswith("IF OBJECT_ID(N'[bridge].[applied_events]', N'U') IS NULL CREATE TABLE")
+    assert "event_id NVARCHAR(200) NOT NULL PRIMARY KEY" in table
+
+
+# -- rendering values through pymssql's own quoting ------------------------------------------
+def render(value, column: TargetColumn) -> str:
+    return _mssql.quote_simple_value(to_param(value, column), use_datetime2=True).decode()
+
+
+def test_datetime_keeps_microseconds_and_instants_become_utc() -> None:
+    col = TargetColumn("t", "datetime2(7)")
+    assert render(dt.datetime(2026, 1, 2, 3, 4, 5, 123456), col) == "'2026-01-02 03:04:05.123456'"
+    aware = dt.datetime(2026, 1, 2, 3, 4, 5, 7, tzinfo=dt.timezone(dt.timedelta(hours=-3)))
+    assert render(aware, col) == "'2026-01-02 06:04:05.000007'"
+
+
+def test_datetimeoffset_keeps_its_offset() -> None:
+    col = TargetColumn("t", "datetimeoffset(7)")
+    aware = dt.datetime(2026, 1, 2, 3, 4, 5, 120000, tzinfo=dt.timezone(dt.timedelta(hours=5, minutes=30)))
+    assert render(aware, col) == "'2026-01-02 03:04:05.120000+05:30'"
+
+
+def test_binary_text_uuid_and_decimal_render_exactly() -> None:
+    assert render(b"abc", TargetColumn("b", "varbinary(10)")) == "0x616263"
+    assert render("ñandú 'x'\n東京", TargetColumn("s", "nvarchar(50)")) == "N'ñandú ''x''\n東京'"
+    u = uuid.UUID("12345678-1234-5678-1234-567812345678")
+    assert render(u, TargetColumn("u", "uniqueidentifier")) == "N'12345678-1234-5678-1234-567812345678'"
+    assert render(Decimal("-0.0000000001"), TargetColumn("d", "decimal(38,10)")) == "-0.0000000001"
+    with pytest.raises(PermanentError):
+        to_param(Decimal("NaN"), TargetColumn("d", "decimal(38,10)"))
+
+
+# -- error sorting ---------------------------------------------------------------------------
+def db_error(cls: type[Exception], number: int, text: str) -> Exception:
+    return cls((number, text.encode()))
+
+
+@pytest.mark.parametrize("number", [1205, 1222, 20009, 20047, 20003])
+def test_deadlocks_timeouts_and_lost_connections_are_transient(number: int) -> None:
+    assert isinstance(sort_error(db_error(pymssql.OperationalError, number, "x"), "w"), TransientError)
+
+
+@pytest.mark.parametrize("number", [2627, 2601, 544, 8152, 2628, 245, 8114, 208, 207, 547])
+def test_data_and_schema_errors_are_permanent_and_keep_the_server_message(number: int) -> None:
+    error = sort_error(db_error(pymssql.IntegrityError, number, "Violation of PRIMARY KEY 'PK_x'"), "INSERT")
+    assert isinstance(error, PermanentError)
+    assert "Violation of PRIMARY KEY 'PK_x'" in str(error) and f"error {number}" in str(error)
+
+
+def test_a_password_never_appears_in_a_message_or_repr() -> None:
+    secret = "S3cret-pass"
+    error = sort_error(db_error(pymssql.OperationalError, 18456, f"Login failed ({secret})"), "connect", secret)
+    assert secret not in str(error)
+    settings = load_settings(env={"BRIDGE_HOME": "/tmp/x"})
+    target_config = AdapterConfig("sqlserver", {"host": "h", "database": "d", "password": secret})
+    settings = dataclasses.replace(settings, target=target_config)
+    assert secret not in repr(settings)
+    assert secret not in repr(SQLServerTarget(settings))
+
+
+def test_unreachable_server_is_a_transient_error_without_the_password() -> None:
+    settings = load_settings(env={"BRIDGE_HOME": "/tmp/x"})
+    config = AdapterConfig("sqlserver", {"host": "127.0.0.1", "port": 1, "database": "d",
+                                         "user": "u", "password": "pw-123", "login_timeout": 2})
+    target = SQLServerTarget(dataclasses.replace(settings, target=config))
+    with pytest.raises(TransientError) as info:
+        target.ledger_entry("e1")
+    assert "cannot connect to SQL Server at 127.0.0.1:1" in str(info.value)
+    assert "pw-123" not in str(info.value)
+
+
+def test_profile_errors_name_the_key() -> None:
+    settings = load_settings(env={"BRIDGE_HOME": "/tmp/x"})
+    with pytest.raises(ConfigError, match="missing host"):
+        SQLServerTarget(dataclasses.replace(settings, target=AdapterConfig("sqlserver", {"database": "d"})))
+    bad = AdapterConfig("sqlserver", {"host": "h", "database": "d", "write_method": "fast"})
+    with pytest.raises(ConfigError, match="write_method: 'fast'"):
+        SQLServerTarget(dataclasses.replace(settings, target=bad))
