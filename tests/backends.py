@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,31 @@ class LocalPair:
         finally:
             connection.close()
 
+    def insert_target_rows(self, name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        table = parse_target_table(name)
+        marks = ", ".join("?" for _ in columns)
+        names = ", ".join(quote_double(c) for c in columns)
+        for row in rows:
+            self.target_sql(table.schema, f"INSERT INTO {quote_double(table.table)} ({names}) VALUES ({marks})", row)
+
+    def delete_target_rows(self, name: str, column: str, value: Any) -> None:
+        table = parse_target_table(name)
+        self.target_sql(
+            table.schema, f"DELETE FROM {quote_double(table.table)} WHERE {quote_double(column)} = ?", [value]
+        )
+
+    @contextmanager
+    def lock_target(self, name: str) -> Iterator[None]:
+        """Another session holds an exclusive lock on the target table meanwhile."""
+        table = parse_target_table(name)
+        blocker = sqlite3.connect(self.target.schema_path(table.schema), isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")
+        try:
+            yield
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+
     def ledger_ids(self) -> list[str]:
         rows = self.target_sql(
             self.target.ledger.schema,
@@ -136,3 +162,130 @@ class LocalPair:
 
 
 PAIRS = [LocalPair]
+
+
+_MSSQL_TYPES = {"int": "BIGINT", "text": "NVARCHAR(200)", "bool": "BIT",
+                "decimal": "DECIMAL(18,4)", "timestamp": "DATETIME2(6)"}
+
+
+def mssql_url() -> dict[str, Any] | None:
+    """BRIDGE_TEST_MSSQL_URL=mssql://user:pass@host:port/db as connection settings."""
+    import os
+    from urllib.parse import unquote, urlparse
+
+    url = os.environ.get("BRIDGE_TEST_MSSQL_URL")
+    if not url:
+        return None
+    parts = urlparse(url)
+    return {
+        "host": parts.hostname or "127.0.0.1",
+        "port": parts.port or 1433,
+        "user": unquote(parts.username or ""),
+        "password": unquote(parts.password or ""),
+        "database": parts.path.lstrip("/") or "master",
+    }
+
+
+class MssqlPair(LocalPair):
+    """DuckDB lake, real SQL Server (or a TDS-compatible server) as the target."""
+
+    name = "duckdb-sqlserver"
+
+    def __init__(self, home: Path, **overrides: Any) -> None:
+        import uuid
+
+        from bridge_cli.config import AdapterConfig
+        from bridge_cli.target.sqlserver import SQLServerTarget
+
+        connection = mssql_url()
+        assert connection is not None
+        options = {**connection, "ledger_table": f"bridge.applied_{uuid.uuid4().hex[:8]}",
+                   "login_timeout": 10, **overrides.pop("target_options", {})}
+        self.home = home
+        base = load_settings(env={"BRIDGE_HOME": str(home)})
+        defaults = {"retry_backoff": 0.0, "lock_timeout": 5.0, "lease_seconds": 30.0}
+        self.settings = dataclasses.replace(
+            base, target=AdapterConfig("sqlserver", options), **{**defaults, **overrides}
+        )
+        self._target_class = SQLServerTarget
+        self.lake = DuckDBLake(self.settings)
+        self.target = SQLServerTarget(self.settings)  # type: ignore[assignment]
+        self.lake.init_event_table(upgrade=False)
+        self.target.init_ledger()
+
+    def reconfigure(self, **overrides: Any) -> None:
+        self.settings = dataclasses.replace(self.settings, **overrides)
+        self.lake = DuckDBLake(self.settings)
+        self.target = self._target_class(self.settings)
+
+    def _run(self, sql: str, params: Sequence[Any] = (), fetch: bool = False) -> list[tuple[Any, ...]]:
+        connection = self.target.connect()  # type: ignore[attr-defined]
+        try:
+            cursor = connection.cursor()
+            cursor.execute(sql, tuple(params)) if params else cursor.execute(sql)
+            return list(cursor.fetchall()) if fetch else []
+        finally:
+            connection.close()
+
+    def create_target(self, name: str, columns: Sequence[Col]) -> None:
+        from bridge_cli.target.tsql import q, table_sql
+
+        table = parse_target_table(name)
+        parts = []
+        for c in columns:
+            if c.identity:
+                parts.append(f"{q(c.name)} INT IDENTITY(1,1) PRIMARY KEY")
+                continue
+            text = f"{q(c.name)} {_MSSQL_TYPES[c.type]}"
+            text += " PRIMARY KEY" if c.pk else ""
+            text += " UNIQUE" if c.unique else ""
+            text += " NOT NULL" if c.not_null or c.pk else " NULL"
+            parts.append(text)
+        self._run(f"IF SCHEMA_ID(N'{table.schema}') IS NULL EXEC(N'CREATE SCHEMA {q(table.schema)}')")
+        self._run(f"IF OBJECT_ID(N'{table_sql(table)}', N'U') IS NOT NULL DROP TABLE {table_sql(table)}")
+        self._run(f"CREATE TABLE {table_sql(table)} ({', '.join(parts)})")
+
+    def target_rows(self, name: str, columns: Sequence[str], order_by: str) -> list[tuple[Any, ...]]:
+        from bridge_cli.target.tsql import q, table_sql
+
+        select = ", ".join(q(c) for c in columns)
+        return self._run(
+            f"SELECT {select} FROM {table_sql(parse_target_table(name))} ORDER BY {q(order_by)}", fetch=True
+        )
+
+    def insert_target_rows(self, name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        from bridge_cli.target.tsql import q, table_sql
+
+        names = ", ".join(q(c) for c in columns)
+        marks = ", ".join("%s" for _ in columns)
+        for row in rows:
+            self._run(f"INSERT INTO {table_sql(parse_target_table(name))} ({names}) VALUES ({marks})", row)
+
+    def delete_target_rows(self, name: str, column: str, value: Any) -> None:
+        from bridge_cli.target.tsql import q, table_sql
+
+        self._run(f"DELETE FROM {table_sql(parse_target_table(name))} WHERE {q(column)} = %s", [value])
+
+    @contextmanager
+    def lock_target(self, name: str) -> Iterator[None]:
+        from bridge_cli.target.tsql import table_sql
+
+        connection = self.target.connect()  # type: ignore[attr-defined]
+        cursor = connection.cursor()
+        cursor.execute("BEGIN TRANSACTION")
+        cursor.execute(f"SELECT COUNT(*) FROM {table_sql(parse_target_table(name))} WITH (TABLOCKX, HOLDLOCK)")
+        cursor.fetchall()
+        try:
+            yield
+        finally:
+            cursor.execute("ROLLBACK TRANSACTION")
+            connection.close()
+
+    def ledger_ids(self) -> list[str]:
+        from bridge_cli.target.tsql import table_sql
+
+        rows = self._run(f"SELECT event_id FROM {table_sql(self.target.ledger)} ORDER BY event_id", fetch=True)
+        return [r[0] for r in rows]
+
+
+PAIRS.append(MssqlPair)

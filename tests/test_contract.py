@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from datetime import timedelta
 
 import pytest
@@ -346,7 +345,7 @@ def test_event_found_in_the_ledger_is_completed_without_applying_twice(pair: Loc
     # event pending again (here: put back by hand); the target meanwhile lost a row.
     pair.event_sql("UPDATE {events} SET status = 'pending', processed_at = NULL WHERE event_id = ?",
                    [event.event_id])
-    pair.target_sql("dbo", "DELETE FROM MarketScopeAccess WHERE username = 'bea'")
+    pair.delete_target_rows(USERS, "username", "bea")
     process_all(pair)
     stored = pair.lake.get_event(event.event_id)
     assert stored.status == "completed" and stored.rows_affected == 2
@@ -362,24 +361,19 @@ def test_transient_lock_goes_back_to_pending_with_backoff_then_fails(pair: Local
     clock = ManualClock()
     event = submit(pair.lake, "insert", USERS, source_table=SOURCE, primary_keys=["username"])
     pair.event_sql("UPDATE {events} SET created_at = ?", [clock.now()])
-    blocker = sqlite3.connect(pair.target.schema_path("dbo"), isolation_level=None)
-    blocker.execute("BEGIN EXCLUSIVE")
-    try:
+    with pair.lock_target(USERS):
         engine = pair.engine(clock=clock)
         [first] = engine.process_once()
         assert first.status == "pending"
         stored = pair.lake.get_event(event.event_id)
         assert stored.status == "pending" and stored.attempts == 1
-        assert "transient" in stored.warning and "locked" in stored.warning
+        assert "transient" in stored.warning and "lock" in stored.warning.lower()
         assert stored.next_attempt_at > clock.now()
         assert engine.process_once() == []  # not due yet
         clock.advance(61)
         [second] = engine.process_once()
         assert second.status == "failed"
         assert "gave up after 2 attempts" in pair.lake.get_event(event.event_id).error_message
-    finally:
-        blocker.execute("ROLLBACK")
-        blocker.close()
     assert users(pair) == []
 
 
@@ -388,11 +382,8 @@ def test_retry_succeeds_once_the_lock_is_gone(pair: LocalPair) -> None:
     pair.create_source(SOURCE, SOURCE_COLUMNS, [("ana", True, False)])
     pair.reconfigure(lock_timeout=0.1, retry_backoff=0)
     event = submit(pair.lake, "insert", USERS, source_table=SOURCE, primary_keys=["username"])
-    blocker = sqlite3.connect(pair.target.schema_path("dbo"), isolation_level=None)
-    blocker.execute("BEGIN EXCLUSIVE")
-    [first] = pair.engine().process_once(max_events=1)
-    blocker.execute("ROLLBACK")
-    blocker.close()
+    with pair.lock_target(USERS):
+        [first] = pair.engine().process_once(max_events=1)
     assert first.status == "pending"
     process_all(pair)
     stored = pair.lake.get_event(event.event_id)
@@ -422,7 +413,7 @@ def test_event_table_without_lifecycle_columns_is_upgraded_in_place(pair: LocalP
     assert pair.lake.init_event_table(upgrade=True) == [
         f"event table {pair.lake.event_table_name} is up to date"]
     pair.create_target(USERS, USER_COLUMNS)
-    pair.target_sql("dbo", "INSERT INTO MarketScopeAccess (username) VALUES ('ana'), ('bea')")
+    pair.insert_target_rows(USERS, ["username"], [("ana",), ("bea",)])
     process_all(pair)
     stored = pair.lake.get_event("old-1")
     assert (stored.status, stored.rows_affected) == (Status.COMPLETED.value, 1)

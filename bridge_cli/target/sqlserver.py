@@ -139,6 +139,7 @@ class SQLServerTarget:
                 f"{config.source}.write_method: {self.write_method!r} is not one of {', '.join(WRITE_METHODS)}"
             )
         self.batch_rows = int(config.get("batch_rows", settings.batch_rows))
+        self.lock_timeout_ms = int(settings.lock_timeout * 1000)
         self.ledger = parse_target_table(str(config.get("ledger_table") or DEFAULT_LEDGER_TABLE))
         self._ready = False
 
@@ -151,7 +152,10 @@ class SQLServerTarget:
         import pymssql
 
         try:
-            return pymssql.connect(**self.connect_args)
+            connection = pymssql.connect(**self.connect_args)
+            # Bounded lock waits: a blocked write fails with 1222 (transient) instead of hanging.
+            connection.cursor().execute(f"SET LOCK_TIMEOUT {self.lock_timeout_ms}")
+            return connection
         except pymssql.Error as exc:
             where = f"{self.connect_args['server']}:{self.connect_args['port']}"
             raise sort_error(exc, f"cannot connect to SQL Server at {where}", self.password) from None
