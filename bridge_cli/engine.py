@@ -287,6 +287,10 @@ class Engine:
         """Claim and process until `stop` is set (after the event in hand) or max_events."""
         interval = self.settings.poll_interval if poll_interval is None else poll_interval
         processed = 0
+        # A worker started against stores that are missing or unreachable says so and exits;
+        # once running, it rides out outages.
+        self.target.check_ready()
+        self.lake.count_by_status()
         while not stop.is_set():
             try:
                 self.target.check_ready()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -34,12 +35,17 @@ _STATUS_STYLE = {
 }
 
 
+def _color_system() -> str | None:
+    # rich's own NO_COLOR support drops colours but keeps bold and italic: drop every style
+    return None if os.environ.get("NO_COLOR") else "auto"
+
+
 def stdout() -> Console:
-    return Console(soft_wrap=False)
+    return Console(soft_wrap=False, color_system=_color_system())  # type: ignore[arg-type]
 
 
 def stderr() -> Console:
-    return Console(stderr=True)
+    return Console(stderr=True, color_system=_color_system())  # type: ignore[arg-type]
 
 
 def setup_logging(verbose: bool, quiet: bool) -> None:

@@ -503,12 +503,6 @@ def test_worker_max_events_processes_and_exits(users: LocalPair) -> None:
     assert len(user_rows(users)) == 3
 
 
-def test_worker_without_init_exits_5(bridge_home: Path) -> None:
-    result = run("worker", "--max-events", "1", "--poll-interval", "0.05")
-    assert result.exit_code == 5, show(result)
-    assert "bridge init" in result.stderr
-
-
 # -- requeue ---------------------------------------------------------------------------------
 def test_requeue_failed_event_then_processing_works(users: LocalPair) -> None:
     bad = failing_insert()
@@ -723,3 +717,9 @@ def test_event_row_written_by_a_job_is_shown_verbatim(local: LocalPair) -> None:
     requeued = run("requeue", odd_id)
     assert requeued.exit_code == 0, show(requeued)
     assert odd_id in requeued.stdout
+
+
+def test_worker_without_init_exits_5_with_a_hint(bridge_home) -> None:
+    result = CliRunner().invoke(app, ["worker", "--poll-interval", "0.1"])
+    assert result.exit_code == 5
+    assert "bridge init" in result.output
