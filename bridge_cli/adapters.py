@@ -14,6 +14,10 @@ def open_lake(settings: Settings) -> Lake:
         from bridge_cli.lake.duckdb import DuckDBLake
 
         return DuckDBLake(settings)
+    if kind == "databricks":
+        from bridge_cli.lake.databricks import DatabricksLake
+
+        return DatabricksLake(settings)
     raise ConfigError(f"{settings.lake.source}: lake kind {kind!r} is not available yet")
 
 

@@ -1,0 +1,418 @@
+"""The Databricks lake: the event table and source tables in a SQL warehouse.
+
+Talks to the warehouse through databricks-sql-connector with native named parameters (`:name`);
+identifiers are parsed and backtick-quoted. DML row counts are not trusted (not every server
+returns them): a conditional update is confirmed by reading the row back. A concurrent-modification
+error (Delta's ConcurrentModificationException family, Iceberg's ValidationException) is a lost
+race, retried for our own writes and "not claimed" for claims.
+
+TIMESTAMP values are instants: they are read time-zone aware and handed to the target converted
+to UTC wall time (or to the profile's `timestamp_zone`), since SQL Server DATETIME2 has no zone.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from bridge_cli.clock import to_naive_utc
+from bridge_cli.config import DEFAULT_EVENT_TABLE, ConfigError, Settings
+from bridge_cli.errors import BridgeError, ConnectionFailure, PermanentError, TransientError
+from bridge_cli.events import ALL_COLUMNS, LIFECYCLE_COLUMNS, Event
+from bridge_cli.identifiers import TableName, parse_table_name, quote_backtick
+from bridge_cli.lake import LakeCapabilities, SourceColumn
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+log = logging.getLogger("bridge")
+
+COLUMN_TYPES = {
+    "event_id": "STRING", "operation": "STRING", "source_table": "STRING", "target_table": "STRING",
+    "primary_keys": "ARRAY<STRING>", "priority": "INT", "status": "STRING", "rows_expected": "INT",
+    "rows_affected": "INT", "discrepancy": "INT", "warning": "STRING", "error_message": "STRING",
+    "filter_conditions": "STRING", "metadata": "STRING", "created_at": "TIMESTAMP",
+    "processed_at": "TIMESTAMP", "attempts": "INT", "worker_id": "STRING", "claim_token": "STRING",
+    "lease_expires_at": "TIMESTAMP", "next_attempt_at": "TIMESTAMP", "updated_at": "TIMESTAMP",
+}
+assert tuple(COLUMN_TYPES) == ALL_COLUMNS
+
+_CONFLICT_MARKERS = (
+    "ConcurrentAppendException", "ConcurrentDeleteReadException", "ConcurrentDeleteDeleteException",
+    "ConcurrentTransactionException", "ConcurrentWriteException", "MetadataChangedException",
+    "ProtocolChangedException", "DELTA_CONCURRENT", "ConcurrentModificationException",
+    "org.apache.iceberg.exceptions.ValidationException", "CommitFailedException",
+)
+_MISSING_MARKERS = ("TABLE_OR_VIEW_NOT_FOUND", "SCHEMA_NOT_FOUND", "UNRESOLVED_COLUMN", "NoSuchTableException")
+_ERROR_CLASS = re.compile(r"\[([A-Z_]+(?:\.[A-Z_]+)?)\]")
+_MAX_MESSAGE = 600
+
+
+class LostRace(BridgeError):
+    """Another writer changed the same data at the same moment (a concurrent-modification error)."""
+
+
+def short_message(exc: BaseException) -> str:
+    """The server's first line, without the Java stack trace the warehouse appends."""
+    text = str(exc)
+    for marker in ("Error running query: ",):
+        if marker in text:
+            text = text.split(marker, 1)[1]
+    text = text.split("\n\tat ", 1)[0].split("\n", 1)[0].strip()
+    return text[:_MAX_MESSAGE]
+
+
+def sort_error(exc: BaseException, what: str) -> BridgeError:
+    text = str(exc)
+    if any(marker in text for marker in _CONFLICT_MARKERS):
+        return LostRace(f"{what}: concurrent modification ({short_message(exc)})")
+    found = _ERROR_CLASS.search(text)
+    error_class = found.group(1) if found else ""
+    name = type(exc).__name__
+    if name in ("ServerOperationError", "ProgrammingError", "NotSupportedError") or error_class:
+        return PermanentError(f"{what}: {short_message(exc)}")
+    # RequestError, OperationalError, network and timeout errors: worth another try.
+    return TransientError(f"{what}: {name}: {short_message(exc)}")
+
+
+def _param(value: Any) -> Any:
+    if isinstance(value, datetime):  # naive UTC inside bridge; the warehouse gets the instant
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+    return value
+
+
+def _value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return to_naive_utc(value)
+    if value is not None and hasattr(value, "tolist") and not isinstance(value, str | bytes):
+        return list(value.tolist())  # ARRAY columns arrive as numpy arrays
+    return value
+
+
+class DatabricksLake:
+    capabilities = LakeCapabilities(reliable_row_counts=False, concurrent_writers=True)
+
+    def __init__(self, settings: Settings) -> None:
+        config = settings.lake
+        self.source = config.source
+        missing = [k for k in ("server_hostname", "http_path") if not config.get(k)]
+        if missing:
+            raise ConfigError(f"{config.source}: missing {', '.join(missing)} for kind databricks")
+        self.server_hostname = str(config.get("server_hostname")).removeprefix("https://").rstrip("/")
+        self.http_path = str(config.get("http_path"))
+        self.token = config.get("token") or None
+        self.auth_profile = config.get("profile")
+        name = str(config.get("event_table") or DEFAULT_EVENT_TABLE)
+        self.event_table = parse_table_name(name, min_parts=3, max_parts=3, what="event_table")
+        self.event_table_name = name
+        self.fetch_rows = int(config.get("fetch_rows") or settings.batch_rows)
+        self.catalog = config.get("catalog")
+        self.schema = config.get("schema")
+        session = config.get("session_configuration") or {}
+        if not isinstance(session, dict):
+            raise ConfigError(f"{config.source}.session_configuration: must be a mapping")
+        self.session_configuration = {str(k): str(v) for k, v in session.items()}
+        self.timestamp_zone = str(config.get("timestamp_zone") or "UTC")
+        self.conflict_retries = int(config.get("conflict_retries", 8))
+        self._local = threading.local()
+
+    def __repr__(self) -> str:  # the token never appears
+        return f"DatabricksLake({self.server_hostname}{self.http_path})"
+
+    # -- connections -------------------------------------------------------------------------
+    def _connect_args(self) -> dict[str, Any]:
+        args: dict[str, Any] = {"server_hostname": self.server_hostname, "http_path": self.http_path}
+        if self.token:
+            args["access_token"] = str(self.token)
+        else:
+            args["credentials_provider"] = unified_auth_provider(self.server_hostname, self.auth_profile)
+        if self.catalog:
+            args["catalog"] = str(self.catalog)
+        if self.schema:
+            args["schema"] = str(self.schema)
+        if self.session_configuration:
+            args["session_configuration"] = self.session_configuration
+        return args
+
+    def connect(self) -> Any:
+        from databricks import sql
+
+        try:
+            return sql.connect(**self._connect_args())
+        except Exception as exc:
+            error = sort_error(exc, f"cannot connect to Databricks at {self.server_hostname}")
+            raise ConnectionFailure(str(error).replace(str(self.token or "\0"), "***")) from None
+
+    def _connection(self) -> Any:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self.connect()
+            self._local.connection = connection
+        return connection
+
+    def _drop_connection(self) -> None:
+        connection = getattr(self._local, "connection", None)
+        self._local.connection = None
+        if connection is not None:
+            try:
+                connection.close()
+            except Exception as exc:  # a dead connection: nothing left to close
+                log.debug("closing a dead Databricks connection: %s", exc)
+
+    def close(self) -> None:
+        self._drop_connection()
+
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None, fetch: bool = False) -> list[Any]:
+        """Run one statement on this thread's connection; errors sorted, one reconnect on a lost link."""
+        bound = {k: _param(v) for k, v in (params or {}).items()}
+        for attempt in (1, 2):
+            cursor = self._connection().cursor()
+            try:
+                cursor.execute(sql, bound) if bound else cursor.execute(sql)
+                return list(cursor.fetchall()) if fetch else []
+            except Exception as exc:
+                error = sort_error(exc, "Databricks")
+                if isinstance(error, TransientError) and attempt == 1:
+                    self._drop_connection()
+                    continue
+                raise error from None
+            finally:
+                try:
+                    cursor.close()
+                except Exception as exc:
+                    log.debug("closing a cursor: %s", exc)
+        raise AssertionError("unreachable")
+
+    @property
+    def _table(self) -> str:
+        return ".".join(quote_backtick(p) for p in self.event_table.parts)
+
+    # -- event table -------------------------------------------------------------------------
+    def _existing_columns(self) -> set[str] | None:
+        try:
+            rows = self.execute(f"DESCRIBE TABLE {self._table}", fetch=True)
+        except PermanentError as exc:
+            if any(m in str(exc) for m in _MISSING_MARKERS):
+                return None
+            raise
+        columns = set()
+        for row in rows:
+            name = str(row[0] or "")
+            if not name or name.startswith("#"):
+                break
+            columns.add(name.lower())
+        return columns
+
+    def init_event_table(self, upgrade: bool) -> list[str]:
+        existing = self._existing_columns()
+        if existing is None:
+            catalog, schema = (quote_backtick(p) for p in self.event_table.parts[:2])
+            self.execute(f"CREATE SCHEMA IF NOT EXISTS {catalog}.{schema}")
+            body = ", ".join(f"{quote_backtick(c)} {t}" for c, t in COLUMN_TYPES.items())
+            # Delta with deletion vectors: row-level concurrency, so claims on different rows
+            # do not conflict. No partitioning, no identity column.
+            self.execute(
+                f"CREATE TABLE IF NOT EXISTS {self._table} ({body}) USING DELTA "
+                "TBLPROPERTIES ('delta.enableDeletionVectors' = 'true')"
+            )
+            return [f"created event table {self.event_table_name}"]
+        missing = [c for c in LIFECYCLE_COLUMNS if c not in existing]
+        if not missing:
+            return [f"event table {self.event_table_name} is up to date"]
+        if not upgrade:
+            raise ConnectionFailure(
+                f"event table {self.event_table_name} lacks lifecycle columns {', '.join(missing)}: "
+                "run `bridge init --upgrade`"
+            )
+        added = ", ".join(f"{quote_backtick(c)} {COLUMN_TYPES[c]}" for c in missing)
+        self.execute(f"ALTER TABLE {self._table} ADD COLUMNS ({added})")
+        return [f"added column {c}" for c in missing]
+
+    def _select(self, where: str, params: Mapping[str, Any], tail: str = "") -> list[Event]:
+        columns = ", ".join(quote_backtick(c) for c in ALL_COLUMNS)
+        try:
+            rows = self.execute(f"SELECT {columns} FROM {self._table} WHERE {where} {tail}", params, fetch=True)
+        except PermanentError as exc:
+            if any(m in str(exc) for m in _MISSING_MARKERS):
+                raise ConnectionFailure(
+                    f"event table {self.event_table_name} is missing or out of date ({exc}): "
+                    "run `bridge init` or `bridge init --upgrade`"
+                ) from None
+            raise
+        return [Event.from_row(list(ALL_COLUMNS), tuple(_value(v) for v in row)) for row in rows]
+
+    def insert_event(self, event: Event) -> None:
+        values = event.to_dict()
+        columns = ", ".join(quote_backtick(c) for c in ALL_COLUMNS)
+        marks = ", ".join(f":{c}" for c in ALL_COLUMNS)
+        self._with_conflict_retries(
+            lambda: self.execute(f"INSERT INTO {self._table} ({columns}) VALUES ({marks})", values)
+        )
+
+    def get_event(self, event_id: str) -> Event | None:
+        rows = self._select("event_id = :event_id", {"event_id": event_id}, "LIMIT 1")
+        return rows[0] if rows else None
+
+    def list_events(self, status: str | None, limit: int) -> list[Event]:
+        where, params = ("status = :status", {"status": status}) if status else ("TRUE", {})
+        return self._select(where, {**params, "limit": limit},
+                            "ORDER BY created_at DESC NULLS LAST, event_id LIMIT :limit")
+
+    def count_by_status(self) -> dict[str, int]:
+        rows = self.execute(f"SELECT coalesce(status, '?'), count(*) FROM {self._table} GROUP BY 1", fetch=True)
+        return {str(s): int(n) for s, n in rows}
+
+    def claimable_events(self, now: datetime, limit: int, event_id: str | None) -> list[Event]:
+        where = (
+            "((status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= :now))"
+            " OR (status = 'processing' AND lease_expires_at < :now))"
+        )
+        params: dict[str, Any] = {"now": now, "limit": limit}
+        if event_id is not None:
+            where += " AND event_id = :event_id"
+            params["event_id"] = event_id
+        return self._select(where, params,
+                            "ORDER BY coalesce(priority, 5), created_at NULLS LAST, event_id LIMIT :limit")
+
+    def update_event_if(
+        self, event_id: str, expected: Mapping[str, Any], changes: Mapping[str, Any]
+    ) -> bool:
+        for column in (*expected, *changes):
+            assert column in COLUMN_TYPES, column  # never a user-given column name
+        sets = ", ".join(f"{quote_backtick(c)} = :set_{c}" for c in changes)
+        conditions = ["event_id = :event_id"]
+        params: dict[str, Any] = {"event_id": event_id}
+        params.update({f"set_{c}": v for c, v in changes.items()})
+        for column, value in expected.items():
+            if value is None:
+                conditions.append(f"{quote_backtick(column)} IS NULL")
+            else:
+                conditions.append(f"{quote_backtick(column)} = :was_{column}")
+                params[f"was_{column}"] = value
+        sql = f"UPDATE {self._table} SET {sets} WHERE {' AND '.join(conditions)}"
+        try:
+            self._with_conflict_retries(lambda: self.execute(sql, params))
+        except LostRace:
+            return False
+        # The UPDATE's row count is not trusted: read the row back to see whether ours stands.
+        event = self.get_event(event_id)
+        if event is None:
+            return False
+        return all(_same(getattr(event, c), v) for c, v in changes.items())
+
+    def _with_conflict_retries(self, action: Any) -> Any:
+        """Retry a write that lost a concurrent-modification race; a conditional write stays
+        conditional, so retrying never overrides someone else's change."""
+        delay = 0.2
+        for attempt in range(self.conflict_retries + 1):
+            try:
+                return action()
+            except LostRace:
+                if attempt == self.conflict_retries:
+                    raise
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 3.0)
+        return None
+
+    # -- source tables -----------------------------------------------------------------------
+    def _quoted(self, table: TableName) -> str:
+        return ".".join(quote_backtick(p) for p in table.parts)
+
+    def source_columns(self, table: TableName) -> list[SourceColumn]:
+        try:
+            rows = self.execute(f"DESCRIBE TABLE {self._quoted(table)}", fetch=True)
+        except PermanentError as exc:
+            if any(m in str(exc) for m in _MISSING_MARKERS):
+                raise PermanentError(
+                    f"source table {table} does not exist (check the name; catalogs and schemas with "
+                    "hyphens may be written with or without backticks)"
+                ) from None
+            raise
+        columns = []
+        for name, kind, *_ in rows:
+            if not name or str(name).startswith("#"):
+                break
+            columns.append(SourceColumn(str(name), str(kind)))
+        if not columns:
+            raise PermanentError(f"source table {table} has no columns")
+        return columns
+
+    def read_source(
+        self, table: TableName, columns: list[str], batch_rows: int
+    ) -> Iterator[pa.RecordBatch]:
+        """fetchmany_arrow in batches on a dedicated connection: memory bounded by the batch."""
+        select = ", ".join(quote_backtick(c) for c in columns)
+        connection = self.connect()
+        try:
+            cursor = connection.cursor()
+            try:
+                cursor.execute(f"SELECT {select} FROM {self._quoted(table)}")
+                size = min(batch_rows, self.fetch_rows)
+                while True:
+                    chunk = cursor.fetchmany_arrow(size)
+                    if chunk.num_rows == 0:
+                        break
+                    for batch in chunk.to_batches():
+                        yield self._wall_time(batch)
+            except BridgeError:
+                raise
+            except Exception as exc:
+                error = sort_error(exc, f"reading source table {table}")
+                if any(m in str(exc) for m in _MISSING_MARKERS):
+                    error = PermanentError(f"source table {table}: {short_message(exc)}")
+                raise error from None
+        finally:
+            try:
+                connection.close()
+            except Exception as exc:
+                log.debug("closing the source connection: %s", exc)
+
+    def _wall_time(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """Zone-aware timestamps become wall time in timestamp_zone (UTC unless configured)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        arrays = []
+        changed = False
+        for column in batch.columns:
+            if pa.types.is_timestamp(column.type) and column.type.tz is not None:
+                zoned = column.cast(pa.timestamp(column.type.unit, tz=self.timestamp_zone))
+                arrays.append(pc.local_timestamp(zoned))
+                changed = True
+            else:
+                arrays.append(column)
+        return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names) if changed else batch
+
+
+def _same(stored: Any, wanted: Any) -> bool:
+    if isinstance(wanted, datetime) and isinstance(stored, datetime):
+        return to_naive_utc(stored) == to_naive_utc(wanted)
+    return bool(stored == wanted)
+
+
+def unified_auth_provider(host: str, profile: Any) -> Any:
+    """Databricks unified authentication (env vars, OAuth M2M, ~/.databrickscfg profiles)."""
+    try:
+        from databricks.sdk.core import Config
+    except ImportError:
+        raise ConfigError(
+            "no token given and databricks-sdk is not installed: set lake.token or install databricks-sdk"
+        ) from None
+    kwargs: dict[str, Any] = {"host": f"https://{host}"}
+    if profile:
+        kwargs["profile"] = str(profile)
+
+    def provider() -> Any:
+        try:
+            config = Config(**kwargs)
+        except Exception as exc:
+            raise ConnectionFailure(f"Databricks authentication failed: {exc}") from None
+        return config.authenticate
+
+    return provider
