@@ -6,7 +6,7 @@ BRIDGE := $(BIN)/bridge
 export BRIDGE_HOME ?= .bridge
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test lint typecheck check completions bench clean
+.PHONY: help install demo test test-databricks lint typecheck check completions bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -33,6 +33,16 @@ demo: install ## Seed a sample lake and target under .bridge/, sync INSERT/UPDAT
 
 test: install ## Run the test suite
 	$(BIN)/python -m pytest -q
+
+STANDIN ?= $(abspath ../shared/standins/databricks)
+export DBX_STANDIN_CATALOGS ?= main,000-sql-databricks-bridge,mi-catalog,seed,c,003-precios,lake
+
+test-databricks: install ## Start the Databricks stand-in (needs root, Java, nginx) and run the Databricks tests
+	$(BIN)/python -m pip install --quiet -e '.[standin]'
+	PATH="$(abspath $(BIN)):$$PATH" unshare -n env S="$(STANDIN)" bash -c '\
+	  ip link set lo up; settings=$$("$$S/up") || exit 1; eval "$$settings"; \
+	  trap "\"$$S/down\"" EXIT; \
+	  python -m pytest -q -k databricks -p no:cacheprovider'
 
 lint: install ## ruff and mypy
 	$(BIN)/ruff check bridge_cli tests bench

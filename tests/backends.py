@@ -85,6 +85,27 @@ class LocalPair:
         events = f'"{self.lake.event_table.schema}"."{self.lake.event_table.table}"'
         return self.lake_sql(self.lake.event_table.catalog, sql.replace("{events}", events), params)
 
+    def insert_raw_event(self, values: dict[str, Any]) -> None:
+        """Insert an event row the way a Databricks job's own SQL does: only these columns."""
+        columns = ", ".join(quote_double(c) for c in values)
+        marks = ", ".join("?" for _ in values)
+        self.event_sql(f"INSERT INTO {{events}} ({columns}) VALUES ({marks})", list(values.values()))
+
+    def set_event_fields(self, event_id: str | None, **fields: Any) -> None:
+        """Change stored event columns behind the engine's back (event_id None: every row)."""
+        sets = ", ".join(f"{quote_double(c)} = ?" for c in fields)
+        where, params = ("WHERE event_id = ?", [event_id]) if event_id else ("", [])
+        self.event_sql(f"UPDATE {{events}} SET {sets} {where}", [*fields.values(), *params])
+
+    def recreate_seed_event_table(self) -> None:
+        """Replace the event table by one with only the seed guide's columns."""
+        from bridge_cli.events import SEED_COLUMNS
+        from bridge_cli.lake.duckdb import _COLUMN_TYPES
+
+        self.event_sql("DROP TABLE {events}")
+        body = ", ".join(f"{quote_double(c)} {_COLUMN_TYPES[c]}" for c in SEED_COLUMNS)
+        self.event_sql(f"CREATE TABLE {{events}} ({body})")
+
     # -- target ------------------------------------------------------------------------------
     def create_target(self, name: str, columns: Sequence[Col]) -> None:
         table = parse_target_table(name)
@@ -289,3 +310,118 @@ class MssqlPair(LocalPair):
 
 
 PAIRS.append(MssqlPair)
+
+
+_SPARK_TYPES = {"int": "BIGINT", "text": "STRING", "bool": "BOOLEAN",
+                "decimal": "DECIMAL(18,4)", "timestamp": "TIMESTAMP"}
+
+
+def standin_settings() -> dict[str, Any] | None:
+    """The Databricks stand-in's connection, when `up` exported it (tests only)."""
+    import os
+
+    if not os.environ.get("DBX_STANDIN_HOST"):
+        return None
+    options: dict[str, Any] = {
+        "server_hostname": os.environ["DBX_STANDIN_HOST"],
+        "http_path": os.environ["DBX_STANDIN_HTTP_PATH"],
+        "token": os.environ["DBX_STANDIN_TOKEN"],
+    }
+    if os.environ.get("DBX_STANDIN_PORT", "443") != "443":
+        options["port"] = int(os.environ["DBX_STANDIN_PORT"])
+    return options
+
+
+class DatabricksPair(LocalPair):
+    """A SQL warehouse (the stand-in, through the real connector) as the lake, SQLite as the target.
+    Each pair gets its own event table, dropped when the test ends."""
+
+    name = "databricks-sqlite"
+
+    def __init__(self, home: Path, **overrides: Any) -> None:
+        import uuid
+
+        from bridge_cli.config import AdapterConfig
+        from bridge_cli.lake.databricks import DatabricksLake
+
+        options = standin_settings()
+        assert options is not None
+        table = f"bridge_events_{uuid.uuid4().hex[:10]}"
+        options["event_table"] = f"`000-sql-databricks-bridge`.`events`.{table}"
+        self.home = home
+        base = load_settings(env={"BRIDGE_HOME": str(home)})
+        defaults = {"retry_backoff": 0.0, "lock_timeout": 5.0, "lease_seconds": 60.0}
+        self.settings = dataclasses.replace(
+            base, lake=AdapterConfig("databricks", options), **{**defaults, **overrides}
+        )
+        self._lake_class = DatabricksLake
+        self.lake = DatabricksLake(self.settings)  # type: ignore[assignment]
+        self.target = SQLiteTarget(self.settings)
+        self.lake.init_event_table(upgrade=False)
+        self.target.init_ledger()
+
+    def reconfigure(self, **overrides: Any) -> None:
+        self.settings = dataclasses.replace(self.settings, **overrides)
+        self.lake = self._lake_class(self.settings)
+        self.target = SQLiteTarget(self.settings)
+
+    def close(self) -> None:
+        self.lake.execute(f"DROP TABLE IF EXISTS {self.lake._table}")  # type: ignore[attr-defined]
+        self.lake.close()  # type: ignore[attr-defined]
+
+    def run(self, sql: str, params: dict[str, Any] | None = None, fetch: bool = False) -> list[Any]:
+        return self.lake.execute(sql, params, fetch=fetch)  # type: ignore[attr-defined]
+
+    def create_source(self, name: str, columns: dict[str, str], rows: Sequence[Sequence[Any]]) -> None:
+        from bridge_cli.identifiers import quote_backtick
+
+        table = parse_source_table(name)
+        qualified = ".".join(quote_backtick(p) for p in table.parts)
+        body = ", ".join(f"{quote_backtick(c)} {_SPARK_TYPES[t]}" for c, t in columns.items())
+        self.run(f"CREATE SCHEMA IF NOT EXISTS {quote_backtick(table.catalog)}.{quote_backtick(table.schema)}")
+        self.run(f"CREATE OR REPLACE TABLE {qualified} ({body}) USING DELTA")
+        if rows:
+            params: dict[str, Any] = {}
+            tuples = []
+            for i, row in enumerate(rows):
+                marks = []
+                for j, value in enumerate(row):
+                    params[f"r{i}_{j}"] = value
+                    marks.append(f":r{i}_{j}")
+                tuples.append("(" + ", ".join(marks) + ")")
+            self.run(f"INSERT INTO {qualified} VALUES {', '.join(tuples)}", params)
+
+    def insert_raw_event(self, values: dict[str, Any]) -> None:
+        # The stand-in refuses a partial column list (Databricks accepts one): name every column.
+        from bridge_cli.events import ALL_COLUMNS
+        from bridge_cli.identifiers import quote_backtick
+
+        present = [c for c in ALL_COLUMNS if c in self._columns()]
+        columns = ", ".join(quote_backtick(c) for c in present)
+        marks = ", ".join(f":{c}" for c in present)
+        self.run(f"INSERT INTO {self.lake._table} ({columns}) VALUES ({marks})",  # type: ignore[attr-defined]
+                 {c: values.get(c) for c in present})
+
+    def _columns(self) -> set[str]:
+        return self.lake._existing_columns() or set()  # type: ignore[attr-defined]
+
+    def set_event_fields(self, event_id: str | None, **fields: Any) -> None:
+        from bridge_cli.identifiers import quote_backtick
+
+        sets = ", ".join(f"{quote_backtick(c)} = :{c}" for c in fields)
+        where = "WHERE event_id = :event_id" if event_id else ""
+        self.run(f"UPDATE {self.lake._table} SET {sets} {where}",  # type: ignore[attr-defined]
+                 {**fields, "event_id": event_id} if event_id else dict(fields))
+
+    def recreate_seed_event_table(self) -> None:
+        from bridge_cli.events import SEED_COLUMNS
+        from bridge_cli.identifiers import quote_backtick
+        from bridge_cli.lake.databricks import COLUMN_TYPES
+
+        table = self.lake._table  # type: ignore[attr-defined]
+        self.run(f"DROP TABLE IF EXISTS {table}")
+        body = ", ".join(f"{quote_backtick(c)} {COLUMN_TYPES[c]}" for c in SEED_COLUMNS)
+        self.run(f"CREATE TABLE {table} ({body}) USING DELTA")
+
+
+PAIRS.append(DatabricksPair)

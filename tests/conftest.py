@@ -1,11 +1,22 @@
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.backends import PAIRS, LocalPair, MssqlPair, mssql_url
+from tests.backends import PAIRS, DatabricksPair, LocalPair, MssqlPair, mssql_url, standin_settings
+
+if os.environ.get("DBX_STANDIN_COMPAT_DIR"):
+    # Test-only: the stand-in's shim lets the real connector talk to the local warehouse.
+    sys.path.insert(0, os.environ["DBX_STANDIN_COMPAT_DIR"])
+    import dbx_standin_compat
+
+    dbx_standin_compat.install()
+
+DATABRICKS_SKIP = "the Databricks stand-in is not running (make test-databricks starts it)"
 
 MSSQL_SKIP = "BRIDGE_TEST_MSSQL_URL is not set: the SQL Server target was not tested"
 
@@ -13,7 +24,8 @@ MSSQL_SKIP = "BRIDGE_TEST_MSSQL_URL is not set: the SQL Server target was not te
 def pytest_report_header() -> str:
     url = mssql_url()
     where = f"{url['host']}:{url['port']}/{url['database']}" if url else "not set (SQL Server tests skipped)"
-    return f"bridge: BRIDGE_TEST_MSSQL_URL {where}"
+    standin = "running" if standin_settings() else "not running (Databricks tests skipped)"
+    return f"bridge: BRIDGE_TEST_MSSQL_URL {where}; Databricks stand-in {standin}"
 
 
 @pytest.fixture
@@ -36,7 +48,12 @@ def pair(request: pytest.FixtureRequest, bridge_home: Path) -> LocalPair:
     server is not reachable here is skipped, saying so."""
     if request.param is MssqlPair and mssql_url() is None:
         pytest.skip(MSSQL_SKIP)
-    return request.param(bridge_home)
+    if request.param is DatabricksPair and standin_settings() is None:
+        pytest.skip(DATABRICKS_SKIP)
+    pair = request.param(bridge_home)
+    if hasattr(pair, "close"):
+        request.addfinalizer(pair.close)
+    return pair
 
 
 @pytest.fixture

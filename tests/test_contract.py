@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -192,13 +192,12 @@ def test_event_inserted_with_the_seed_column_list_is_processed(pair: LocalPair) 
     pair.create_target(USERS, USER_COLUMNS)
     pair.create_source(SOURCE, SOURCE_COLUMNS, [("ana", True, False)])
     # The seed's sync_insert_to_sql column list (no priority in its full example, no lifecycle).
-    pair.event_sql(
-        "INSERT INTO {events} (event_id, operation, source_table, target_table, primary_keys, "
-        "status, rows_expected, metadata, created_at) VALUES ("
-        "'sync-precios-1a2b3c4d', 'INSERT', '003-precios.bronze-data.sync_temp', "
-        "'dbo.MarketScopeAccess', ['username'], 'pending', 1, "
-        "'{\"job\": \"sync_precios\"}', current_timestamp)"
-    )
+    pair.insert_raw_event({
+        "event_id": "sync-precios-1a2b3c4d", "operation": "INSERT",
+        "source_table": "003-precios.bronze-data.sync_temp", "target_table": "dbo.MarketScopeAccess",
+        "primary_keys": ["username"], "status": "pending", "rows_expected": 1,
+        "metadata": '{"job": "sync_precios"}', "created_at": datetime.now(timezone.utc).replace(tzinfo=None),
+    })
     pair.create_source("003-precios.bronze-data.sync_temp", SOURCE_COLUMNS, [("ana", True, False)])
     process_all(pair)
     stored = pair.lake.get_event("sync-precios-1a2b3c4d")
@@ -253,13 +252,7 @@ def test_broken_event_fails_clearly_changes_nothing_and_processing_goes_on(
     seed_users(pair, [("ana", True, False), ("bruno", True, False)])
     pair.create_source(SOURCE, SOURCE_COLUMNS, [("carla", True, False)])
     pair.create_source("c.s.extra", {**SOURCE_COLUMNS, "email": "text"}, [("x", True, False, "x@")])
-    columns = ["event_id", "status", "priority", "created_at", *fields]
-    marks = ", ".join("?" for _ in columns)
-    values = ["broken-1", "pending", 1, None, *(
-        v if not isinstance(v, list) else v for v in fields.values())]
-    pair.event_sql(
-        "INSERT INTO {events} (" + f"{', '.join(columns)}) VALUES ({marks})", values
-    )
+    pair.insert_raw_event({"event_id": "broken-1", "status": "pending", "priority": 1, **fields})
     good = submit(pair.lake, "insert", USERS, source_table=SOURCE, primary_keys=["username"],
                   priority=9)
     before_ledger = pair.ledger_ids()
@@ -343,8 +336,7 @@ def test_event_found_in_the_ledger_is_completed_without_applying_twice(pair: Loc
     process_all(pair)
     # A worker that died after the target commit but before recording the result leaves the
     # event pending again (here: put back by hand); the target meanwhile lost a row.
-    pair.event_sql("UPDATE {events} SET status = 'pending', processed_at = NULL WHERE event_id = ?",
-                   [event.event_id])
+    pair.set_event_fields(event.event_id, status="pending", processed_at=None)
     pair.delete_target_rows(USERS, "username", "bea")
     process_all(pair)
     stored = pair.lake.get_event(event.event_id)
@@ -360,7 +352,7 @@ def test_transient_lock_goes_back_to_pending_with_backoff_then_fails(pair: Local
     pair.reconfigure(lock_timeout=0.1, max_attempts=2, retry_backoff=60)
     clock = ManualClock()
     event = submit(pair.lake, "insert", USERS, source_table=SOURCE, primary_keys=["username"])
-    pair.event_sql("UPDATE {events} SET created_at = ?", [clock.now()])
+    pair.set_event_fields(None, created_at=clock.now())
     with pair.lock_target(USERS):
         engine = pair.engine(clock=clock)
         [first] = engine.process_once()
@@ -393,19 +385,13 @@ def test_retry_succeeds_once_the_lock_is_gone(pair: LocalPair) -> None:
 
 def test_event_table_without_lifecycle_columns_is_upgraded_in_place(pair: LocalPair) -> None:
     events = pair.lake.event_table
-    pair.event_sql("DROP TABLE {events}")
-    pair.event_sql(
-        "CREATE TABLE {events} (event_id VARCHAR, operation VARCHAR, source_table VARCHAR, "
-        "target_table VARCHAR, primary_keys VARCHAR[], priority INTEGER, status VARCHAR, "
-        "rows_expected INTEGER, rows_affected INTEGER, discrepancy INTEGER, warning VARCHAR, "
-        "error_message VARCHAR, filter_conditions VARCHAR, metadata VARCHAR, "
-        "created_at TIMESTAMP, processed_at TIMESTAMP)"
-    )
-    pair.event_sql(
-        "INSERT INTO {events} (event_id, operation, target_table, primary_keys, status, "
-        "filter_conditions, created_at) VALUES ('old-1', 'DELETE', 'dbo.MarketScopeAccess', "
-        "['username'], 'pending', ?, current_timestamp)", [json.dumps({"username": "ana"})]
-    )
+    pair.recreate_seed_event_table()
+    pair.insert_raw_event({
+        "event_id": "old-1", "operation": "DELETE", "target_table": "dbo.MarketScopeAccess",
+        "primary_keys": ["username"], "status": "pending",
+        "filter_conditions": json.dumps({"username": "ana"}),
+        "created_at": datetime.now(timezone.utc).replace(tzinfo=None),
+    })
     with pytest.raises(Exception, match="init --upgrade"):
         pair.lake.init_event_table(upgrade=False)
     done = pair.lake.init_event_table(upgrade=True)

@@ -106,6 +106,7 @@ class DatabricksLake:
             raise ConfigError(f"{config.source}: missing {', '.join(missing)} for kind databricks")
         self.server_hostname = str(config.get("server_hostname")).removeprefix("https://").rstrip("/")
         self.http_path = str(config.get("http_path"))
+        self.port = int(config.get("port") or 443)
         self.token = config.get("token") or None
         self.auth_profile = config.get("profile")
         name = str(config.get("event_table") or DEFAULT_EVENT_TABLE)
@@ -132,6 +133,8 @@ class DatabricksLake:
             args["access_token"] = str(self.token)
         else:
             args["credentials_provider"] = unified_auth_provider(self.server_hostname, self.auth_profile)
+        if self.port and self.port != 443:
+            args["_port"] = self.port
         if self.catalog:
             args["catalog"] = str(self.catalog)
         if self.schema:
