@@ -113,6 +113,7 @@ class DatabricksLake:
         self.event_table = parse_table_name(name, min_parts=3, max_parts=3, what="event_table")
         self.event_table_name = name
         self.fetch_rows = int(config.get("fetch_rows") or settings.batch_rows)
+        self.buffer_bytes = int(config.get("buffer_bytes") or 16 * 1024 * 1024)
         self.catalog = config.get("catalog")
         self.schema = config.get("schema")
         session = config.get("session_configuration") or {}
@@ -352,11 +353,12 @@ class DatabricksLake:
         """fetchmany_arrow in batches on a dedicated connection: memory bounded by the batch."""
         select = ", ".join(quote_backtick(c) for c in columns)
         connection = self.connect()
+        size = min(batch_rows, self.fetch_rows)
         try:
-            cursor = connection.cursor()
+            # The connector prefetches up to buffer_size_bytes (100 MiB by default): bound it too.
+            cursor = connection.cursor(arraysize=size, buffer_size_bytes=self.buffer_bytes)
             try:
                 cursor.execute(f"SELECT {select} FROM {self._quoted(table)}")
-                size = min(batch_rows, self.fetch_rows)
                 while True:
                     chunk = cursor.fetchmany_arrow(size)
                     if chunk.num_rows == 0:
