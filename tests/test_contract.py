@@ -384,7 +384,6 @@ def test_retry_succeeds_once_the_lock_is_gone(pair: LocalPair) -> None:
 
 
 def test_event_table_without_lifecycle_columns_is_upgraded_in_place(pair: LocalPair) -> None:
-    events = pair.lake.event_table
     pair.recreate_seed_event_table()
     pair.insert_raw_event({
         "event_id": "old-1", "operation": "DELETE", "target_table": "dbo.MarketScopeAccess",
@@ -404,4 +403,3 @@ def test_event_table_without_lifecycle_columns_is_upgraded_in_place(pair: LocalP
     stored = pair.lake.get_event("old-1")
     assert (stored.status, stored.rows_affected) == (Status.COMPLETED.value, 1)
     assert users(pair) == [("bea", None, None)]
-    assert events.table == "bridge_events"
