@@ -134,6 +134,14 @@ def _submit(request: SubmitRequest) -> str:
     return event.event_id
 
 
+def _sync_from_source(
+    operation: Operation, source_table: str, target_table: str, primary_keys: list[str],
+    rows_expected: int | None, priority: int, metadata: dict[str, Any] | None,
+) -> str:
+    return _submit(SubmitRequest(operation, target_table, tuple(primary_keys), source_table=source_table,
+                                 rows_expected=rows_expected, priority=priority, metadata=metadata))
+
+
 def sync_insert_to_sql(
     source_table: str,
     target_table: str,
@@ -143,8 +151,8 @@ def sync_insert_to_sql(
     metadata: dict[str, Any] | None = None,
 ) -> str:
     """Create an event that inserts the source's new rows into SQL Server; returns its id."""
-    return _submit(SubmitRequest(Operation.INSERT, target_table, tuple(primary_keys), source_table=source_table,
-                                 rows_expected=rows_expected, priority=priority, metadata=metadata))
+    return _sync_from_source(Operation.INSERT, source_table, target_table, primary_keys, rows_expected,
+                             priority, metadata)
 
 
 def sync_update_to_sql(
@@ -156,8 +164,8 @@ def sync_update_to_sql(
     metadata: dict[str, Any] | None = None,
 ) -> str:
     """Create an event that updates the rows matched by primary_keys; returns its id."""
-    return _submit(SubmitRequest(Operation.UPDATE, target_table, tuple(primary_keys), source_table=source_table,
-                                 rows_expected=rows_expected, priority=priority, metadata=metadata))
+    return _sync_from_source(Operation.UPDATE, source_table, target_table, primary_keys, rows_expected,
+                             priority, metadata)
 
 
 def sync_delete_from_sql(

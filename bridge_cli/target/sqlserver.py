@@ -257,14 +257,7 @@ class SQLServerSession:
 
     # -- staging -----------------------------------------------------------------------------
     def stage_rows(self, plan: ApplyPlan, batches: Iterable[pa.RecordBatch]) -> int:
-        import pymssql
-
-        cursor = self.connection.cursor()
-        try:
-            cursor.execute(f"IF OBJECT_ID(N'tempdb..{tsql.STAGE}') IS NOT NULL DROP TABLE {tsql.STAGE}")
-            cursor.execute(tsql.create_stage_sql(plan))
-        except pymssql.Error as exc:
-            raise self._sorted(exc, "creating the staging table") from None
+        cursor = self._create_stage(plan)
         method = self._choose_method(plan)
         staged = 0
         for batch in batches:
@@ -300,16 +293,19 @@ class SQLServerSession:
         # The failed bulk load may have left a broken connection or partial rows: start over.
         self.close()
         self.connection = self.target.connect()
-        cursor = self.connection.cursor()
+        self._values(self._create_stage(plan), plan, rows)
+        return "values"
+
+    def _create_stage(self, plan: ApplyPlan) -> Any:
         import pymssql
 
+        cursor = self.connection.cursor()
         try:
             cursor.execute(f"IF OBJECT_ID(N'tempdb..{tsql.STAGE}') IS NOT NULL DROP TABLE {tsql.STAGE}")
             cursor.execute(tsql.create_stage_sql(plan))
         except pymssql.Error as exc:
             raise self._sorted(exc, "creating the staging table") from None
-        self._values(cursor, plan, rows)
-        return "values"
+        return cursor
 
     def _bulk(self, plan: ApplyPlan, rows: list[tuple[Any, ...]]) -> None:
         import pymssql
