@@ -64,11 +64,11 @@ def test_two_workers_race_for_one_event_and_exactly_one_wins(dbx: DatabricksPair
 @needs_standin
 def test_values_with_quotes_backslashes_and_arrays_travel_as_parameters(dbx: DatabricksPair) -> None:
     tricky = "o'brien \\ back\\slash \"dq\" :colon ? -- x /* y */ ${HOME} é 日本\nline"
-    event = submit(dbx.lake, "delete", "`mi-esquema`.t", primary_keys=["username", "it's"],
-                   filter_conditions={"username": tricky, "it's": [1, None]}, metadata={"note": tricky})
+    event = submit(dbx.lake, "delete", "`mi-esquema`.t", primary_keys=["username", "is_admin"],
+                   filter_conditions={"username": tricky, "is_admin": [1, None]}, metadata={"note": tricky})
     stored = dbx.lake.get_event(event.event_id)
-    assert stored.primary_keys == ["username", "it's"]
-    assert json.loads(stored.filter_conditions) == {"username": tricky, "it's": [1, None]}
+    assert stored.primary_keys == ["username", "is_admin"]
+    assert json.loads(stored.filter_conditions) == {"username": tricky, "is_admin": [1, None]}
     assert json.loads(stored.metadata) == {"note": tricky}
     assert stored.target_table == "`mi-esquema`.t"
     assert dbx.lake.get_event("x' OR '1'='1") is None
