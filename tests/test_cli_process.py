@@ -285,3 +285,23 @@ def test_two_workers_apply_each_event_exactly_once(
         int(stderr_of(tmp_path, n).split("worker stopped after ")[1].split()[0]) for n in range(2)
     )
     assert processed == 20
+
+
+def test_a_shell_command_waits_for_a_locked_lake_file_instead_of_failing(local: LocalPair) -> None:
+    """Another process (a worker, say) holds the event file for a moment: `bridge submit` and
+    `bridge status` wait for it and succeed."""
+    path = local.lake.catalog_path(local.lake.event_table.catalog)
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True); "
+         "time.sleep(3); c.close()", str(path)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        submitted = ok("submit", "delete", "--target", "dbo.t", "--filter", '{"k": 1}', "-q")
+        assert time.monotonic() - started > 1  # it really waited for the other process
+        assert status_of(submitted.stdout.strip())["status"] == "pending"
+    finally:
+        holder.wait(timeout=30)
