@@ -299,3 +299,16 @@ def test_missing_tables_are_permanent_and_network_errors_transient() -> None:
 def test_the_token_never_shows_in_repr() -> None:
     lake, _ = recording_lake()
     assert "dapi-secret" not in repr(lake)
+
+
+def test_without_a_token_unified_auth_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bridge_cli.lake.databricks import unified_auth_provider
+
+    monkeypatch.setenv("DATABRICKS_TOKEN", "dapi-from-env")
+    monkeypatch.delenv("DATABRICKS_CONFIG_PROFILE", raising=False)
+    header_factory = unified_auth_provider("localhost", None, timeout_seconds=1)()
+    assert header_factory() == {"Authorization": "Bearer dapi-from-env"}
+    settings = load_settings(env={"BRIDGE_HOME": "/tmp/x"})
+    config = AdapterConfig("databricks", {"server_hostname": "localhost", "http_path": "/sql/1.0/warehouses/a"})
+    args = DatabricksLake(dataclasses.replace(settings, lake=config))._connect_args()
+    assert "access_token" not in args and callable(args["credentials_provider"])

@@ -109,6 +109,7 @@ class DatabricksLake:
         self.port = int(config.get("port") or 443)
         self.token = config.get("token") or None
         self.auth_profile = config.get("profile")
+        self.auth_timeout = int(config.get("auth_timeout", 60))
         name = str(config.get("event_table") or DEFAULT_EVENT_TABLE)
         self.event_table = parse_table_name(name, min_parts=3, max_parts=3, what="event_table")
         self.event_table_name = name
@@ -133,7 +134,9 @@ class DatabricksLake:
         if self.token:
             args["access_token"] = str(self.token)
         else:
-            args["credentials_provider"] = unified_auth_provider(self.server_hostname, self.auth_profile)
+            args["credentials_provider"] = unified_auth_provider(
+                self.server_hostname, self.auth_profile, self.auth_timeout
+            )
         if self.port and self.port != 443:
             args["_port"] = self.port
         if self.catalog:
@@ -401,7 +404,7 @@ def _same(stored: Any, wanted: Any) -> bool:
     return bool(stored == wanted)
 
 
-def unified_auth_provider(host: str, profile: Any) -> Any:
+def unified_auth_provider(host: str, profile: Any, timeout_seconds: int = 60) -> Any:
     """Databricks unified authentication (env vars, OAuth M2M, ~/.databrickscfg profiles)."""
     try:
         from databricks.sdk.core import Config
@@ -409,7 +412,9 @@ def unified_auth_provider(host: str, profile: Any) -> Any:
         raise ConfigError(
             "no token given and databricks-sdk is not installed: set lake.token or install databricks-sdk"
         ) from None
-    kwargs: dict[str, Any] = {"host": f"https://{host}"}
+    # A bounded retry budget: the SDK's default (300 s) would hang start-up on an unreachable host.
+    kwargs: dict[str, Any] = {"host": f"https://{host}", "retry_timeout_seconds": timeout_seconds,
+                              "http_timeout_seconds": timeout_seconds}
     if profile:
         kwargs["profile"] = str(profile)
 
