@@ -294,8 +294,9 @@ class MssqlPair(LocalPair):
         connection = self.target.connect()  # type: ignore[attr-defined]
         cursor = connection.cursor()
         cursor.execute("BEGIN TRANSACTION")
-        cursor.execute(f"SELECT COUNT(*) FROM {table_sql(parse_target_table(name))} WITH (TABLOCKX, HOLDLOCK)")
-        cursor.fetchall()
+        # A schema change holds the strongest table lock on SQL Server (Sch-M) and on
+        # Babelfish (PostgreSQL's ACCESS EXCLUSIVE), where table hints such as TABLOCKX are ignored.
+        cursor.execute(f"ALTER TABLE {table_sql(parse_target_table(name))} ADD [bridge_test_lock] INT NULL")
         try:
             yield
         finally:

@@ -132,6 +132,15 @@ def test_deadlocks_timeouts_and_lost_connections_are_transient(number: int) -> N
     assert isinstance(sort_error(db_error(pymssql.OperationalError, number, "x"), "w"), TransientError)
 
 
+def test_lock_timeouts_reported_under_another_number_are_transient() -> None:
+    babelfish = db_error(pymssql.OperationalError, 33557097, "canceling statement due to lock timeout"
+                         "DB-Lib error message 20018, severity 16:\nGeneral SQL Server error: "
+                         "Check messages from the SQL Server\n")
+    error = sort_error(babelfish, "INSERT")
+    assert isinstance(error, TransientError)
+    assert str(error) == "INSERT: canceling statement due to lock timeout (SQL Server error 33557097)"
+
+
 @pytest.mark.parametrize("number", [2627, 2601, 544, 8152, 2628, 245, 8114, 208, 207, 547])
 def test_data_and_schema_errors_are_permanent_and_keep_the_server_message(number: int) -> None:
     error = sort_error(db_error(pymssql.IntegrityError, number, "Violation of PRIMARY KEY 'PK_x'"), "INSERT")

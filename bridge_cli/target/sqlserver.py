@@ -41,6 +41,8 @@ TRANSIENT_NUMBERS = frozenset({
     1205, 1222, -2, 233, 10053, 10054, 10060, 40197, 40501, 40613, 49918, 49919, 49920,
     20002, 20003, 20004, 20006, 20009, 20047,
 })
+# Compatible servers report some of these under their own numbers (Babelfish: 33557097).
+TRANSIENT_TEXT = ("lock timeout", "lock request time out", "deadlock", "could not serialize access")
 # Kept here to document the sorting; anything not transient is permanent.
 PERMANENT_NUMBERS = frozenset({2627, 2601, 544, 8152, 2628, 245, 8114, 208, 207, 547, 515, 8115})
 DUPLICATE_KEY = frozenset({2627, 2601})
@@ -81,9 +83,9 @@ def sort_error(exc: BaseException, what: str, secret: str | None = None) -> Brid
     text = error_text(exc, secret)
     message = f"{what}: {text}" + (f" (SQL Server error {number})" if number else "")
     lowered = text.lower()
-    if number in TRANSIENT_NUMBERS or (number is None and (
-        "connection" in lowered or "timed out" in lowered or "timeout" in lowered
-    )):
+    if number in TRANSIENT_NUMBERS or any(marker in lowered for marker in TRANSIENT_TEXT) or (
+        number is None and ("connection" in lowered or "timed out" in lowered or "timeout" in lowered)
+    ):
         return TransientError(message)
     return PermanentError(message)
 
@@ -142,6 +144,7 @@ class SQLServerTarget:
         self.lock_timeout_ms = int(settings.lock_timeout * 1000)
         self.ledger = parse_target_table(str(config.get("ledger_table") or DEFAULT_LEDGER_TABLE))
         self._ready = False
+        self.bulk_refused = False
 
     def __repr__(self) -> str:  # never show the password
         args = self.connect_args
@@ -277,6 +280,8 @@ class SQLServerSession:
 
     def _choose_method(self, plan: ApplyPlan) -> str:
         method = self.target.write_method
+        if method == "auto" and self.target.bulk_refused:
+            return "values"
         if method == "auto":
             base_types = {c.type.split("(")[0].split()[0].lower() for c in plan.columns}
             if not base_types <= BULK_SAFE_TYPES:
@@ -290,6 +295,7 @@ class SQLServerSession:
             return "bulk"
         except BridgeError as exc:
             log.info("bulk copy refused (%s); staging with multi-row VALUES", exc)
+            self.target.bulk_refused = True  # this server will refuse it again: don't ask per event
         # The failed bulk load may have left a broken connection or partial rows: start over.
         self.close()
         self.connection = self.target.connect()
@@ -314,7 +320,8 @@ class SQLServerSession:
         try:
             self.connection.bulk_copy(tsql.STAGE, rows, column_ids=column_ids,
                                       batch_size=max(len(rows), 1))
-        except (pymssql.Error, ValueError, TypeError) as exc:
+        except (pymssql.Error, pymssql._mssql.MSSQLException, ValueError, TypeError) as exc:
+            # bulk_copy raises the low-level _mssql exceptions, not the DB-API ones.
             raise self._sorted(exc, "bulk copy into the staging table") from None
 
     def _values(self, cursor: Any, plan: ApplyPlan, rows: list[tuple[Any, ...]]) -> None:
