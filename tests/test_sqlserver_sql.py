@@ -132,6 +132,16 @@ def test_deadlocks_timeouts_and_lost_connections_are_transient(number: int) -> N
     assert isinstance(sort_error(db_error(pymssql.OperationalError, number, "x"), "w"), TransientError)
 
 
+def test_a_refused_connection_is_transient_even_under_a_stale_number() -> None:
+    # pymssql can keep an informational number (5703) from an earlier connection.
+    stale = db_error(pymssql.OperationalError, 5703, "Changed language setting to 'us_english'.DB-Lib error "
+                     "message 20009, severity 9:\nUnable to connect: TDS server is unavailable (127.0.0.1)\n")
+    error = sort_error(stale, "cannot connect")
+    assert isinstance(error, TransientError)
+    assert "Changed language" not in str(error) and "Unable to connect" in str(error)
+    assert str(error).endswith("(SQL Server error 20009)")
+
+
 def test_lock_timeouts_reported_under_another_number_are_transient() -> None:
     babelfish = db_error(pymssql.OperationalError, 33557097, "canceling statement due to lock timeout"
                          "DB-Lib error message 20018, severity 16:\nGeneral SQL Server error: "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import re
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -43,6 +44,8 @@ TRANSIENT_NUMBERS = frozenset({
 })
 # Compatible servers report some of these under their own numbers (Babelfish: 33557097).
 TRANSIENT_TEXT = ("lock timeout", "lock request time out", "deadlock", "could not serialize access")
+_DB_LIB_NUMBER = re.compile(r"DB-Lib error message (\d+)")
+_INFO_MESSAGES = re.compile(r"Changed (?:database context|language setting) to '[^']*'\.?")
 # Kept here to document the sorting; anything not transient is permanent.
 PERMANENT_NUMBERS = frozenset({2627, 2601, 544, 8152, 2628, 245, 8114, 208, 207, 547, 515, 8115})
 DUPLICATE_KEY = frozenset({2627, 2601})
@@ -72,6 +75,8 @@ def error_text(exc: BaseException, secret: str | None = None) -> str:
     # Keep only the server's own sentence when DB-Lib wraps it.
     text = text.replace("DB-Lib error message 20018, severity 16: General SQL Server error: "
                         "Check messages from the SQL Server", "").strip()
+    # Informational messages (5701, 5703) that pymssql keeps from an earlier connection.
+    text = _INFO_MESSAGES.sub("", text).strip()
     if secret:
         text = text.replace(secret, "***")
     return text
@@ -81,9 +86,12 @@ def sort_error(exc: BaseException, what: str, secret: str | None = None) -> Brid
     """A driver error as TransientError (retry) or PermanentError, server message kept."""
     number = error_number(exc)
     text = error_text(exc, secret)
+    db_lib = [int(n) for n in _DB_LIB_NUMBER.findall(str(exc.args))]
+    if number in (5701, 5703) and db_lib:  # a stale informational number: report the real one
+        number = db_lib[0]
     message = f"{what}: {text}" + (f" (SQL Server error {number})" if number else "")
     lowered = text.lower()
-    if number in TRANSIENT_NUMBERS or any(marker in lowered for marker in TRANSIENT_TEXT) or (
+    if number in TRANSIENT_NUMBERS or set(db_lib) & TRANSIENT_NUMBERS or any(m in lowered for m in TRANSIENT_TEXT) or (
         number is None and ("connection" in lowered or "timed out" in lowered or "timeout" in lowered)
     ):
         return TransientError(message)
