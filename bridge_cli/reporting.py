@@ -101,6 +101,16 @@ def _cell(value: Any) -> str:
     return escape(_text(value))
 
 
+def _add_column(table: Table, name: str) -> None:
+    table.add_column(name, overflow="fold")
+
+
+def _short(message: str | None, limit: int = 60) -> str:
+    """Lists show the start of a message (`bridge status ID` shows it whole)."""
+    text = " ".join((message or "").split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def print_event(event: Event, as_json: bool) -> None:
     if as_json:
         print_json(event.to_dict())
@@ -122,7 +132,7 @@ def print_events(events: Sequence[Event], counts: dict[str, int], as_json: bool)
         return
     table = Table(title="bridge events", title_justify="left")
     for name in ("event_id", "operation", "status", "target", "rows", "created (UTC)", "message"):
-        table.add_column(name, overflow="fold")
+        _add_column(table, name)
     for e in events:
         message = e.error_message or e.warning or ""
         rows = "" if e.rows_affected is None else str(e.rows_affected)
@@ -130,7 +140,7 @@ def print_events(events: Sequence[Event], counts: dict[str, int], as_json: bool)
             rows = f"{rows}/{e.rows_expected}"
         table.add_row(
             _cell(e.event_id), _cell(e.operation), _status(e.status), _cell(e.target_table), rows,
-            _text(e.created_at), escape(message),
+            _text(e.created_at), escape(_short(message)),
         )
     console = stdout()
     console.print(table)
@@ -148,7 +158,7 @@ def print_results(results: Sequence[EventResult], as_json: bool) -> None:
         return
     table = Table(title="processed events", title_justify="left")
     for name in ("event_id", "operation", "target", "status", "rows", "discrepancy", "seconds", "message"):
-        table.add_column(name, overflow="fold")
+        _add_column(table, name)
     for r in results:
         table.add_row(
             _cell(r.event_id), _cell(r.operation), _cell(r.target_table), _status(r.status),
@@ -169,7 +179,7 @@ def print_requeue(results: Iterable[RequeueResult], as_json: bool) -> None:
         return
     table = Table(title="requeue", title_justify="left")
     for name in ("event_id", "was", "result"):
-        table.add_column(name, overflow="fold")
+        _add_column(table, name)
     for r in results:
         style = "green" if r.requeued else ("yellow" if r.reason == "would requeue" else "red")
         table.add_row(_cell(r.event_id), _cell(r.previous_status), f"[{style}]{_cell(r.reason)}[/]")

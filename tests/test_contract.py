@@ -403,3 +403,15 @@ def test_event_table_without_lifecycle_columns_is_upgraded_in_place(pair: LocalP
     stored = pair.lake.get_event("old-1")
     assert (stored.status, stored.rows_affected) == (Status.COMPLETED.value, 1)
     assert users(pair) == [("bea", None, None)]
+
+
+def test_a_constraint_error_mid_transaction_rolls_back_and_keeps_the_server_message(pair: LocalPair) -> None:
+    pair.create_target("dbo.strict", [Col("username", "text", pk=True), Col("email", "text", not_null=True)])
+    pair.create_source("c.s.sin_email", {"username": "text"}, [("ana",), ("bea",)])
+    event = submit(pair.lake, "insert", "dbo.strict", source_table="c.s.sin_email", primary_keys=["username"])
+    [result] = pair.engine().process_once()
+    stored = pair.lake.get_event(event.event_id)
+    assert result.status == stored.status == "failed"
+    assert "email" in stored.error_message.lower() and "null" in stored.error_message.lower()
+    assert pair.target_rows("dbo.strict", ["username"], "username") == []
+    assert event.event_id not in pair.ledger_ids()
