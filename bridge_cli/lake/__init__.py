@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from bridge_cli.events import Event
+from bridge_cli.errors import ConnectionFailure
+from bridge_cli.events import LIFECYCLE_COLUMNS, Event
 from bridge_cli.identifiers import TableName
 
 if TYPE_CHECKING:
@@ -67,3 +68,14 @@ class Lake(Protocol):
     ) -> Iterator[pa.RecordBatch]:
         """Stream the listed columns in batches of at most batch_rows rows."""
         ...
+
+
+def lifecycle_columns_to_add(event_table: str, existing: set[str], upgrade: bool) -> list[str]:
+    """The lifecycle columns an existing event table lacks (e.g. one made from the seed guide);
+    without --upgrade that is an error saying how to fix it."""
+    missing = [c for c in LIFECYCLE_COLUMNS if c not in existing]
+    if missing and not upgrade:
+        raise ConnectionFailure(
+            f"event table {event_table} lacks lifecycle columns {', '.join(missing)}: run `bridge init --upgrade`"
+        )
+    return missing

@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 from bridge_cli.clock import to_naive_utc
 from bridge_cli.config import DEFAULT_EVENT_TABLE, ConfigError, Settings
 from bridge_cli.errors import BridgeError, ConnectionFailure, PermanentError, TransientError
-from bridge_cli.events import ALL_COLUMNS, LIFECYCLE_COLUMNS, Event
+from bridge_cli.events import ALL_COLUMNS, Event
 from bridge_cli.identifiers import TableName, parse_table_name, quote_backtick
-from bridge_cli.lake import LakeCapabilities, SourceColumn
+from bridge_cli.lake import LakeCapabilities, SourceColumn, lifecycle_columns_to_add
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -229,14 +229,9 @@ class DatabricksLake:
                 "TBLPROPERTIES ('delta.enableDeletionVectors' = 'true')"
             )
             return [f"created event table {self.event_table_name}"]
-        missing = [c for c in LIFECYCLE_COLUMNS if c not in existing]
+        missing = lifecycle_columns_to_add(self.event_table_name, existing, upgrade)
         if not missing:
             return [f"event table {self.event_table_name} is up to date"]
-        if not upgrade:
-            raise ConnectionFailure(
-                f"event table {self.event_table_name} lacks lifecycle columns {', '.join(missing)}: "
-                "run `bridge init --upgrade`"
-            )
         added = ", ".join(f"{quote_backtick(c)} {COLUMN_TYPES[c]}" for c in missing)
         self.execute(f"ALTER TABLE {self._table} ADD COLUMNS ({added})")
         return [f"added column {c}" for c in missing]

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from bridge_cli.config import DEFAULT_EVENT_TABLE, Settings, resolve_path
 from bridge_cli.errors import ConnectionFailure, PermanentError, TransientError
-from bridge_cli.events import ALL_COLUMNS, LIFECYCLE_COLUMNS, Event
+from bridge_cli.events import ALL_COLUMNS, Event
 from bridge_cli.identifiers import TableName, parse_table_name, quote_double
-from bridge_cli.lake import LakeCapabilities, SourceColumn
+from bridge_cli.lake import LakeCapabilities, SourceColumn, lifecycle_columns_to_add
 
 if TYPE_CHECKING:
     import duckdb
@@ -133,14 +133,9 @@ class DuckDBLake:
                 body = ", ".join(f"{quote_double(c)} {t}" for c, t in _COLUMN_TYPES.items())
                 con.execute(f"CREATE TABLE {self._table} ({body})")
                 return [f"created event table {self.event_table_name} in {self.catalog_path(self.event_table.catalog)}"]
-            missing = [c for c in LIFECYCLE_COLUMNS if c not in existing]
+            missing = lifecycle_columns_to_add(self.event_table_name, existing, upgrade)
             if not missing:
                 return [f"event table {self.event_table_name} is up to date"]
-            if not upgrade:
-                raise ConnectionFailure(
-                    f"event table {self.event_table_name} lacks lifecycle columns "
-                    f"{', '.join(missing)}: run `bridge init --upgrade`"
-                )
             for column in missing:
                 con.execute(
                     f"ALTER TABLE {self._table} ADD COLUMN {quote_double(column)} {_COLUMN_TYPES[column]}"
