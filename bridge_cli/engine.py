@@ -302,7 +302,14 @@ class Engine:
             if event is None:
                 stop.wait(interval)
                 continue
-            result = self.process_event(event)
+            try:
+                result = self.process_event(event)
+            except BridgeError as exc:
+                # The result could not be recorded (e.g. the lake went away): the claim's lease
+                # runs out and the event is claimed again; the ledger keeps it from applying twice.
+                log.warning("event %s: result not recorded: %s", event.event_id, exc)
+                stop.wait(interval)
+                continue
             processed += 1
             if on_result is not None:
                 on_result(result)
