@@ -58,12 +58,12 @@ def make_batches(rows: int, batch: int):  # -> Iterator[pa.RecordBatch]
         })
 
 
-def target_for(method: str) -> SQLServerTarget:
+def target_for(method: str, rows_per_trip: int = 5000) -> SQLServerTarget:
     url = mssql_url()
     if url is None:
         sys.exit("set BRIDGE_TEST_MSSQL_URL=mssql://user:pass@host:port/db")
     settings = load_settings(env={"BRIDGE_HOME": "/tmp/bridge-bench"})
-    config = AdapterConfig("sqlserver", {**url, "write_method": method})
+    config = AdapterConfig("sqlserver", {**url, "write_method": method, "rows_per_trip": rows_per_trip})
     return SQLServerTarget(dataclasses.replace(settings, target=config))
 
 
@@ -72,10 +72,10 @@ def plan() -> ApplyPlan:
     return ApplyPlan("bench", Operation.INSERT, table, COLUMNS, (COLUMNS[0],))
 
 
-def staged_with(method: str, rows: int) -> float:
+def staged_with(method: str, rows: int, rows_per_trip: int = 5000) -> float:
     from bridge_cli.target.sqlserver import SQLServerSession
 
-    target = target_for(method)
+    target = target_for(method, rows_per_trip)
     session = SQLServerSession(target, target.connect())
     try:
         started = time.perf_counter()
@@ -115,13 +115,15 @@ def main() -> None:
     for rows in (int(s) for s in args.sizes.split(",")):
         base = naive(rows)
         print(f"{rows:>8} {'executemany':<12} {base:>8.2f} {rows / base:>10,.0f} {1.0:>8.2f}x")
-        for method in ("values", "bulk"):
+        # values: the default (several statements a round trip) and one statement a round trip.
+        for label, method, per_trip in (("values", "values", 5000), ("values/1", "values", 1),
+                                        ("bulk", "bulk", 5000)):
             try:
-                seconds = staged_with(method, rows)
+                seconds = staged_with(method, rows, per_trip)
             except BridgeError as exc:
-                print(f"{rows:>8} {method:<12} {'refused':>8}  {str(exc)[:70]}")
+                print(f"{rows:>8} {label:<12} {'refused':>8}  {str(exc)[:70]}")
                 continue
-            print(f"{rows:>8} {method:<12} {seconds:>8.2f} {rows / seconds:>10,.0f} {base / seconds:>8.2f}x")
+            print(f"{rows:>8} {label:<12} {seconds:>8.2f} {rows / seconds:>10,.0f} {base / seconds:>8.2f}x")
 
 
 if __name__ == "__main__":

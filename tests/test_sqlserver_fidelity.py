@@ -80,8 +80,9 @@ def columns_for(method: str) -> dict[str, tuple[str, str, list[Any]]]:
 
 @pytest.fixture
 def matrix_pair(bridge_home: Path, request: pytest.FixtureRequest) -> MssqlPair:
-    pair = MssqlPair(bridge_home, target_options={"write_method": request.param})
-    matrix = columns_for(request.param)
+    method, _, per_trip = request.param.partition("/")  # "values/1": one statement a round trip
+    pair = MssqlPair(bridge_home, target_options={"write_method": method, "rows_per_trip": int(per_trip or 5000)})
+    matrix = columns_for(method)
     pair.matrix = matrix  # type: ignore[attr-defined]
     columns = ", ".join(f"[{name}] {sql_type} NULL" for name, (sql_type, _, _) in matrix.items())
     pair._run("IF OBJECT_ID(N'[dbo].[fidelity]', N'U') IS NOT NULL DROP TABLE [dbo].[fidelity]")
@@ -115,7 +116,7 @@ def mismatches(rows: list[tuple[Any, ...]], matrix: dict[str, tuple[str, str, li
     return found
 
 
-@pytest.mark.parametrize("matrix_pair", ["values", "auto"], indirect=True)
+@pytest.mark.parametrize("matrix_pair", ["values", "values/1", "auto"], indirect=True)
 def test_every_type_round_trips_exactly(matrix_pair: MssqlPair) -> None:
     outcome, rows = written(matrix_pair)
     assert outcome.startswith("completed"), outcome

@@ -150,6 +150,7 @@ class SQLServerTarget:
             )
         self.batch_rows = int(config.get("batch_rows", settings.batch_rows))
         self.lock_timeout_ms = int(settings.lock_timeout * 1000)
+        self.rows_per_trip = int(config.get("rows_per_trip", 5000))
         self.ledger = parse_target_table(str(config.get("ledger_table") or DEFAULT_LEDGER_TABLE))
         self._ready = False
         self.bulk_refused = False
@@ -336,8 +337,9 @@ class SQLServerSession:
         import pymssql
 
         per_statement = tsql.rows_per_statement(len(plan.columns))
-        # Several statements per round trip: one execute call carries up to ~5000 rows.
-        per_trip = per_statement * max(1, 5000 // per_statement)
+        # Several statements per round trip (up to rows_per_trip rows): fewer round trips on a
+        # real network. A server with a slow T-SQL parser may prefer rows_per_trip: 1.
+        per_trip = per_statement * max(1, self.target.rows_per_trip // per_statement)
         for start in range(0, len(rows), per_trip):
             chunk = rows[start : start + per_trip]
             statements = []
