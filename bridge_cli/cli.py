@@ -32,7 +32,6 @@ from bridge_cli.errors import (
     ConfigError,
     ConnectionFailure,
     EventNotFound,
-    RefusedError,
     TransientError,
     ValidationError,
 )
@@ -103,7 +102,7 @@ def _exit_code(exc: BridgeError) -> int:
         return EXIT_USAGE
     if isinstance(exc, ConfigError | ConnectionFailure | TransientError):
         return EXIT_CONFIG
-    return EXIT_FAILED
+    return EXIT_FAILED  # RefusedError (e.g. requeue a completed event) and failed work
 
 
 @contextmanager
@@ -380,6 +379,3 @@ def requeue(
 def main() -> None:
     app()
 
-
-# RefusedError is imported for the exit-code mapping's readers; keep it referenced.
-_ = RefusedError
