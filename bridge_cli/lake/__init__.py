@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bridge_cli.errors import ConnectionFailure
-from bridge_cli.events import LIFECYCLE_COLUMNS, Event
+from bridge_cli.events import DEFAULT_PRIORITY, LIFECYCLE_COLUMNS, Event
 from bridge_cli.identifiers import TableName
 
 if TYPE_CHECKING:
@@ -79,3 +79,16 @@ def lifecycle_columns_to_add(event_table: str, existing: set[str], upgrade: bool
             f"event table {event_table} lacks lifecycle columns {', '.join(missing)}: run `bridge init --upgrade`"
         )
     return missing
+
+
+def claimable_condition(now_mark: str) -> str:
+    """Which events a worker may claim, in any lake's SQL: pending and due, or processing with an
+    expired lease (its worker died). `now_mark` is the placeholder for the current time."""
+    return (
+        f"((status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= {now_mark}))"
+        f" OR (status = 'processing' AND lease_expires_at < {now_mark}))"
+    )
+
+
+# Claim order: lower priority number first (a missing priority counts as the default), then oldest.
+CLAIM_ORDER = f"coalesce(priority, {DEFAULT_PRIORITY}), created_at NULLS LAST, event_id"

@@ -26,7 +26,13 @@ from bridge_cli.config import DEFAULT_EVENT_TABLE, ConfigError, Settings
 from bridge_cli.errors import BridgeError, ConnectionFailure, PermanentError, TransientError
 from bridge_cli.events import ALL_COLUMNS, Event
 from bridge_cli.identifiers import TableName, parse_table_name, quote_backtick
-from bridge_cli.lake import LakeCapabilities, SourceColumn, lifecycle_columns_to_add
+from bridge_cli.lake import (
+    CLAIM_ORDER,
+    LakeCapabilities,
+    SourceColumn,
+    claimable_condition,
+    lifecycle_columns_to_add,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -52,6 +58,11 @@ _CONFLICT_MARKERS = (
 _MISSING_MARKERS = ("TABLE_OR_VIEW_NOT_FOUND", "SCHEMA_NOT_FOUND", "UNRESOLVED_COLUMN", "NoSuchTableException")
 _ERROR_CLASS = re.compile(r"\[([A-Z_]+(?:\.[A-Z_]+)?)\]")
 _MAX_MESSAGE = 600
+
+
+def _names_missing_object(exc: BaseException) -> bool:
+    """The warehouse says a table, schema or column does not exist."""
+    return any(marker in str(exc) for marker in _MISSING_MARKERS)
 
 
 class LostRace(BridgeError):
@@ -205,7 +216,7 @@ class DatabricksLake:
         try:
             rows = self.execute(f"DESCRIBE TABLE {self._table}", fetch=True)
         except PermanentError as exc:
-            if any(m in str(exc) for m in _MISSING_MARKERS):
+            if _names_missing_object(exc):
                 return None
             raise
         columns = set()
@@ -241,7 +252,7 @@ class DatabricksLake:
         try:
             rows = self.execute(f"SELECT {columns} FROM {self._table} WHERE {where} {tail}", params, fetch=True)
         except PermanentError as exc:
-            if any(m in str(exc) for m in _MISSING_MARKERS):
+            if _names_missing_object(exc):
                 raise ConnectionFailure(
                     f"event table {self.event_table_name} is missing or out of date ({exc}): "
                     "run `bridge init` or `bridge init --upgrade`"
@@ -271,16 +282,12 @@ class DatabricksLake:
         return {str(s): int(n) for s, n in rows}
 
     def claimable_events(self, now: datetime, limit: int, event_id: str | None) -> list[Event]:
-        where = (
-            "((status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= :now))"
-            " OR (status = 'processing' AND lease_expires_at < :now))"
-        )
+        where = claimable_condition(":now")
         params: dict[str, Any] = {"now": now, "limit": limit}
         if event_id is not None:
             where += " AND event_id = :event_id"
             params["event_id"] = event_id
-        return self._select(where, params,
-                            "ORDER BY coalesce(priority, 5), created_at NULLS LAST, event_id LIMIT :limit")
+        return self._select(where, params, f"ORDER BY {CLAIM_ORDER} LIMIT :limit")
 
     def update_event_if(
         self, event_id: str, expected: Mapping[str, Any], changes: Mapping[str, Any]
@@ -330,7 +337,7 @@ class DatabricksLake:
         try:
             rows = self.execute(f"DESCRIBE TABLE {self._quoted(table)}", fetch=True)
         except PermanentError as exc:
-            if any(m in str(exc) for m in _MISSING_MARKERS):
+            if _names_missing_object(exc):
                 raise PermanentError(
                     f"source table {table} does not exist (check the name; catalogs and schemas with "
                     "hyphens may be written with or without backticks)"
@@ -367,7 +374,7 @@ class DatabricksLake:
                 raise
             except Exception as exc:
                 error = sort_error(exc, f"reading source table {table}")
-                if any(m in str(exc) for m in _MISSING_MARKERS):
+                if _names_missing_object(exc):
                     error = PermanentError(f"source table {table}: {short_message(exc)}")
                 raise error from None
         finally:

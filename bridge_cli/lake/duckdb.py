@@ -20,7 +20,13 @@ from bridge_cli.config import DEFAULT_EVENT_TABLE, Settings, resolve_path
 from bridge_cli.errors import ConnectionFailure, PermanentError, TransientError
 from bridge_cli.events import ALL_COLUMNS, Event
 from bridge_cli.identifiers import TableName, parse_table_name, quote_double
-from bridge_cli.lake import LakeCapabilities, SourceColumn, lifecycle_columns_to_add
+from bridge_cli.lake import (
+    CLAIM_ORDER,
+    LakeCapabilities,
+    SourceColumn,
+    claimable_condition,
+    lifecycle_columns_to_add,
+)
 
 if TYPE_CHECKING:
     import duckdb
@@ -205,10 +211,7 @@ class DuckDBLake:
         return {str(s): int(n) for s, n in rows}
 
     def claimable_events(self, now: datetime, limit: int, event_id: str | None) -> list[Event]:
-        where = (
-            "((status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= ?))"
-            " OR (status = 'processing' AND lease_expires_at < ?))"
-        )
+        where = claimable_condition("?")
         params: list[Any] = [now, now]
         if event_id is not None:
             where += " AND event_id = ?"
@@ -216,7 +219,7 @@ class DuckDBLake:
         with self._events() as con:
             return self._select(
                 con, where, [*params, limit],
-                "ORDER BY coalesce(priority, 5), created_at NULLS LAST, event_id LIMIT ?",
+                f"ORDER BY {CLAIM_ORDER} LIMIT ?",
             )
 
     def update_event_if(
