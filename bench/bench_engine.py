@@ -52,8 +52,8 @@ def run_engine(home: Path, batch_rows: int) -> float:
     from bridge_cli.config import load_settings
     from bridge_cli.engine import Engine
     from bridge_cli.events import Operation, SubmitRequest
-    from bridge_cli.lake.duckdb import DuckDBLake
-    from bridge_cli.target.sqlite import SQLiteTarget
+    from bridge_cli.lakes.duckdb import DuckDBLake
+    from bridge_cli.targets.sqlite import SQLiteTarget
 
     settings = dataclasses.replace(load_settings(env={"BRIDGE_HOME": str(home)}), batch_rows=batch_rows)
     lake, target = DuckDBLake(settings), SQLiteTarget(settings)

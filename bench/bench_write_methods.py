@@ -25,13 +25,13 @@ from bridge_cli.config import AdapterConfig, load_settings  # noqa: E402
 from bridge_cli.errors import BridgeError  # noqa: E402
 from bridge_cli.events import Operation  # noqa: E402
 from bridge_cli.identifiers import TableName  # noqa: E402
-from bridge_cli.target import (  # noqa: E402
+from bridge_cli.targets import (  # noqa: E402
     ApplyPlan,
     TargetColumn,
     TargetTable,
     tsql,  # noqa: E402
 )
-from bridge_cli.target.sqlserver import SQLServerTarget  # noqa: E402
+from bridge_cli.targets.sqlserver import SQLServerTarget  # noqa: E402
 from tests.backends import mssql_url  # noqa: E402
 
 COLUMNS = (
@@ -73,7 +73,7 @@ def plan() -> ApplyPlan:
 
 
 def staged_with(method: str, rows: int, rows_per_trip: int = 5000) -> float:
-    from bridge_cli.target.sqlserver import SQLServerSession
+    from bridge_cli.targets.sqlserver import SQLServerSession
 
     target = target_for(method, rows_per_trip)
     session = SQLServerSession(target, target.connect())
@@ -88,8 +88,8 @@ def staged_with(method: str, rows: int, rows_per_trip: int = 5000) -> float:
 
 
 def naive(rows: int) -> float:
-    from bridge_cli.target.common import batch_rows
-    from bridge_cli.target.sqlserver import to_param
+    from bridge_cli.targets.common import batch_rows
+    from bridge_cli.targets.sqlserver import to_param
 
     target = target_for("values")
     connection = target.connect()

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from bridge_cli.config import Settings
 from bridge_cli.errors import ConfigError
-from bridge_cli.lake import Lake
-from bridge_cli.target import Target
+from bridge_cli.lakes import Lake
+from bridge_cli.targets import Target
 
 
 def open_lake(settings: Settings) -> Lake:
     kind = settings.lake.kind
     if kind == "duckdb":
-        from bridge_cli.lake.duckdb import DuckDBLake
+        from bridge_cli.lakes.duckdb import DuckDBLake
 
         return DuckDBLake(settings)
     if kind == "databricks":
-        from bridge_cli.lake.databricks import DatabricksLake
+        from bridge_cli.lakes.databricks import DatabricksLake
 
         return DatabricksLake(settings)
     raise ConfigError(f"{settings.lake.source}: lake kind {kind!r} is not available yet")
@@ -24,11 +24,11 @@ def open_lake(settings: Settings) -> Lake:
 def open_target(settings: Settings) -> Target:
     kind = settings.target.kind
     if kind == "sqlite":
-        from bridge_cli.target.sqlite import SQLiteTarget
+        from bridge_cli.targets.sqlite import SQLiteTarget
 
         return SQLiteTarget(settings)
     if kind == "sqlserver":
-        from bridge_cli.target.sqlserver import SQLServerTarget
+        from bridge_cli.targets.sqlserver import SQLServerTarget
 
         return SQLServerTarget(settings)
     raise ConfigError(f"{settings.target.source}: target kind {kind!r} is not available yet")

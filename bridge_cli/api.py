@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from bridge_cli.clock import Clock, SystemClock
 from bridge_cli.errors import BridgeError, EventNotFound, RefusedError
 from bridge_cli.events import TERMINAL_STATUSES, Event, Status, SubmitRequest, event_from_request
-from bridge_cli.lake import Lake
-from bridge_cli.target import Target
+from bridge_cli.lakes import Lake
+from bridge_cli.targets import Target
 
 
 class WaitTimeout(BridgeError, TimeoutError):

@@ -10,8 +10,8 @@ import sys
 
 from bridge_cli.config import Settings, load_settings
 from bridge_cli.identifiers import TableName
-from bridge_cli.lake.duckdb import DuckDBLake
-from bridge_cli.target.sqlite import SQLiteTarget
+from bridge_cli.lakes.duckdb import DuckDBLake
+from bridge_cli.targets.sqlite import SQLiteTarget
 
 NEW_USERS = [
     ("ana", True, False),

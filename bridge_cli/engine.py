@@ -24,9 +24,9 @@ from bridge_cli.errors import (
     ValidationError,
 )
 from bridge_cli.events import Event, Job, Operation, Status, build_job
-from bridge_cli.lake import Lake
+from bridge_cli.lakes import Lake
 from bridge_cli.planning import check_allowed, plan_job
-from bridge_cli.target import LedgerEntry, Target
+from bridge_cli.targets import LedgerEntry, Target
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -20,7 +20,7 @@ from bridge_cli.config import DEFAULT_EVENT_TABLE
 from bridge_cli.errors import EventNotFound
 from bridge_cli.events import ALL_COLUMNS, DEFAULT_PRIORITY, Event, Operation, SubmitRequest
 from bridge_cli.identifiers import parse_table_name, quote_backtick
-from bridge_cli.lake import Lake
+from bridge_cli.lakes import Lake
 
 log = logging.getLogger("bridge")
 

@@ -7,8 +7,8 @@ from fnmatch import fnmatchcase
 from bridge_cli.errors import PermanentError
 from bridge_cli.events import FilterValue, Job, Operation
 from bridge_cli.identifiers import TableName
-from bridge_cli.lake import SourceColumn
-from bridge_cli.target import ApplyPlan, TargetColumn, TargetTable
+from bridge_cli.lakes import SourceColumn
+from bridge_cli.targets import ApplyPlan, TargetColumn, TargetTable
 
 
 def check_allowed(target: TableName, patterns: tuple[str, ...]) -> None:

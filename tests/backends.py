@@ -17,8 +17,8 @@ from typing import Any
 from bridge_cli.config import Settings, load_settings
 from bridge_cli.engine import Engine
 from bridge_cli.identifiers import parse_source_table, parse_target_table, quote_double
-from bridge_cli.lake.duckdb import DuckDBLake
-from bridge_cli.target.sqlite import SQLiteTarget
+from bridge_cli.lakes.duckdb import DuckDBLake
+from bridge_cli.targets.sqlite import SQLiteTarget
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ class LocalPair:
     def recreate_seed_event_table(self) -> None:
         """Replace the event table by one with only the seed guide's columns."""
         from bridge_cli.events import SEED_COLUMNS
-        from bridge_cli.lake.duckdb import _COLUMN_TYPES
+        from bridge_cli.lakes.duckdb import _COLUMN_TYPES
 
         self.event_sql("DROP TABLE {events}")
         body = ", ".join(f"{quote_double(c)} {_COLUMN_TYPES[c]}" for c in SEED_COLUMNS)
@@ -216,7 +216,7 @@ class MssqlPair(LocalPair):
         import uuid
 
         from bridge_cli.config import AdapterConfig
-        from bridge_cli.target.sqlserver import SQLServerTarget
+        from bridge_cli.targets.sqlserver import SQLServerTarget
 
         connection = mssql_url()
         assert connection is not None
@@ -249,7 +249,7 @@ class MssqlPair(LocalPair):
             connection.close()
 
     def create_target(self, name: str, columns: Sequence[Col]) -> None:
-        from bridge_cli.target.tsql import q, table_sql
+        from bridge_cli.targets.tsql import q, table_sql
 
         table = parse_target_table(name)
         parts = []
@@ -267,7 +267,7 @@ class MssqlPair(LocalPair):
         self._run(f"CREATE TABLE {table_sql(table)} ({', '.join(parts)})")
 
     def target_rows(self, name: str, columns: Sequence[str], order_by: str) -> list[tuple[Any, ...]]:
-        from bridge_cli.target.tsql import q, table_sql
+        from bridge_cli.targets.tsql import q, table_sql
 
         select = ", ".join(q(c) for c in columns)
         return self._run(
@@ -275,7 +275,7 @@ class MssqlPair(LocalPair):
         )
 
     def insert_target_rows(self, name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        from bridge_cli.target.tsql import q, table_sql
+        from bridge_cli.targets.tsql import q, table_sql
 
         names = ", ".join(q(c) for c in columns)
         marks = ", ".join("%s" for _ in columns)
@@ -283,13 +283,13 @@ class MssqlPair(LocalPair):
             self._run(f"INSERT INTO {table_sql(parse_target_table(name))} ({names}) VALUES ({marks})", row)
 
     def delete_target_rows(self, name: str, column: str, value: Any) -> None:
-        from bridge_cli.target.tsql import q, table_sql
+        from bridge_cli.targets.tsql import q, table_sql
 
         self._run(f"DELETE FROM {table_sql(parse_target_table(name))} WHERE {q(column)} = %s", [value])
 
     @contextmanager
     def lock_target(self, name: str) -> Iterator[None]:
-        from bridge_cli.target.tsql import table_sql
+        from bridge_cli.targets.tsql import table_sql
 
         connection = self.target.connect()  # type: ignore[attr-defined]
         cursor = connection.cursor()
@@ -304,7 +304,7 @@ class MssqlPair(LocalPair):
             connection.close()
 
     def ledger_ids(self) -> list[str]:
-        from bridge_cli.target.tsql import table_sql
+        from bridge_cli.targets.tsql import table_sql
 
         rows = self._run(f"SELECT event_id FROM {table_sql(self.target.ledger)} ORDER BY event_id", fetch=True)
         return [r[0] for r in rows]
@@ -343,7 +343,7 @@ class DatabricksPair(LocalPair):
         import uuid
 
         from bridge_cli.config import AdapterConfig
-        from bridge_cli.lake.databricks import DatabricksLake
+        from bridge_cli.lakes.databricks import DatabricksLake
 
         options = standin_settings()
         assert options is not None
@@ -417,7 +417,7 @@ class DatabricksPair(LocalPair):
     def recreate_seed_event_table(self) -> None:
         from bridge_cli.events import SEED_COLUMNS
         from bridge_cli.identifiers import quote_backtick
-        from bridge_cli.lake.databricks import COLUMN_TYPES
+        from bridge_cli.lakes.databricks import COLUMN_TYPES
 
         table = self.lake._table  # type: ignore[attr-defined]
         self.run(f"DROP TABLE IF EXISTS {table}")

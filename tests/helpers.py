@@ -7,7 +7,7 @@ from typing import Any
 
 from bridge_cli.api import submit_event
 from bridge_cli.events import Event, Operation, SubmitRequest
-from bridge_cli.lake import Lake
+from bridge_cli.lakes import Lake
 
 
 class ManualClock:

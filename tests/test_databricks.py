@@ -17,7 +17,7 @@ import pytest
 from bridge_cli import jobs
 from bridge_cli.config import AdapterConfig, load_settings
 from bridge_cli.errors import PermanentError, TransientError
-from bridge_cli.lake.databricks import DatabricksLake, LostRace, short_message, sort_error
+from bridge_cli.lakes.databricks import DatabricksLake, LostRace, short_message, sort_error
 from tests.backends import Col, DatabricksPair, standin_settings
 from tests.helpers import submit
 
@@ -302,7 +302,7 @@ def test_the_token_never_shows_in_repr() -> None:
 
 
 def test_without_a_token_unified_auth_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    from bridge_cli.lake.databricks import unified_auth_provider
+    from bridge_cli.lakes.databricks import unified_auth_provider
 
     monkeypatch.setenv("DATABRICKS_TOKEN", "dapi-from-env")
     monkeypatch.delenv("DATABRICKS_CONFIG_PROFILE", raising=False)

@@ -25,7 +25,7 @@ TABLE = "spark_catalog.events.bridge_events"
 def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from pyspark.sql import SparkSession
 
-    from bridge_cli.lake.databricks import COLUMN_TYPES
+    from bridge_cli.lakes.databricks import COLUMN_TYPES
 
     warehouse = tmp_path_factory.mktemp("warehouse")
     session = (

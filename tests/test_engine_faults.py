@@ -7,7 +7,7 @@ import threading
 from typing import Any
 
 from bridge_cli.errors import TransientError
-from bridge_cli.lake.duckdb import DuckDBLake
+from bridge_cli.lakes.duckdb import DuckDBLake
 from tests.backends import Col, LocalPair
 from tests.helpers import submit
 

@@ -15,8 +15,8 @@ from bridge_cli.config import AdapterConfig, load_settings
 from bridge_cli.errors import ConfigError, PermanentError, TransientError
 from bridge_cli.events import Operation
 from bridge_cli.identifiers import TableName
-from bridge_cli.target import ApplyPlan, TargetColumn, TargetTable, tsql
-from bridge_cli.target.sqlserver import SQLServerTarget, sort_error, to_param
+from bridge_cli.targets import ApplyPlan, TargetColumn, TargetTable, tsql
+from bridge_cli.targets.sqlserver import SQLServerTarget, sort_error, to_param
 
 ID = TargetColumn("id", "int", is_identity=True)
 NAME = TargetColumn("user name", "nvarchar(50)")

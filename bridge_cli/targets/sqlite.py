@@ -27,14 +27,14 @@ from bridge_cli.errors import (
 )
 from bridge_cli.events import Operation
 from bridge_cli.identifiers import TableName, parse_target_table, quote_double
-from bridge_cli.target import (
+from bridge_cli.targets import (
     ApplyPlan,
     LedgerEntry,
     TargetCapabilities,
     TargetColumn,
     TargetTable,
 )
-from bridge_cli.target.common import batch_rows, where_clause
+from bridge_cli.targets.common import batch_rows, where_clause
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -20,7 +20,7 @@ from bridge_cli.config import DEFAULT_EVENT_TABLE, Settings, resolve_path
 from bridge_cli.errors import ConnectionFailure, PermanentError, TransientError
 from bridge_cli.events import ALL_COLUMNS, Event
 from bridge_cli.identifiers import TableName, parse_table_name, quote_double
-from bridge_cli.lake import (
+from bridge_cli.lakes import (
     CLAIM_ORDER,
     LakeCapabilities,
     SourceColumn,

@@ -26,7 +26,7 @@ from bridge_cli.config import DEFAULT_EVENT_TABLE, ConfigError, Settings
 from bridge_cli.errors import BridgeError, ConnectionFailure, PermanentError, TransientError
 from bridge_cli.events import ALL_COLUMNS, Event
 from bridge_cli.identifiers import TableName, parse_table_name, quote_backtick
-from bridge_cli.lake import (
+from bridge_cli.lakes import (
     CLAIM_ORDER,
     LakeCapabilities,
     SourceColumn,

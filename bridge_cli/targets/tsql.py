@@ -13,8 +13,8 @@ from typing import Any
 from bridge_cli.errors import PermanentError
 from bridge_cli.events import Operation
 from bridge_cli.identifiers import TableName
-from bridge_cli.target import ApplyPlan, TargetColumn
-from bridge_cli.target.common import where_clause
+from bridge_cli.targets import ApplyPlan, TargetColumn
+from bridge_cli.targets.common import where_clause
 
 STAGE = "#bridge_stage"
 ROW = "__bridge_row"    # staging order, so "first row per key" means first in the source

@@ -27,8 +27,8 @@ from bridge_cli.errors import (
     TransientError,
 )
 from bridge_cli.identifiers import TableName, parse_target_table
-from bridge_cli.target import ApplyPlan, LedgerEntry, TargetCapabilities, TargetColumn, TargetTable, tsql
-from bridge_cli.target.common import batch_rows
+from bridge_cli.targets import ApplyPlan, LedgerEntry, TargetCapabilities, TargetColumn, TargetTable, tsql
+from bridge_cli.targets.common import batch_rows
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from bridge_cli.events import FilterValue
-from bridge_cli.target import TargetColumn
+from bridge_cli.targets import TargetColumn
 
 if TYPE_CHECKING:
     import pyarrow as pa
