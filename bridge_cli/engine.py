@@ -26,6 +26,7 @@ from bridge_cli.errors import (
 from bridge_cli.events import Event, Job, Operation, Status, build_job
 from bridge_cli.lakes import Lake
 from bridge_cli.planning import check_allowed, plan_job
+from bridge_cli.prefetch import read_ahead
 from bridge_cli.targets import LedgerEntry, Target
 
 if TYPE_CHECKING:
@@ -175,7 +176,8 @@ class Engine:
                 job.source, [c.name for c in source_columns], self.settings.batch_rows
             )
             with self.target.session() as session:
-                staged = session.stage_rows(plan, self._count(job, batches))
+                # The next batches are read while the current one is written (bounded queue).
+                staged = session.stage_rows(plan, read_ahead(self._count(job, batches)))
                 if staged == 0:
                     verb = "insert" if job.operation is Operation.INSERT else "update"
                     raise PermanentError(f"No data to {verb}: source table {job.source} is empty")

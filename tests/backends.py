@@ -249,7 +249,7 @@ class MssqlPair(LocalPair):
             connection.close()
 
     def create_target(self, name: str, columns: Sequence[Col]) -> None:
-        from bridge_cli.targets.tsql import q, table_sql
+        from bridge_cli.targets.sqlserver.tsql import q, table_sql
 
         table = parse_target_table(name)
         parts = []
@@ -267,7 +267,7 @@ class MssqlPair(LocalPair):
         self._run(f"CREATE TABLE {table_sql(table)} ({', '.join(parts)})")
 
     def target_rows(self, name: str, columns: Sequence[str], order_by: str) -> list[tuple[Any, ...]]:
-        from bridge_cli.targets.tsql import q, table_sql
+        from bridge_cli.targets.sqlserver.tsql import q, table_sql
 
         select = ", ".join(q(c) for c in columns)
         return self._run(
@@ -275,7 +275,7 @@ class MssqlPair(LocalPair):
         )
 
     def insert_target_rows(self, name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        from bridge_cli.targets.tsql import q, table_sql
+        from bridge_cli.targets.sqlserver.tsql import q, table_sql
 
         names = ", ".join(q(c) for c in columns)
         marks = ", ".join("%s" for _ in columns)
@@ -283,13 +283,13 @@ class MssqlPair(LocalPair):
             self._run(f"INSERT INTO {table_sql(parse_target_table(name))} ({names}) VALUES ({marks})", row)
 
     def delete_target_rows(self, name: str, column: str, value: Any) -> None:
-        from bridge_cli.targets.tsql import q, table_sql
+        from bridge_cli.targets.sqlserver.tsql import q, table_sql
 
         self._run(f"DELETE FROM {table_sql(parse_target_table(name))} WHERE {q(column)} = %s", [value])
 
     @contextmanager
     def lock_target(self, name: str) -> Iterator[None]:
-        from bridge_cli.targets.tsql import table_sql
+        from bridge_cli.targets.sqlserver.tsql import table_sql
 
         connection = self.target.connect()  # type: ignore[attr-defined]
         cursor = connection.cursor()
@@ -304,7 +304,7 @@ class MssqlPair(LocalPair):
             connection.close()
 
     def ledger_ids(self) -> list[str]:
-        from bridge_cli.targets.tsql import table_sql
+        from bridge_cli.targets.sqlserver.tsql import table_sql
 
         rows = self._run(f"SELECT event_id FROM {table_sql(self.target.ledger)} ORDER BY event_id", fetch=True)
         return [r[0] for r in rows]

@@ -16,8 +16,9 @@ from bridge_cli.identifiers import TableName
 from bridge_cli.targets import ApplyPlan, TargetColumn
 from bridge_cli.targets.common import where_clause
 
-STAGE = "#bridge_stage"
-ROW = "__bridge_row"    # staging order, so "first row per key" means first in the source
+STAGE = "#bridge_stage"  # session-private: the staging table of every path on the session's connection
+STAGE_PREFIX = "bridge_stage_"  # shared staging tables (a bulk load on its own connection) in the ledger schema
+ROW = "__bridge_row"    # staging order, so "first row per key" means first in the source; sent explicitly
 RANK = "__bridge_rank"
 MAX_ROWS_PER_VALUES = 1000  # SQL Server's limit for one VALUES list
 MAX_PARAMS = 2100            # SQL Server's limit of parameters per statement
@@ -54,27 +55,50 @@ def column_type_sql(
     return text
 
 
-def create_stage_sql(plan: ApplyPlan) -> str:
+def create_stage_sql(plan: ApplyPlan, stage: str = STAGE) -> str:
+    """The order column comes first and is sent with the rows, so every load maps by position."""
     columns = ", ".join(f"{q(c.name)} {c.type} NULL" for c in plan.columns)
-    return f"CREATE TABLE {STAGE} ({q(ROW)} BIGINT IDENTITY(1,1) NOT NULL, {columns})"
+    return f"CREATE TABLE {stage} ({q(ROW)} BIGINT NOT NULL, {columns})"
+
+
+def drop_stage_sql(stage: str = STAGE) -> str:
+    if stage == STAGE:
+        return f"IF OBJECT_ID(N'tempdb..{STAGE}') IS NOT NULL DROP TABLE {STAGE}"
+    return f"IF OBJECT_ID(N'{stage}', N'U') IS NOT NULL DROP TABLE {stage}"
+
+
+def shared_stage_name(schema: str, token: str) -> str:
+    """A uniquely named permanent staging table, for loads that run on another connection."""
+    if not re.fullmatch(r"[0-9a-f]{8,32}", token):
+        raise ValueError("stage token must be hex")
+    return f"{q(schema)}.{q(STAGE_PREFIX + token)}"
+
+
+def stale_stages_sql() -> str:
+    """Shared staging tables a crashed worker left behind: older than the given number of hours."""
+    return (
+        "SELECT s.name, t.name FROM sys.tables AS t JOIN sys.schemas AS s ON s.schema_id = t.schema_id "
+        f"WHERE t.name LIKE N'{STAGE_PREFIX}%%' AND t.create_date < DATEADD(hour, -%s, SYSDATETIME())"
+    )
 
 
 def rows_per_statement(width: int) -> int:
-    return max(1, min(MAX_ROWS_PER_VALUES, (MAX_PARAMS - 1) // max(1, width)))
+    """Rows of one multi-row VALUES statement for `width` source columns (plus the order column)."""
+    return max(1, min(MAX_ROWS_PER_VALUES, (MAX_PARAMS - 1) // (max(1, width) + 1)))
 
 
-def insert_values_sql(columns: Sequence[TargetColumn], rows: int) -> str:
-    row = "(" + ", ".join("%s" for _ in columns) + ")"
+def insert_values_sql(columns: Sequence[TargetColumn], rows: int, stage: str = STAGE) -> str:
+    row = "(" + ", ".join("%s" for _ in range(len(columns) + 1)) + ")"
     names = ", ".join(q(c.name) for c in columns)
-    return f"INSERT INTO {STAGE} ({names}) VALUES " + ", ".join(row for _ in range(rows))
+    return f"INSERT INTO {stage} ({q(ROW)}, {names}) VALUES " + ", ".join(row for _ in range(rows))
 
 
-def _first_per_key(plan: ApplyPlan) -> str:
+def _first_per_key(plan: ApplyPlan, stage: str) -> str:
     columns = ", ".join(q(c.name) for c in plan.columns)
     keys = ", ".join(q(k.name) for k in plan.keys)
     return (
         f"(SELECT {columns}, ROW_NUMBER() OVER (PARTITION BY {keys} ORDER BY {q(ROW)}) AS {q(RANK)} "
-        f"FROM {STAGE}) AS s"
+        f"FROM {stage}) AS s"
     )
 
 
@@ -82,7 +106,7 @@ def _key_match(plan: ApplyPlan) -> str:
     return " AND ".join(f"d.{q(k.name)} = s.{q(k.name)}" for k in plan.keys)
 
 
-def apply_sql(plan: ApplyPlan) -> tuple[str, list[Any]]:
+def apply_sql(plan: ApplyPlan, stage: str = STAGE) -> tuple[str, list[Any]]:
     """The one set-based statement of an event, with its parameters."""
     target = table_sql(plan.table.name)
     if plan.operation is Operation.INSERT:
@@ -90,7 +114,7 @@ def apply_sql(plan: ApplyPlan) -> tuple[str, list[Any]]:
         selected = ", ".join(f"s.{q(c.name)}" for c in plan.columns)
         # UPDLOCK+HOLDLOCK: a concurrent writer cannot slip the same key in between check and insert.
         return (
-            f"INSERT INTO {target} ({columns}) SELECT {selected} FROM {_first_per_key(plan)} "
+            f"INSERT INTO {target} ({columns}) SELECT {selected} FROM {_first_per_key(plan, stage)} "
             f"WHERE s.{q(RANK)} = 1 AND NOT EXISTS "
             f"(SELECT 1 FROM {target} AS d WITH (UPDLOCK, HOLDLOCK) WHERE {_key_match(plan)})",
             [],
@@ -98,7 +122,7 @@ def apply_sql(plan: ApplyPlan) -> tuple[str, list[Any]]:
     if plan.operation is Operation.UPDATE:
         sets = ", ".join(f"d.{q(c.name)} = s.{q(c.name)}" for c in plan.set_columns)
         return (
-            f"UPDATE d SET {sets} FROM {target} AS d INNER JOIN {_first_per_key(plan)} "
+            f"UPDATE d SET {sets} FROM {target} AS d INNER JOIN {_first_per_key(plan, stage)} "
             f"ON s.{q(RANK)} = 1 AND {_key_match(plan)}",
             [],
         )

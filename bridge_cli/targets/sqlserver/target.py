@@ -1,0 +1,379 @@
+"""The SQL Server target: catalog checks, verified staging, apply + ledger, in driver-neutral T-SQL.
+
+Rows are staged in batches into a table typed from the target (by the driver's write method), the
+stage is checked against what was sent, then one short transaction applies the set-based statement
+and writes the ledger row. Driver errors are sorted into transient (retried) and permanent by the
+driver, at this boundary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from bridge_cli.config import DEFAULT_LEDGER_TABLE, Settings
+from bridge_cli.errors import (
+    AlreadyApplied,
+    BridgeError,
+    ConfigError,
+    ConnectionFailure,
+    PermanentError,
+    TransientError,
+)
+from bridge_cli.identifiers import TableName, parse_target_table
+from bridge_cli.targets import ApplyPlan, LedgerEntry, TargetCapabilities, TargetColumn, TargetTable
+from bridge_cli.targets.sqlserver import tsql
+from bridge_cli.targets.sqlserver.connect_options import connect_spec
+from bridge_cli.targets.sqlserver.driver import Driver
+from bridge_cli.targets.sqlserver.verify import StageCheck, base_type
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+log = logging.getLogger("bridge")
+
+STALE_STAGE_HOURS = 24  # a shared staging table older than this was left by a crashed worker
+
+
+def _int_option(config: Any, key: str, default: int, minimum: int) -> int:
+    value = config.get(key, default)
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{config.source}.{key}: expected an integer, got {value!r}") from None
+    if number < minimum:
+        raise ConfigError(f"{config.source}.{key}: must be at least {minimum}, got {value!r}")
+    return number
+
+
+def open_driver(settings: Settings) -> Driver:
+    config = settings.target
+    spec = connect_spec(config.options, config.source)
+    lock_timeout_ms = int(settings.lock_timeout * 1000)
+    if spec.driver == "mssql-python":
+        from bridge_cli.targets.sqlserver.mssql_python_driver import MssqlPythonDriver
+
+        return MssqlPythonDriver(spec, lock_timeout_ms, _int_option(config, "bulk_timeout", 0, 0))
+    from bridge_cli.targets.sqlserver.pymssql_driver import PymssqlDriver
+
+    return PymssqlDriver(spec, lock_timeout_ms, _int_option(config, "rows_per_trip", 5000, 1))
+
+
+class SQLServerTarget:
+    def __init__(self, settings: Settings) -> None:
+        config = settings.target
+        self.source = config.source
+        self.driver = open_driver(settings)
+        self.spec = self.driver.spec  # type: ignore[attr-defined]
+        methods = ("auto", *self.driver.capabilities.methods)
+        self.capabilities = TargetCapabilities(identity_insert_needs_switch=True, write_methods=methods)
+        self.write_method = str(config.get("write_method", "auto"))
+        if self.write_method not in methods:
+            raise ConfigError(
+                f"{config.source}.write_method: {self.write_method!r} is not one of {', '.join(methods)} "
+                f"(driver {self.driver.name})"
+            )
+        self.batch_rows = _int_option(config, "batch_rows", settings.batch_rows, 1)
+        self.ledger = parse_target_table(str(config.get("ledger_table") or DEFAULT_LEDGER_TABLE))
+        self.database = str(config.get("database"))
+        self._ready = False
+        # Methods `auto` found refused or wrong on this server, with why: not asked again.
+        self.refused: dict[str, str] = {}
+
+    def __repr__(self) -> str:  # never show a secret
+        return f"SQLServerTarget({self.spec!r})"
+
+    # -- connections -------------------------------------------------------------------------
+    def connect(self) -> Any:
+        return self.driver.connect()
+
+    @contextmanager
+    def _cursor(self, what: str) -> Iterator[Any]:
+        connection = self.connect()
+        try:
+            cursor = connection.cursor()
+            try:
+                yield cursor
+            except self.driver.errors() as exc:
+                raise self.driver.sort_error(exc, what) from None
+        finally:
+            with contextlib.suppress(Exception):
+                connection.close()
+
+    def execute(self, cursor: Any, sql: str, params: tuple[Any, ...] = ()) -> None:
+        """One statement in the driver's placeholder style."""
+        if params:
+            cursor.execute(self.driver.sql(sql), params)
+        else:
+            cursor.execute(sql)
+
+    # -- ledger ------------------------------------------------------------------------------
+    def init_ledger(self) -> list[str]:
+        with self._cursor("creating the ledger") as cursor:
+            self.execute(cursor, "SELECT OBJECT_ID(%s, N'U')", (tsql.table_sql(self.ledger),))
+            existed = cursor.fetchone()[0] is not None
+            for statement in tsql.ledger_ddl(self.ledger):
+                cursor.execute(statement)
+        done = [f"ledger {self.ledger} is up to date" if existed
+                else f"created ledger {self.ledger} in database {self.database}"]
+        swept = self.drop_stale_stages()
+        if swept:
+            done.append(f"dropped {len(swept)} staging table(s) left by stopped workers: {', '.join(swept)}")
+        return done
+
+    def drop_stale_stages(self, hours: int = STALE_STAGE_HOURS) -> list[str]:
+        """Shared staging tables a crashed worker left behind (older than `hours`)."""
+        with self._cursor("looking for leftover staging tables") as cursor:
+            self.execute(cursor, tsql.stale_stages_sql(), (hours,))
+            stale = [(str(schema), str(name)) for schema, name in cursor.fetchall()]
+            for schema, name in stale:
+                cursor.execute(tsql.drop_stage_sql(f"{tsql.q(schema)}.{tsql.q(name)}"))
+        return [f"{schema}.{name}" for schema, name in stale]
+
+    def check_ready(self) -> None:
+        if self._ready:
+            return
+        try:
+            with self._cursor("checking the ledger") as cursor:
+                self.execute(cursor, "SELECT OBJECT_ID(%s, N'U')", (tsql.table_sql(self.ledger),))
+                found = cursor.fetchone()[0] is not None
+        except TransientError as exc:
+            raise ConnectionFailure(str(exc)) from None
+        if not found:
+            raise ConnectionFailure(f"target ledger {self.ledger} does not exist: run `bridge init`")
+        self._ready = True
+
+    def ledger_entry(self, event_id: str) -> LedgerEntry | None:
+        with self._cursor("reading the ledger") as cursor:
+            self.execute(
+                cursor,
+                f"SELECT event_id, operation, rows_affected, applied_at FROM {tsql.table_sql(self.ledger)} "
+                "WHERE event_id = %s",
+                (event_id,),
+            )
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        return LedgerEntry(str(row[0]), str(row[1]), int(row[2]), row[3])
+
+    # -- tables ------------------------------------------------------------------------------
+    def describe_table(self, table: TableName) -> TargetTable | None:
+        with self._cursor(f"reading target table {table}") as cursor:
+            self.execute(cursor, tsql.describe_sql(), (tsql.table_sql(table),))
+            rows = cursor.fetchall()
+        if not rows:
+            return None
+        columns = []
+        seen: set[str] = set()
+        for name, type_name, max_length, precision, scale, nullable, prop, is_identity, collation in rows:
+            if name in seen:  # some compatible servers repeat catalog rows
+                continue
+            seen.add(name)
+            columns.append(TargetColumn(
+                name=str(name),
+                type=tsql.column_type_sql(str(type_name), int(max_length), int(precision), int(scale), collation),
+                is_identity=bool(prop) or bool(is_identity),
+                nullable=bool(nullable),
+            ))
+        return TargetTable(table, tuple(columns))
+
+    # -- write methods -----------------------------------------------------------------------
+    def methods_for(self, plan: ApplyPlan) -> list[str]:
+        """The methods to try for this plan, in order: `auto` tries bulk first where it may work."""
+        if self.write_method != "auto":
+            return [self.write_method]
+        capabilities = self.driver.capabilities
+        fallback = capabilities.fallback
+        bulk_types = capabilities.bulk_types
+        if "bulk" in self.refused:
+            return [fallback]
+        if bulk_types is not None and not {base_type(c) for c in plan.columns} <= bulk_types:
+            return [fallback]
+        return ["bulk", fallback]
+
+    def refuse(self, method: str, reason: str) -> None:
+        log.warning("write method %s does not work on this server (%s): using %s from now on",
+                    method, reason, self.driver.capabilities.fallback)
+        self.refused[method] = reason
+
+    @contextmanager
+    def session(self) -> Iterator[SQLServerSession]:
+        self.check_ready()
+        session = SQLServerSession(self, self.connect())
+        try:
+            yield session
+        finally:
+            session.close()
+
+
+class SQLServerSession:
+    def __init__(self, target: SQLServerTarget, connection: Any) -> None:
+        self.target = target
+        self.driver = target.driver
+        self.connection = connection
+        self.stage = tsql.STAGE
+        self.method_used: str | None = None
+
+    def close(self) -> None:
+        # Closing a dead connection must not hide the real error.
+        with contextlib.suppress(Exception):
+            self._drop_stage()
+        with contextlib.suppress(Exception):
+            self.connection.close()
+
+    # -- staging -----------------------------------------------------------------------------
+    def stage_rows(self, plan: ApplyPlan, batches: Iterable[pa.RecordBatch]) -> int:
+        methods = self.target.methods_for(plan)
+        source = (batch for batch in batches if batch.num_rows)
+        first = next(source, None)
+        if first is None:
+            self._create_stage(plan, methods[-1])
+            self.method_used = methods[-1]
+            return 0
+        method = methods[0]
+        if len(methods) > 1:  # auto: the first batch decides whether bulk works here
+            method, check = self._first_batch(plan, first, methods)
+            rest: Iterable[pa.RecordBatch] = source
+        else:
+            self._create_stage(plan, method)
+            check = StageCheck(plan)
+            rest = _chain(first, source)
+        load = self.driver.load(method, self.connection, plan, self.stage)
+        first_row = check.rows + 1
+        load.write(_counted(rest, check), first_row)
+        self.method_used = method
+        problems = self._differences(check)
+        if problems:
+            summary = "; ".join(problems[:5])
+            if method == "bulk" and self.target.write_method == "auto":
+                self.target.refuse("bulk", summary)
+                raise TransientError(f"the staged rows differ from the source ({summary}); nothing was "
+                                     f"applied, and the retry stages with {self.driver.capabilities.fallback}")
+            hint = " (use write_method: auto or the driver's other method)" if method == "bulk" else ""
+            raise PermanentError(f"{method} load wrote rows that differ from the source ({summary}); "
+                                 f"nothing was applied{hint}")
+        return check.rows
+
+    def _first_batch(self, plan: ApplyPlan, batch: pa.RecordBatch, methods: list[str]) -> tuple[str, StageCheck]:
+        """auto: load the first batch by bulk and verify it; on a refusal or a wrong stage, drop it,
+        remember, and stage with the fallback method (nothing is applied either way)."""
+        bulk, fallback = methods
+        self._create_stage(plan, bulk)
+        check = StageCheck(plan)
+        check.add(batch)
+        try:
+            self.driver.load(bulk, self.connection, plan, self.stage).write([batch], 1)
+            problems = self._differences(check)
+            if not problems:
+                return bulk, check
+            reason = "; ".join(problems[:5])
+        except BridgeError as exc:
+            reason = str(exc)
+        self.target.refuse(bulk, reason)
+        # The failed load may have left a broken connection or partial rows: start over.
+        self.close()
+        self.connection = self.target.connect()
+        self._create_stage(plan, fallback)
+        self.driver.load(fallback, self.connection, plan, self.stage).write([batch], 1)
+        return fallback, check
+
+    def _create_stage(self, plan: ApplyPlan, method: str) -> None:
+        self._drop_stage()
+        if method == "bulk" and self.driver.capabilities.bulk_on_own_connection:
+            self.stage = tsql.shared_stage_name(self.target.ledger.schema, uuid.uuid4().hex)
+        else:
+            self.stage = tsql.STAGE
+        cursor = self.connection.cursor()
+        try:
+            cursor.execute(tsql.drop_stage_sql(self.stage))
+            cursor.execute(tsql.create_stage_sql(plan, self.stage))
+        except self.driver.errors() as exc:
+            raise self.driver.sort_error(exc, "creating the staging table") from None
+
+    def _drop_stage(self) -> None:
+        """A shared stage is a permanent table: drop it (a temp table goes with the connection)."""
+        if self.stage != tsql.STAGE:
+            stage, self.stage = self.stage, tsql.STAGE
+            try:
+                self.connection.cursor().execute(tsql.drop_stage_sql(stage))
+            except Exception:
+                # A fresh connection, in case this one is broken; `init` sweeps what is left.
+                with self.target._cursor("dropping the staging table") as cursor:
+                    cursor.execute(tsql.drop_stage_sql(stage))
+
+    def _differences(self, check: StageCheck) -> list[str]:
+        cursor = self.connection.cursor()
+        try:
+            cursor.execute(check.query(self.stage))
+            row = cursor.fetchone()
+        except self.driver.errors() as exc:
+            raise self.driver.sort_error(exc, "checking the staged rows") from None
+        return check.differences(tuple(row))
+
+    # -- applying ----------------------------------------------------------------------------
+    def apply(self, plan: ApplyPlan, applied_at: dt.datetime) -> int:
+        cursor = self.connection.cursor()
+        execute = self.target.execute
+        ledger = tsql.table_sql(self.target.ledger)
+        statement, params = tsql.apply_sql(plan, self.stage)
+        try:
+            cursor.execute("SET XACT_ABORT ON; BEGIN TRANSACTION")
+            try:
+                execute(
+                    cursor,
+                    f"INSERT INTO {ledger} (event_id, operation, target_table, rows_affected, applied_at) "
+                    "VALUES (%s, %s, %s, 0, %s)",
+                    (plan.event_id, plan.operation.value, str(plan.table.name), applied_at),
+                )
+            except self.driver.errors() as exc:
+                if self.driver.is_duplicate_key(exc):
+                    raise AlreadyApplied(f"event {plan.event_id} is already in the ledger") from None
+                raise
+            if plan.identity_insert:
+                cursor.execute(tsql.identity_insert_sql(plan, True))
+            execute(cursor, statement, tuple(params))
+            rows = int(cursor.rowcount)
+            if plan.identity_insert:
+                cursor.execute(tsql.identity_insert_sql(plan, False))
+            if rows > plan.max_delete_rows and plan.operation.value == "DELETE":
+                raise PermanentError(
+                    f"DELETE would remove more than max_delete_rows={plan.max_delete_rows} rows; "
+                    "nothing was deleted: split it into several events"
+                )
+            execute(cursor, f"UPDATE {ledger} SET rows_affected = %s WHERE event_id = %s", (rows, plan.event_id))
+            cursor.execute("COMMIT TRANSACTION")
+        except BaseException as exc:
+            self._rollback(cursor)
+            if isinstance(exc, self.driver.errors()):
+                raise self.driver.sort_error(exc, f"{plan.operation.value} into {plan.table.name}") from None
+            raise
+        with contextlib.suppress(Exception):  # the stage is done with; `init` sweeps a leftover
+            self._drop_stage()
+        return rows
+
+    def _rollback(self, cursor: Any) -> None:
+        # After an XACT_ABORT error the server has already rolled back; ROLLBACK may then fail
+        # with 3903, which must not hide the original error.
+        try:
+            cursor.execute("IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION")
+        except Exception as exc:
+            log.debug("rollback after error: %s", exc)
+
+
+def _chain(first: pa.RecordBatch, rest: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    yield first
+    yield from rest
+
+
+def _counted(batches: Iterable[pa.RecordBatch], check: StageCheck) -> Iterator[pa.RecordBatch]:
+    """Each batch is added to the check as it goes to the driver."""
+    for batch in batches:
+        check.add(batch)
+        yield batch
