@@ -7,6 +7,7 @@ early (its own error), the reader is told to stop and the source is closed in it
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from collections.abc import Iterable, Iterator
@@ -66,8 +67,6 @@ def read_ahead(items: Iterable[T], depth: int = DEFAULT_DEPTH) -> Iterator[T]:
     finally:
         stop.set()
         while reader.is_alive():  # free a reader blocked on a full queue, then let it finish
-            try:
+            with contextlib.suppress(queue.Empty):
                 waiting.get(timeout=0.1)
-            except queue.Empty:
-                pass
         reader.join()

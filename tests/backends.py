@@ -190,9 +190,10 @@ _MSSQL_TYPES = {"int": "BIGINT", "text": "NVARCHAR(200)", "bool": "BIT",
 
 
 def mssql_url() -> dict[str, Any] | None:
-    """BRIDGE_TEST_MSSQL_URL=mssql://user:pass@host:port/db as connection settings."""
+    """BRIDGE_TEST_MSSQL_URL=mssql://user:pass@host:port/db[?option=value&...] as connection settings;
+    query options (e.g. encrypt=optional, trust_server_certificate=true) are target options."""
     import os
-    from urllib.parse import unquote, urlparse
+    from urllib.parse import parse_qsl, unquote, urlparse
 
     url = os.environ.get("BRIDGE_TEST_MSSQL_URL")
     if not url:
@@ -204,7 +205,14 @@ def mssql_url() -> dict[str, Any] | None:
         "user": unquote(parts.username or ""),
         "password": unquote(parts.password or ""),
         "database": parts.path.lstrip("/") or "master",
+        **dict(parse_qsl(parts.query)),
     }
+
+
+def mssql_python_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("mssql_python") is not None
 
 
 class MssqlPair(LocalPair):

@@ -314,7 +314,7 @@ def test_unknown_authentication_lists_the_allowed_ones() -> None:
 ])
 @pytest.mark.parametrize("driver", DRIVERS)
 def test_wrong_types_are_one_line_naming_the_key(driver: str, key: str, value: Any) -> None:
-    message = refusal(driver=driver, user="loader", password=PASSWORD, **{key: value})
+    message = refusal(**{"driver": driver, "user": "loader", "password": PASSWORD, key: value})
     assert message.startswith(f"{SOURCE}.{key}: "), message
 
 

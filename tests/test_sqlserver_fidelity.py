@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from bridge_cli.targets.sqlserver import BULK_SAFE_TYPES
+from bridge_cli.targets.sqlserver.pymssql_driver import BULK_SAFE_TYPES
 from tests.backends import MssqlPair, mssql_url
 from tests.helpers import submit
 

@@ -7,6 +7,7 @@ import datetime as dt
 import uuid
 from decimal import Decimal
 
+import pyarrow as pa
 import pymssql
 import pytest
 from pymssql import _mssql
@@ -15,8 +16,10 @@ from bridge_cli.config import AdapterConfig, load_settings
 from bridge_cli.errors import ConfigError, PermanentError, TransientError
 from bridge_cli.events import Operation
 from bridge_cli.identifiers import TableName
-from bridge_cli.targets import ApplyPlan, TargetColumn, TargetTable, tsql
-from bridge_cli.targets.sqlserver import SQLServerTarget, sort_error, to_param
+from bridge_cli.targets import ApplyPlan, TargetColumn, TargetTable
+from bridge_cli.targets.sqlserver import SQLServerTarget, tsql
+from bridge_cli.targets.sqlserver.pymssql_driver import converter_for, sort_error, to_param
+from bridge_cli.targets.sqlserver.rows import numbered_rows
 
 ID = TargetColumn("id", "int", is_identity=True)
 NAME = TargetColumn("user name", "nvarchar(50)")
@@ -61,8 +64,13 @@ def test_delete_values_are_parameters_and_the_cap_is_one_over() -> None:
 
 def test_staging_table_has_target_types_and_an_order_column() -> None:
     sql = tsql.create_stage_sql(plan(Operation.INSERT))
-    assert sql == ("CREATE TABLE #bridge_stage ([__bridge_row] BIGINT IDENTITY(1,1) NOT NULL, "
+    assert sql == ("CREATE TABLE #bridge_stage ([__bridge_row] BIGINT NOT NULL, "
                    "[user name] nvarchar(50) NULL, [is_admin] bit NULL)")
+    shared = tsql.shared_stage_name("bridge", "0123456789abcdef")
+    assert shared == "[bridge].[bridge_stage_0123456789abcdef]"
+    assert tsql.create_stage_sql(plan(Operation.INSERT), shared).startswith(f"CREATE TABLE {shared} (")
+    with pytest.raises(ValueError):
+        tsql.shared_stage_name("bridge", "x]; DROP TABLE t --")
 
 
 @pytest.mark.parametrize("args,expected", [
@@ -81,10 +89,12 @@ def test_column_types_from_the_catalog(args: tuple, expected: str) -> None:
 
 
 def test_values_statements_respect_row_and_parameter_limits() -> None:
-    assert tsql.rows_per_statement(2) == 1000
-    assert tsql.rows_per_statement(10) == 209  # 2099 parameters at most
+    # each row also carries its staging order number
+    assert tsql.rows_per_statement(1) == 1000
+    assert tsql.rows_per_statement(2) == 699   # 2099 parameters at most
+    assert tsql.rows_per_statement(10) == 190
     assert tsql.insert_values_sql((NAME, ADMIN), 2) == (
-        "INSERT INTO #bridge_stage ([user name], [is_admin]) VALUES (%s, %s), (%s, %s)")
+        "INSERT INTO #bridge_stage ([__bridge_row], [user name], [is_admin]) VALUES (%s, %s, %s), (%s, %s, %s)")
 
 
 def test_ledger_ddl_creates_schema_and_table_when_missing() -> None:
@@ -95,31 +105,38 @@ def test_ledger_ddl_creates_schema_and_table_when_missing() -> None:
 
 
 # -- rendering values through pymssql's own quoting ------------------------------------------
-def render(value, column: TargetColumn) -> str:
-    return _mssql.quote_simple_value(to_param(value, column), use_datetime2=True).decode()
+def render(value, column: TargetColumn, arrow_type=None) -> str:
+    """One value as the staging path sends it: through an Arrow batch, the column-wise conversion
+    and pymssql's own quoting."""
+    batch = pa.record_batch({"c": pa.array([value], arrow_type)})
+    [row] = numbered_rows(batch, (column,), 7, converter_for)
+    assert row[0] == 7
+    return _mssql.quote_simple_value(row[1], use_datetime2=True).decode()
 
 
 def test_datetime_keeps_microseconds_and_instants_become_utc() -> None:
     col = TargetColumn("t", "datetime2(7)")
     assert render(dt.datetime(2026, 1, 2, 3, 4, 5, 123456), col) == "'2026-01-02 03:04:05.123456'"
     aware = dt.datetime(2026, 1, 2, 3, 4, 5, 7, tzinfo=dt.timezone(dt.timedelta(hours=-3)))
-    assert render(aware, col) == "'2026-01-02 06:04:05.000007'"
+    assert render(aware, col, pa.timestamp("us", tz="America/Sao_Paulo")) == "'2026-01-02 06:04:05.000007'"
+    assert to_param(aware, col) == dt.datetime(2026, 1, 2, 6, 4, 5, 7)
 
 
 def test_datetimeoffset_keeps_its_offset() -> None:
     col = TargetColumn("t", "datetimeoffset(7)")
     aware = dt.datetime(2026, 1, 2, 3, 4, 5, 120000, tzinfo=dt.timezone(dt.timedelta(hours=5, minutes=30)))
-    assert render(aware, col) == "'2026-01-02 03:04:05.120000+05:30'"
+    assert render(aware, col, pa.timestamp("us", tz="Asia/Kolkata")) == "'2026-01-02 03:04:05.120000+05:30'"
+    naive = dt.datetime(2026, 1, 2, 3, 4, 5)
+    assert render(naive, col) == "'2026-01-02 03:04:05.000000'"  # SQL Server reads no offset as +00:00
 
 
 def test_binary_text_uuid_and_decimal_render_exactly() -> None:
     assert render(b"abc", TargetColumn("b", "varbinary(10)")) == "0x616263"
     assert render("ñandú 'x'\n東京", TargetColumn("s", "nvarchar(50)")) == "N'ñandú ''x''\n東京'"
-    u = uuid.UUID("12345678-1234-5678-1234-567812345678")
-    assert render(u, TargetColumn("u", "uniqueidentifier")) == "N'12345678-1234-5678-1234-567812345678'"
+    u = "12345678-1234-5678-1234-567812345678"  # DuckDB and Spark hand UUIDs over as text
+    assert render(u, TargetColumn("u", "uniqueidentifier")) == f"N'{u}'"
     assert render(Decimal("-0.0000000001"), TargetColumn("d", "decimal(38,10)")) == "-0.0000000001"
-    with pytest.raises(PermanentError):
-        to_param(Decimal("NaN"), TargetColumn("d", "decimal(38,10)"))
+    assert to_param(uuid.UUID(u), TargetColumn("u", "uniqueidentifier")) == u
 
 
 # -- error sorting ---------------------------------------------------------------------------

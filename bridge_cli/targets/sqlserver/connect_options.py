@@ -170,7 +170,7 @@ def connect_spec(options: Mapping[str, Any], source: str) -> ConnectSpec:
 
 
 def _connect_spec(options: Mapping[str, Any], source: str, secrets: tuple[str, ...]) -> ConnectSpec:
-    driver = (_text(options, "driver", source) or DRIVERS[0]).lower()
+    driver = (_text(options, "driver", source) or DRIVERS[0]).strip().lower()
     if driver not in DRIVERS:
         raise ConfigError(f"{source}.driver: {options.get('driver')!r} is not one of {', '.join(DRIVERS)}")
     host = _text(options, "host", source)
@@ -196,6 +196,11 @@ def _connect_spec(options: Mapping[str, Any], source: str, secrets: tuple[str, .
                       ("tds_version", "it is a pymssql (FreeTDS) setting; mssql-python negotiates TDS itself")):
         if _text(options, key, source) is not None:
             raise ConfigError(f"{source}.{key}: not used with `driver: mssql-python`: {what}")
+    if encrypt == "strict" and trust:
+        raise ConfigError(
+            f"{source}.trust_server_certificate: true has no effect with encrypt: strict "
+            "(under TDS 8 the driver always validates the server's certificate); remove one"
+        )
     token = _text(options, "access_token", source)
     if token is not None and authentication is not None:
         raise ConfigError(
@@ -217,11 +222,6 @@ def _connect_spec(options: Mapping[str, Any], source: str, secrets: tuple[str, .
     if method in ENTRA_AUTHENTICATIONS:
         pairs.append(("Authentication", method))
     if encrypt is not None:
-        if encrypt == "strict" and trust:
-            raise ConfigError(
-                f"{source}.trust_server_certificate: true has no effect with encrypt: strict "
-                "(under TDS 8 the driver always validates the server's certificate); remove one"
-            )
         pairs.append(("Encrypt", _ODBC_ENCRYPT[encrypt]))
     if trust is not None:
         pairs.append(("TrustServerCertificate", "Yes" if trust else "No"))

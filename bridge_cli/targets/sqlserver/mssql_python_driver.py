@@ -134,6 +134,7 @@ class MssqlPythonDriver:
             connection = mssql_python.connect(
                 self.spec.connection_string or "", attrs_before=self.spec.attrs_before, **self.spec.kwargs
             )
+            connection.timeout = self.spec.query_timeout  # its connect `timeout` is the login's
             cursor = connection.cursor()
             cursor.execute(f"SET LOCK_TIMEOUT {int(self.lock_timeout_ms)}")
             cursor.close()

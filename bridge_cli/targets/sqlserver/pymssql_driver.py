@@ -100,8 +100,8 @@ def converter_for(column: TargetColumn, arrow_type: pa.DataType) -> Convert | No
         arrow_type
     ):
         return _bytearray
-    if pa.types.is_extension_type(arrow_type) or arrow_type == pa.null():
-        return str if base_type(column) == "uniqueidentifier" else None
+    if isinstance(arrow_type, pa.ExtensionType) and base_type(column) == "uniqueidentifier":
+        return str  # Arrow's uuid extension hands out uuid.UUID, which pymssql cannot render
     return None
 
 
