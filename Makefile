@@ -14,10 +14,10 @@ help: ## List the targets
 $(BIN)/bridge: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,mssql-python]'
 	@touch $@
 
-install: $(BIN)/bridge ## Create .venv and install bridge with its dev tools
+install: $(BIN)/bridge ## Create .venv and install bridge with its dev tools and both SQL Server drivers
 
 demo: install ## Seed a sample lake and target under .bridge/, sync INSERT/UPDATE/DELETE, show status
 	$(BRIDGE) init

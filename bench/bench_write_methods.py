@@ -1,11 +1,14 @@
-"""Staging write methods on SQL Server: naive executemany vs multi-row VALUES vs bulk copy.
+"""SQL Server writes, in one run against one server: every driver x method, each driver's own best
+raw load of the same rows, naive executemany, and a whole `bridge` INSERT event per driver.
 
-Each case stages the same rows (int, nvarchar, float, datetime2, decimal) into the session's
-temp table through SQLServerSession.stage_rows, with a naive pymssql executemany into an
-identically shaped temp table as the baseline, all in this one process against one server.
+The rows: an int key, nvarchar, decimal(18,4), datetime2(6), bit, and a nullable nvarchar with
+non-ASCII text. Every load is read back and compared with the source: a load that is fast and
+wrong is shown as WRONG, and its speed is not counted.
 
-    BRIDGE_TEST_MSSQL_URL=mssql://user:pass@127.0.0.1:1433/db python bench/bench_write_methods.py
-        [--sizes 10000,100000]
+    BRIDGE_TEST_MSSQL_URL='mssql://user:pass@127.0.0.1:1433/db[?encrypt=optional&...]' \\
+        python bench/bench_write_methods.py [--rows 100000] [--only pymssql|mssql-python]
+
+Ratios: "vs raw" is rows/s against the best correct raw load of the same driver, in this run.
 """
 
 from __future__ import annotations
@@ -14,9 +17,14 @@ import argparse
 import dataclasses
 import datetime as dt
 import sys
+import tempfile
 import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -25,105 +33,327 @@ from bridge_cli.config import AdapterConfig, load_settings  # noqa: E402
 from bridge_cli.errors import BridgeError  # noqa: E402
 from bridge_cli.events import Operation  # noqa: E402
 from bridge_cli.identifiers import TableName  # noqa: E402
-from bridge_cli.targets import (  # noqa: E402
-    ApplyPlan,
-    TargetColumn,
-    TargetTable,
-    tsql,  # noqa: E402
-)
-from bridge_cli.targets.sqlserver import SQLServerTarget  # noqa: E402
+from bridge_cli.targets import ApplyPlan, TargetColumn, TargetTable  # noqa: E402
+from bridge_cli.targets.sqlserver import SQLServerSession, SQLServerTarget, tsql  # noqa: E402
 from tests.backends import mssql_url  # noqa: E402
 
 COLUMNS = (
     TargetColumn("id", "int"),
     TargetColumn("name", "nvarchar(100)"),
-    TargetColumn("score", "float"),
-    TargetColumn("seen", "datetime2(7)"),
     TargetColumn("amount", "decimal(18,4)"),
+    TargetColumn("seen", "datetime2(6)"),
+    TargetColumn("active", "bit"),
+    TargetColumn("note", "nvarchar(200)"),
 )
+DDL = ("[id] INT NOT NULL, [name] NVARCHAR(100) NULL, [amount] DECIMAL(18,4) NULL, "
+       "[seen] DATETIME2(6) NULL, [active] BIT NULL, [note] NVARCHAR(200) NULL")
+BATCH = 5000
+BASE = dt.datetime(2026, 1, 1)
 
 
-def make_batches(rows: int, batch: int):  # -> Iterator[pa.RecordBatch]
+def source_rows(n: int) -> list[tuple[Any, ...]]:
+    return [
+        (i, f"usuario-{i}", Decimal(i) / 4 + Decimal("0.0001"),
+         BASE + dt.timedelta(seconds=i, microseconds=i % 999_999), i % 3 == 0,
+         None if i % 5 == 0 else f"ñandú 東京 {i}")
+        for i in range(1, n + 1)
+    ]
+
+
+def arrow_batches(rows: list[tuple[Any, ...]]) -> Iterator[Any]:
     import pyarrow as pa
 
-    base = dt.datetime(2026, 1, 1)
-    for start in range(0, rows, batch):
-        ids = list(range(start, min(rows, start + batch)))
-        yield pa.record_batch({
-            "id": ids,
-            "name": [f"usuario-{i}-ñ" for i in ids],
-            "score": [i * 0.5 for i in ids],
-            "seen": [base + dt.timedelta(seconds=i, microseconds=i % 1000) for i in ids],
-            "amount": [Decimal(i) / 4 for i in ids],
-        })
+    schema = pa.schema([("id", pa.int32()), ("name", pa.string()), ("amount", pa.decimal128(18, 4)),
+                        ("seen", pa.timestamp("us")), ("active", pa.bool_()), ("note", pa.string())])
+    for start in range(0, len(rows), BATCH):
+        chunk = rows[start : start + BATCH]
+        yield pa.record_batch([pa.array([r[i] for r in chunk], schema.field(i).type) for i in range(6)], schema=schema)
 
 
-def target_for(method: str, rows_per_trip: int = 5000) -> SQLServerTarget:
+def mismatches(expected: list[tuple[Any, ...]], got: list[tuple[Any, ...]]) -> int:
+    differing = sum(1 for e, g in zip(expected, got, strict=False) if _norm(e) != _norm(g))
+    return abs(len(expected) - len(got)) + differing
+
+
+def _norm(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    i, name, amount, seen, active, note = row
+    return (int(i) if i is not None else None, name, Decimal(amount) if amount is not None else None, seen,
+            bool(active) if active is not None else None, note)
+
+
+# -- connections ---------------------------------------------------------------------------------
+def options(driver: str, **extra: Any) -> dict[str, Any]:
     url = mssql_url()
     if url is None:
         sys.exit("set BRIDGE_TEST_MSSQL_URL=mssql://user:pass@host:port/db")
-    settings = load_settings(env={"BRIDGE_HOME": "/tmp/bridge-bench"})
-    config = AdapterConfig("sqlserver", {**url, "write_method": method, "rows_per_trip": rows_per_trip})
-    return SQLServerTarget(dataclasses.replace(settings, target=config))
+    return {**url, "driver": driver, **extra}
 
 
+def target(driver: str, **extra: Any) -> SQLServerTarget:
+    settings = load_settings(env={"BRIDGE_HOME": tempfile.mkdtemp(prefix="bridge-bench-")})
+    return SQLServerTarget(dataclasses.replace(settings, target=AdapterConfig("sqlserver", options(driver, **extra))))
+
+
+def run(connection: Any, sql: str) -> None:
+    cursor = connection.cursor()
+    cursor.execute(sql)
+
+
+def fetch(connection: Any, sql: str) -> list[tuple[Any, ...]]:
+    cursor = connection.cursor()
+    cursor.execute(sql)
+    return [tuple(r) for r in cursor.fetchall()]
+
+
+def fresh_table(connection: Any, name: str) -> None:
+    run(connection, f"IF OBJECT_ID(N'{name}', N'U') IS NOT NULL DROP TABLE {name}")
+    run(connection, f"CREATE TABLE {name} ({DDL})")
+
+
+SELECT = "SELECT [id], [name], [amount], [seen], [active], [note] FROM {} ORDER BY [id]"
+
+
+@dataclass
+class Result:
+    case: str
+    driver: str
+    seconds: float | None = None
+    wrong: int = 0
+    note: str = ""
+
+
+# -- raw loads: each driver's own best way, on its own -------------------------------------------------
+def raw_pymssql_values(rows: list[tuple[Any, ...]], per_trip: int) -> tuple[float, list[tuple[Any, ...]]]:
+    """pymssql's best plain load: 1000-row INSERT ... VALUES (pymssql renders parameters into the
+    text, so SQL Server's 2100-parameter limit does not apply), one transaction."""
+    connection = target("pymssql").connect()
+    fresh_table(connection, "dbo.bench_raw")
+    cursor = connection.cursor()
+    one = "(" + ", ".join(["%s"] * 6) + ")"
+    started = time.perf_counter()
+    cursor.execute("BEGIN TRANSACTION")
+    step = 1000 * per_trip
+    for start in range(0, len(rows), step):
+        chunk = rows[start : start + step]
+        statements = [f"INSERT INTO dbo.bench_raw VALUES {', '.join([one] * len(chunk[o:o + 1000]))}"
+                      for o in range(0, len(chunk), 1000)]
+        cursor.execute(";\n".join(statements), tuple(v for r in chunk for v in r))
+    cursor.execute("COMMIT TRANSACTION")
+    seconds = time.perf_counter() - started
+    got = fetch(connection, SELECT.format("dbo.bench_raw"))
+    connection.close()
+    return seconds, got
+
+
+def raw_pymssql_bulk(rows: list[tuple[Any, ...]]) -> tuple[float, list[tuple[Any, ...]]]:
+    connection = target("pymssql").connect()
+    fresh_table(connection, "dbo.bench_raw")
+    started = time.perf_counter()
+    connection.bulk_copy("dbo.bench_raw", rows, batch_size=BATCH)
+    seconds = time.perf_counter() - started
+    got = fetch(connection, SELECT.format("dbo.bench_raw"))
+    connection.close()
+    return seconds, got
+
+
+def naive_executemany(rows: list[tuple[Any, ...]]) -> tuple[float, list[tuple[Any, ...]]]:
+    connection = target("pymssql").connect()
+    fresh_table(connection, "dbo.bench_raw")
+    cursor = connection.cursor()
+    started = time.perf_counter()
+    cursor.execute("BEGIN TRANSACTION")
+    cursor.executemany("INSERT INTO dbo.bench_raw VALUES (%s, %s, %s, %s, %s, %s)", rows)
+    cursor.execute("COMMIT TRANSACTION")
+    seconds = time.perf_counter() - started
+    got = fetch(connection, SELECT.format("dbo.bench_raw"))
+    connection.close()
+    return seconds, got
+
+
+def raw_mssql_python_executemany(rows: list[tuple[Any, ...]], chunk: int) -> tuple[float, list[tuple[Any, ...]]]:
+    """mssql-python's parameter arrays: executemany of a prepared INSERT, in one transaction."""
+    connection = target("mssql-python").connect()
+    fresh_table(connection, "dbo.bench_raw")
+    cursor = connection.cursor()
+    started = time.perf_counter()
+    cursor.execute("BEGIN TRANSACTION")
+    for start in range(0, len(rows), chunk):
+        cursor.executemany("INSERT INTO dbo.bench_raw VALUES (?, ?, ?, ?, ?, ?)", rows[start : start + chunk])
+    cursor.execute("COMMIT TRANSACTION")
+    seconds = time.perf_counter() - started
+    got = fetch(connection, SELECT.format("dbo.bench_raw"))
+    connection.close()
+    return seconds, got
+
+
+def raw_mssql_python_bulkcopy_arrow(rows: list[tuple[Any, ...]]) -> tuple[float, list[tuple[Any, ...]]]:
+    import pyarrow as pa
+
+    connection = target("mssql-python").connect()
+    fresh_table(connection, "dbo.bench_raw")
+    table = pa.Table.from_batches(list(arrow_batches(rows)))
+    cursor = connection.cursor()
+    started = time.perf_counter()
+    try:
+        cursor.bulkcopy_arrow("dbo.bench_raw", table, timeout=0, keep_nulls=True)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # its native core panics with a BaseException
+        connection.close()
+        raise RuntimeError(f"{type(exc).__name__}: {exc}") from None
+    seconds = time.perf_counter() - started
+    got = fetch(connection, SELECT.format("dbo.bench_raw"))
+    connection.close()
+    return seconds, got
+
+
+# -- bridge: staging only, and a whole event -------------------------------------------------------
 def plan() -> ApplyPlan:
-    table = TargetTable(TableName(("dbo", "bench")), COLUMNS)
+    table = TargetTable(TableName(("dbo", "bench_event")), COLUMNS)
     return ApplyPlan("bench", Operation.INSERT, table, COLUMNS, (COLUMNS[0],))
 
 
-def staged_with(method: str, rows: int, rows_per_trip: int = 5000) -> float:
-    from bridge_cli.targets.sqlserver import SQLServerSession
+def bridge_stage(rows: list[tuple[Any, ...]], driver: str, method: str, **extra: Any) -> tuple[float, list[tuple]]:
+    from bridge_cli.prefetch import read_ahead
 
-    target = target_for(method, rows_per_trip)
-    session = SQLServerSession(target, target.connect())
+    bridge = target(driver, write_method=method, **extra)
+    session = SQLServerSession(bridge, bridge.connect())
     try:
         started = time.perf_counter()
-        staged = session.stage_rows(plan(), make_batches(rows, 5000))
-        elapsed = time.perf_counter() - started
+        staged = session.stage_rows(plan(), read_ahead(arrow_batches(rows)))
+        seconds = time.perf_counter() - started
+        assert staged == len(rows)
+        got = fetch(session.connection, SELECT.format(session.stage))
     finally:
         session.close()
-    assert staged == rows
-    return elapsed
+    return seconds, got
 
 
-def naive(rows: int) -> float:
-    from bridge_cli.targets.common import batch_rows
-    from bridge_cli.targets.sqlserver import to_param
+def bridge_event(rows: list[tuple[Any, ...]], driver: str, **extra: Any) -> tuple[float, list[tuple[Any, ...]], str]:
+    """A whole INSERT event through the engine: DuckDB source -> claim -> stage -> apply -> record."""
+    import duckdb
 
-    target = target_for("values")
-    connection = target.connect()
+    from bridge_cli.api import submit_event
+    from bridge_cli.engine import Engine
+    from bridge_cli.events import SubmitRequest
+    from bridge_cli.lakes.duckdb import DuckDBLake
+
+    home = Path(tempfile.mkdtemp(prefix="bridge-bench-"))
+    settings = load_settings(env={"BRIDGE_HOME": str(home)})
+    ledger = f"bridge.bench_ledger_{uuid.uuid4().hex[:8]}"
+    settings = dataclasses.replace(
+        settings, target=AdapterConfig("sqlserver", options(driver, ledger_table=ledger, **extra))
+    )
+    lake, bridge = DuckDBLake(settings), SQLServerTarget(settings)
+    lake.init_event_table(upgrade=False)
+    bridge.init_ledger()
+    (home / "lake").mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(home / "lake" / "lake.duckdb"))
+    con.execute("CREATE SCHEMA s")
+    con.execute("CREATE TABLE s.src (id INTEGER, name VARCHAR, amount DECIMAL(18,4), seen TIMESTAMP, "
+                "active BOOLEAN, note VARCHAR)")
+    import pyarrow as pa
+
+    src = pa.Table.from_batches(list(arrow_batches(rows)))  # noqa: F841 (read by DuckDB by name)
+    con.execute("INSERT INTO s.src SELECT * FROM src")
+    con.close()
+    connection = bridge.connect()
+    run(connection, "IF OBJECT_ID(N'dbo.bench_event', N'U') IS NOT NULL DROP TABLE dbo.bench_event")
+    keyed = DDL.replace("[id] INT NOT NULL", "[id] INT NOT NULL PRIMARY KEY")
+    run(connection, f"CREATE TABLE dbo.bench_event ({keyed})")
+    submit_event(lake, SubmitRequest(operation=Operation.INSERT, target_table="dbo.bench_event",
+                                     source_table="lake.s.src", primary_keys=("id",), rows_expected=len(rows)))
+    engine = Engine(settings, lake, bridge)
+    started = time.perf_counter()
+    [result] = engine.process_once()
+    seconds = time.perf_counter() - started
+    got = fetch(connection, SELECT.format("dbo.bench_event"))
+    run(connection, f"DROP TABLE {tsql.table_sql(bridge.ledger)}")
+    connection.close()
+    status = f"{result.status}, rows_affected={result.rows_affected}" + (f": {result.error_message}" if
+                                                                          result.error_message else "")
+    return seconds, got, status
+
+
+# -- the table -------------------------------------------------------------------------------------------
+def measure(case: str, driver: str, expected: list[tuple[Any, ...]], work: Callable[[], Any]) -> Result:
     try:
-        cursor = connection.cursor()
-        cursor.execute(tsql.create_stage_sql(plan()))
-        names = ", ".join(tsql.q(c.name) for c in COLUMNS)
-        sql = f"INSERT INTO {tsql.STAGE} ({names}) VALUES ({', '.join('%s' for _ in COLUMNS)})"
-        started = time.perf_counter()
-        for batch in make_batches(rows, 5000):
-            cursor.executemany(sql, [tuple(to_param(v, c) for v, c in zip(r, COLUMNS, strict=True))
-                                     for r in batch_rows(batch)])
-        return time.perf_counter() - started
-    finally:
-        connection.close()
+        outcome = work()
+    except (BridgeError, Exception) as exc:
+        return Result(case, driver, note="failed: " + " ".join(str(exc).split())[:90])
+    seconds, got = outcome[0], outcome[1]
+    note = outcome[2] if len(outcome) > 2 else ""
+    return Result(case, driver, seconds, mismatches(expected, got), note)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="10000,100000")
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--only", choices=["pymssql", "mssql-python"])
     args = parser.parse_args()
-    print(f"{'rows':>8} {'method':<12} {'seconds':>8} {'rows/s':>10} {'vs naive':>9}")
-    for rows in (int(s) for s in args.sizes.split(",")):
-        base = naive(rows)
-        print(f"{rows:>8} {'executemany':<12} {base:>8.2f} {rows / base:>10,.0f} {1.0:>8.2f}x")
-        # values: the default (several statements a round trip) and one statement a round trip.
-        for label, method, per_trip in (("values", "values", 5000), ("values/1", "values", 1),
-                                        ("bulk", "bulk", 5000)):
-            try:
-                seconds = staged_with(method, rows, per_trip)
-            except BridgeError as exc:
-                print(f"{rows:>8} {label:<12} {'refused':>8}  {str(exc)[:70]}")
-                continue
-            print(f"{rows:>8} {label:<12} {seconds:>8.2f} {rows / seconds:>10,.0f} {base / seconds:>8.2f}x")
+    rows = source_rows(args.rows)
+    drivers = [args.only] if args.only else ["pymssql", "mssql-python"]
+    results: list[Result] = []
+    if "pymssql" in drivers:
+        results += [
+            measure("raw: naive executemany", "pymssql", rows[:10_000], lambda: naive_executemany(rows[:10_000])),
+            measure("raw: 1000-row VALUES, 1 statement/trip", "pymssql", rows, lambda: raw_pymssql_values(rows, 1)),
+            measure("raw: 1000-row VALUES, 5 statements/trip", "pymssql", rows, lambda: raw_pymssql_values(rows, 5)),
+            measure("raw: bulk_copy", "pymssql", rows, lambda: raw_pymssql_bulk(rows)),
+            measure("bridge stage: values (rows_per_trip 5000)", "pymssql", rows,
+                    lambda: bridge_stage(rows, "pymssql", "values")),
+            measure("bridge stage: values (rows_per_trip 1000)", "pymssql", rows,
+                    lambda: bridge_stage(rows, "pymssql", "values", rows_per_trip=1000)),
+            measure("bridge stage: bulk", "pymssql", rows, lambda: bridge_stage(rows, "pymssql", "bulk")),
+            measure("bridge INSERT event (auto)", "pymssql", rows, lambda: bridge_event(rows, "pymssql")),
+            measure("bridge INSERT event (values, rows_per_trip 1000)", "pymssql", rows,
+                    lambda: bridge_event(rows, "pymssql", write_method="values", rows_per_trip=1000)),
+        ]
+        results[0].note = "10,000 rows only (it is slow); " + results[0].note
+    if "mssql-python" in drivers:
+        results += [
+            measure("raw: executemany, 5,000-row arrays", "mssql-python", rows,
+                    lambda: raw_mssql_python_executemany(rows, 5000)),
+            measure("raw: executemany, 20,000-row arrays", "mssql-python", rows,
+                    lambda: raw_mssql_python_executemany(rows, 20_000)),
+            measure("raw: bulkcopy_arrow", "mssql-python", rows, lambda: raw_mssql_python_bulkcopy_arrow(rows)),
+            measure("bridge stage: arrays", "mssql-python", rows, lambda: bridge_stage(rows, "mssql-python", "arrays")),
+            measure("bridge stage: bulk", "mssql-python", rows, lambda: bridge_stage(rows, "mssql-python", "bulk")),
+            measure("bridge INSERT event (auto)", "mssql-python", rows, lambda: bridge_event(rows, "mssql-python")),
+            measure("bridge INSERT event (arrays)", "mssql-python", rows,
+                    lambda: bridge_event(rows, "mssql-python", write_method="arrays")),
+        ]
+    print_table(results, args.rows)
+
+
+def rate(result: Result, rows: int) -> float | None:
+    if result.seconds is None or result.wrong:
+        return None
+    return (10_000 if result.case == "raw: naive executemany" else rows) / result.seconds
+
+
+def print_table(results: list[Result], rows: int) -> None:
+    best_raw: dict[str, float] = {}
+    for r in results:
+        speed = rate(r, rows)
+        if r.case.startswith("raw:") and "naive" not in r.case and speed is not None:
+            best_raw[r.driver] = max(best_raw.get(r.driver, 0.0), speed)
+    print(f"{rows:,} rows x 6 columns; every load read back and compared with the source\n")
+    header = f"| {'driver':<12} | {'case':<48} | {'seconds':>7} | {'rows/s':>8} | {'vs raw':>6} | read back |"
+    print(header)
+    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+    for r in results:
+        speed = rate(r, rows)
+        seconds = f"{r.seconds:.2f}" if r.seconds is not None else "-"
+        shown = f"{speed:,.0f}" if speed is not None else "-"
+        ratio = f"{speed / best_raw[r.driver]:.2f}x" if speed is not None and r.driver in best_raw else "-"
+        if r.seconds is None:
+            check = r.note
+        elif r.wrong:
+            check = f"WRONG: {r.wrong} rows differ"
+        else:
+            check = "exact" + (f" ({r.note})" if r.note else "")
+        print(f"| {r.driver:<12} | {r.case:<48} | {seconds:>7} | {shown:>8} | {ratio:>6} | {check} |")
 
 
 if __name__ == "__main__":

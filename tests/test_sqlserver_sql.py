@@ -88,11 +88,7 @@ def test_column_types_from_the_catalog(args: tuple, expected: str) -> None:
     assert tsql.column_type_sql(*args) == expected
 
 
-def test_values_statements_respect_row_and_parameter_limits() -> None:
-    # each row also carries its staging order number
-    assert tsql.rows_per_statement(1) == 1000
-    assert tsql.rows_per_statement(2) == 699   # 2099 parameters at most
-    assert tsql.rows_per_statement(10) == 190
+def test_values_statements_carry_the_staging_order_first() -> None:
     assert tsql.insert_values_sql((NAME, ADMIN), 2) == (
         "INSERT INTO #bridge_stage ([__bridge_row], [user name], [is_admin]) VALUES (%s, %s, %s), (%s, %s, %s)")
 

@@ -130,7 +130,9 @@ class ValuesLoad(RowLoad):
         self.cursor = cursor
         self.plan = plan
         self.stage = stage
-        self.per_statement = tsql.rows_per_statement(len(plan.columns))
+        # pymssql renders parameters into the text, so SQL Server's 2100-parameter limit does not
+        # apply; only the 1000-row limit of one VALUES list does.
+        self.per_statement = tsql.MAX_ROWS_PER_VALUES
         self.per_trip = self.per_statement * max(1, driver.rows_per_trip // self.per_statement)
         self._texts: dict[int, str] = {}
 

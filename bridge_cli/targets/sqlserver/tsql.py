@@ -21,7 +21,6 @@ STAGE_PREFIX = "bridge_stage_"  # shared staging tables (a bulk load on its own 
 ROW = "__bridge_row"    # staging order, so "first row per key" means first in the source; sent explicitly
 RANK = "__bridge_rank"
 MAX_ROWS_PER_VALUES = 1000  # SQL Server's limit for one VALUES list
-MAX_PARAMS = 2100            # SQL Server's limit of parameters per statement
 _COLLATION = re.compile(r"[A-Za-z0-9_]+")
 
 
@@ -80,11 +79,6 @@ def stale_stages_sql() -> str:
         "SELECT s.name, t.name FROM sys.tables AS t JOIN sys.schemas AS s ON s.schema_id = t.schema_id "
         f"WHERE t.name LIKE N'{STAGE_PREFIX}%%' AND t.create_date < DATEADD(hour, -%s, SYSDATETIME())"
     )
-
-
-def rows_per_statement(width: int) -> int:
-    """Rows of one multi-row VALUES statement for `width` source columns (plus the order column)."""
-    return max(1, min(MAX_ROWS_PER_VALUES, (MAX_PARAMS - 1) // (max(1, width) + 1)))
 
 
 def insert_values_sql(columns: Sequence[TargetColumn], rows: int, stage: str = STAGE) -> str:
