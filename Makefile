@@ -6,10 +6,10 @@ BRIDGE := $(BIN)/bridge
 export BRIDGE_HOME ?= .bridge
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-databricks lint typecheck check completions bench clean
+.PHONY: help install demo test test-databricks lint typecheck check completions bench bench-sqlserver clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 $(BIN)/bridge: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,8 +52,12 @@ lint: install ## ruff and mypy
 completions: install ## Regenerate completions/ from the app
 	$(BIN)/python -m bridge_cli.completions completions
 
-bench: install ## Run the benchmarks under bench/
+bench: install ## Run the benchmarks under bench/ that need no server
 	$(BIN)/python bench/bench_engine.py
+
+bench-sqlserver: install ## SQL Server write methods, both drivers (needs BRIDGE_TEST_MSSQL_URL)
+	@test -n "$$BRIDGE_TEST_MSSQL_URL" || { echo "set BRIDGE_TEST_MSSQL_URL=mssql://user:pass@host:1433/db"; exit 2; }
+	$(BIN)/python bench/bench_write_methods.py $(BENCH_ARGS)
 
 clean: ## Remove .venv, .bridge and caches
 	rm -rf $(VENV) .bridge .pytest_cache .mypy_cache .ruff_cache

@@ -219,6 +219,7 @@ class MssqlPair(LocalPair):
     """DuckDB lake, real SQL Server (or a TDS-compatible server) as the target."""
 
     name = "duckdb-sqlserver"
+    driver = "pymssql"
 
     def __init__(self, home: Path, **overrides: Any) -> None:
         import uuid
@@ -229,7 +230,7 @@ class MssqlPair(LocalPair):
         connection = mssql_url()
         assert connection is not None
         options = {**connection, "ledger_table": f"bridge.applied_{uuid.uuid4().hex[:8]}",
-                   "login_timeout": 10, **overrides.pop("target_options", {})}
+                   "login_timeout": 10, "driver": self.driver, **overrides.pop("target_options", {})}
         self.home = home
         base = load_settings(env={"BRIDGE_HOME": str(home)})
         defaults = {"retry_backoff": 0.0, "lock_timeout": 5.0, "lease_seconds": 30.0}
@@ -318,7 +319,17 @@ class MssqlPair(LocalPair):
         return [r[0] for r in rows]
 
 
+
+
+class MssqlPythonPair(MssqlPair):
+    """The same server through Microsoft's driver (mssql-python)."""
+
+    name = "duckdb-sqlserver-mssql-python"
+    driver = "mssql-python"
+
+
 PAIRS.append(MssqlPair)
+PAIRS.append(MssqlPythonPair)
 
 
 _SPARK_TYPES = {"int": "BIGINT", "text": "STRING", "bool": "BOOLEAN",

@@ -7,7 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.backends import PAIRS, DatabricksPair, LocalPair, MssqlPair, mssql_url, standin_settings
+from tests.backends import (
+    PAIRS,
+    DatabricksPair,
+    LocalPair,
+    MssqlPair,
+    MssqlPythonPair,
+    mssql_python_available,
+    mssql_url,
+    standin_settings,
+)
 
 if os.environ.get("DBX_STANDIN_COMPAT_DIR"):
     # Test-only: the stand-in's shim lets the real connector talk to the local warehouse.
@@ -46,8 +55,10 @@ def bridge_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
 def pair(request: pytest.FixtureRequest, bridge_home: Path) -> LocalPair:
     """Each lake/target adapter pair, with the event table and ledger created; a pair whose
     server is not reachable here is skipped, saying so."""
-    if request.param is MssqlPair and mssql_url() is None:
+    if issubclass(request.param, MssqlPair) and mssql_url() is None:
         pytest.skip(MSSQL_SKIP)
+    if request.param is MssqlPythonPair and not mssql_python_available():
+        pytest.skip("mssql-python is not installed (pip install 'bridge-cli[mssql-python]')")
     if request.param is DatabricksPair and standin_settings() is None:
         pytest.skip(DATABRICKS_SKIP)
     pair = request.param(bridge_home)
