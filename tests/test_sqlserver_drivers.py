@@ -1,0 +1,127 @@
+"""The driver seam without a server: driver and write-method choice, `auto`'s order of methods,
+mssql-python's error sorting and placeholders, and a load path that crashes natively."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from bridge_cli.config import AdapterConfig, load_settings
+from bridge_cli.errors import ConfigError, PermanentError, TransientError
+from bridge_cli.events import Operation
+from bridge_cli.identifiers import TableName
+from bridge_cli.targets import ApplyPlan, TargetColumn, TargetTable
+from bridge_cli.targets.sqlserver import SQLServerTarget
+from tests.backends import mssql_python_available
+
+INT = TargetColumn("id", "int")
+TEXT = TargetColumn("name", "nvarchar(20)")
+WHEN = TargetColumn("seen", "datetime2(6)")
+
+
+def target(**options: Any) -> SQLServerTarget:
+    settings = load_settings(env={"BRIDGE_HOME": "/tmp/x"})
+    config = AdapterConfig("sqlserver", {"host": "h", "database": "d", "user": "u", "password": "pw-0123", **options},
+                           source="bridge.yaml: profiles.prod.target")
+    return SQLServerTarget(dataclasses.replace(settings, target=config))
+
+
+def plan(*columns: TargetColumn) -> ApplyPlan:
+    table = TargetTable(TableName(("dbo", "t")), columns)
+    return ApplyPlan("e", Operation.INSERT, table, columns, (columns[0],))
+
+
+def test_each_driver_has_its_own_write_methods() -> None:
+    assert target().capabilities.write_methods == ("auto", "bulk", "values")
+    assert target(driver="mssql-python").capabilities.write_methods == ("auto", "bulk", "arrays")
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"driver": "odbc"}, "bridge.yaml: profiles.prod.target.driver: 'odbc'"),
+    ({"write_method": "arrays"}, "write_method: 'arrays' is not one of auto, bulk, values (driver pymssql)"),
+    ({"driver": "mssql-python", "write_method": "values"},
+     "write_method: 'values' is not one of auto, bulk, arrays (driver mssql-python)"),
+    ({"rows_per_trip": "many"}, "rows_per_trip: expected an integer, got 'many'"),
+    ({"rows_per_trip": 0}, "rows_per_trip: must be at least 1"),
+])
+def test_an_unknown_driver_or_method_is_a_one_line_config_error(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        target(**options)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_auto_tries_bulk_first_where_it_may_work_then_remembers_a_refusal() -> None:
+    pymssql_target = target()
+    assert pymssql_target.methods_for(plan(INT, TEXT)) == ["bulk", "values"]
+    # FreeTDS bulk copy is only trusted with types it moves exactly
+    assert pymssql_target.methods_for(plan(INT, WHEN)) == ["values"]
+    mssql_python = target(driver="mssql-python")
+    assert mssql_python.methods_for(plan(INT, WHEN)) == ["bulk", "arrays"]  # verified, whatever the types
+    mssql_python.refuse("bulk", "3 rows staged, 4 sent")
+    assert mssql_python.methods_for(plan(INT, WHEN)) == ["arrays"]
+    assert target(driver="mssql-python", write_method="bulk").methods_for(plan(INT)) == ["bulk"]
+
+
+def test_mssql_python_placeholders() -> None:
+    from bridge_cli.targets.sqlserver import tsql
+
+    driver = target(driver="mssql-python").driver
+    assert driver.sql("SELECT 1 WHERE a = %s AND b LIKE N'x%%'") == "SELECT 1 WHERE a = ? AND b LIKE N'x%'"
+    assert driver.sql(tsql.insert_values_sql((INT, TEXT), 1)) == (
+        "INSERT INTO #bridge_stage ([__bridge_row], [id], [name]) VALUES (?, ?, ?)")
+
+
+@pytest.mark.skipif(not mssql_python_available(), reason="mssql-python is not installed")
+def test_mssql_python_errors_are_sorted_by_their_sqlstate_class_and_text() -> None:
+    import mssql_python
+
+    driver = target(driver="mssql-python", password="pw-secret").driver
+    deadlock = mssql_python.OperationalError(
+        "Serialization failure", "[Microsoft][ODBC Driver 18 for SQL Server][SQL Server]Transaction (Process ID 52) was deadlocked")
+    assert isinstance(driver.sort_error(deadlock, "INSERT"), TransientError)
+    lost = mssql_python.OperationalError("Communication link failure", "[Microsoft][ODBC Driver 18 for SQL Server]TCP Provider: reset")
+    assert isinstance(driver.sort_error(lost, "INSERT"), TransientError)
+    lock = mssql_python.DatabaseError("An error occurred", "[Microsoft][ODBC Driver 18 for SQL Server][SQL Server]Lock request time out period")
+    assert isinstance(driver.sort_error(lock, "INSERT"), TransientError)
+    duplicate = mssql_python.IntegrityError(
+        "Integrity constraint violation",
+        "[Microsoft][ODBC Driver 18 for SQL Server][SQL Server]Violation of PRIMARY KEY constraint 'PK_x'. Cannot insert duplicate key")
+    error = driver.sort_error(duplicate, "INSERT into dbo.t")
+    assert isinstance(error, PermanentError)
+    assert str(error) == ("INSERT into dbo.t: Violation of PRIMARY KEY constraint 'PK_x'. "
+                          "Cannot insert duplicate key")
+    assert driver.is_duplicate_key(duplicate)
+    login = mssql_python.InterfaceError("Login failed", "[Microsoft][ODBC Driver 18 for SQL Server][SQL Server]Login failed for user 'u' (pw-secret)")
+    assert "pw-secret" not in str(driver.sort_error(login, "connect"))
+
+
+class PanicException(BaseException):
+    """Stands in for pyo3's PanicException, which the native bulk copy raises (a BaseException)."""
+
+
+class PanickingCursor:
+    """A fake cursor: the panic itself cannot be caused on purpose without a server."""
+
+    def bulkcopy_arrow(self, *args: Any, **kwargs: Any) -> None:
+        list(args[1])  # consumes the batches, as the real one does
+        raise PanicException("dest is out of bounds")
+
+    def close(self) -> None:
+        pass
+
+
+class FakeConnection:
+    def cursor(self) -> PanickingCursor:
+        return PanickingCursor()
+
+
+@pytest.mark.skipif(not mssql_python_available(), reason="mssql-python is not installed")
+def test_a_native_panic_in_bulk_copy_is_a_failure_of_that_path_not_a_dead_worker() -> None:
+    driver = target(driver="mssql-python").driver
+    load = driver.load("bulk", FakeConnection(), plan(INT, TEXT), "[bridge].[bridge_stage_0123456789abcdef]")
+    with pytest.raises(PermanentError, match="PanicException: dest is out of bounds"):
+        load.write([pa.record_batch({"id": [1], "name": ["a"]})], 1)
