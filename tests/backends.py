@@ -252,8 +252,11 @@ class MssqlPair(LocalPair):
         connection = self.target.connect()  # type: ignore[attr-defined]
         try:
             cursor = connection.cursor()
-            cursor.execute(sql, tuple(params)) if params else cursor.execute(sql)
-            return list(cursor.fetchall()) if fetch else []
+            if params:
+                cursor.execute(self.target.driver.sql(sql), tuple(params))  # type: ignore[attr-defined]
+            else:
+                cursor.execute(sql)
+            return [tuple(r) for r in cursor.fetchall()] if fetch else []
         finally:
             connection.close()
 
@@ -326,6 +329,11 @@ class MssqlPythonPair(MssqlPair):
 
     name = "duckdb-sqlserver-mssql-python"
     driver = "mssql-python"
+
+    def target_rows(self, name: str, columns: Sequence[str], order_by: str) -> list[tuple[Any, ...]]:
+        # This driver reads BIT as bool where pymssql reads 1 / 0: compare values, not Python types.
+        rows = super().target_rows(name, columns, order_by)
+        return [tuple(int(v) if isinstance(v, bool) else v for v in row) for row in rows]
 
 
 PAIRS.append(MssqlPair)

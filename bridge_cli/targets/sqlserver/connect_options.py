@@ -11,6 +11,7 @@ explained) before any connection is tried. Options read, all optional except hos
     timeout           query timeout in seconds (default 0: none)
     appname           pymssql only (default "bridge"); mssql-python always sends APP=MSSQL-Python
     tds_version       pymssql only
+    packet_size       mssql-python only: TDS packet size in bytes (512..32767)
     encrypt           strict | mandatory (yes, true) | optional | no (false); default: the driver's own
     trust_server_certificate   true | false (yes | no)
     authentication    SqlPassword | ActiveDirectoryServicePrincipal | ActiveDirectoryDefault
@@ -225,6 +226,11 @@ def _connect_spec(options: Mapping[str, Any], source: str, secrets: tuple[str, .
         pairs.append(("Encrypt", _ODBC_ENCRYPT[encrypt]))
     if trust is not None:
         pairs.append(("TrustServerCertificate", "Yes" if trust else "No"))
+    packet_size = _integer(options, "packet_size", 0, source)
+    if packet_size:  # TDS packet size in bytes (512..32767); the driver's default otherwise
+        if not 512 <= packet_size <= 32767:
+            raise ConfigError(f"{source}.packet_size: must be between 512 and 32767, got {packet_size}")
+        pairs.append(("PacketSize", str(packet_size)))
     return ConnectSpec(
         driver=driver,
         kwargs={"autocommit": True, "timeout": login_timeout},

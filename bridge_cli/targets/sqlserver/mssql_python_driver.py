@@ -29,6 +29,8 @@ TRANSIENT_KINDS = ("serialization failure", "communication link failure", "timeo
                    "client unable to establish connection", "connection not open", "disconnect error")
 TRANSIENT_TEXT = ("lock timeout", "lock request time out", "deadlock", "could not serialize access",
                   "connection was forcibly closed", "tcp provider", "login timeout expired")
+# Target types whose values travel as ISO text (see temporal_as_text), cast back in the statement.
+TEXT_TEMPORAL_TYPES = frozenset({"date", "time", "datetime2", "datetime", "smalldatetime", "datetimeoffset"})
 _VENDOR_PREFIX = re.compile(r"^(\[[^\]]*\])+")
 _NUMBER = re.compile(r"\((\d{3,6})\)\s*(?:\(SQL\w*\))?\s*$")
 
@@ -48,24 +50,45 @@ def sort_error(exc: BaseException, what: str) -> BridgeError:
     return PermanentError(message)
 
 
+def _offset_text(value: Any) -> str:
+    return fixed_offset(value).isoformat(sep=" ")  # 2026-01-01 22:04:05.654321-05:00
+
+
 def converter_for(column: TargetColumn, arrow_type: pa.DataType) -> Convert | None:
     import pyarrow as pa
 
     if base_type(column) == "datetimeoffset" and pa.types.is_timestamp(arrow_type):
-        return fixed_offset
+        return _offset_text  # the instant with its own offset, as SQL Server reads it
     return None
+
+
+def temporal_as_text(array: pa.Array, column: TargetColumn) -> pa.Array:
+    """Dates and times travel as ISO text, cast by Arrow: the driver binds a datetime as DATETIME and
+    refuses years before 1753, which DATE and DATETIME2 hold; SQL Server reads the text exactly."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    array = prepare_array(array, column)
+    kind = array.type
+    if not (pa.types.is_timestamp(kind) and kind.tz is None or pa.types.is_date(kind) or pa.types.is_time(kind)):
+        return array
+    text = array.cast(pa.string())
+    if getattr(kind, "unit", None) == "ns":  # nine fractional digits; SQL Server reads seven
+        text = pc.utf8_slice_codeunits(text, 0, -2)
+    return text
 
 
 class ArraysLoad(RowLoad):
     """executemany: one prepared INSERT, whole batches bound as parameter arrays."""
 
     converter = staticmethod(converter_for)
+    prepare = staticmethod(temporal_as_text)
 
     def __init__(self, driver: MssqlPythonDriver, cursor: Any, plan: ApplyPlan, stage: str) -> None:
         self.driver = driver
         self.cursor = cursor
         self.plan = plan
-        self.text = driver.sql(tsql.insert_values_sql(plan.columns, 1, stage))
+        self.text = driver.sql(tsql.insert_values_sql(plan.columns, 1, stage, TEXT_TEMPORAL_TYPES))
 
     def write_rows(self, rows: list[tuple[Any, ...]]) -> None:
         try:
@@ -145,7 +168,8 @@ class MssqlPythonDriver:
     def errors(self) -> tuple[type[BaseException], ...]:
         import mssql_python
 
-        return (mssql_python.Error,)
+        # Its native binding layer raises RuntimeError for values it refuses (e.g. out of range).
+        return (mssql_python.Error, RuntimeError)
 
     def sort_error(self, exc: BaseException, what: str) -> BridgeError:
         sorted_error = sort_error(exc, what)

@@ -8,9 +8,10 @@ and the driver names them (e.g. pymssql sends `bytes` as text unless they are a 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from bridge_cli.prefetch import read_ahead
 from bridge_cli.targets import ApplyPlan, TargetColumn
 from bridge_cli.targets.sqlserver.verify import base_type
 
@@ -40,12 +41,16 @@ def prepare_array(array: pa.Array, column: TargetColumn) -> pa.Array:
     return array
 
 
+Prepare = Callable[["pa.Array", TargetColumn], "pa.Array"]
+
+
 def python_columns(
-    batch: pa.RecordBatch, columns: Sequence[TargetColumn], converter_for: ConverterFor
+    batch: pa.RecordBatch, columns: Sequence[TargetColumn], converter_for: ConverterFor,
+    prepare: Prepare = prepare_array,
 ) -> list[list[Any]]:
     result = []
     for array, column in zip(batch.columns, columns, strict=True):
-        array = prepare_array(array, column)
+        array = prepare(array, column)
         values = array.to_pylist()
         convert = converter_for(column, array.type)
         if convert is not None:
@@ -55,10 +60,11 @@ def python_columns(
 
 
 def numbered_rows(
-    batch: pa.RecordBatch, columns: Sequence[TargetColumn], first_row: int, converter_for: ConverterFor
+    batch: pa.RecordBatch, columns: Sequence[TargetColumn], first_row: int, converter_for: ConverterFor,
+    prepare: Prepare = prepare_array,
 ) -> list[tuple[Any, ...]]:
     """Rows as tuples, each led by its staging order number (first_row, first_row + 1, ...)."""
-    values = python_columns(batch, columns, converter_for)
+    values = python_columns(batch, columns, converter_for, prepare)
     return list(zip(range(first_row, first_row + batch.num_rows), *values, strict=True))
 
 
@@ -67,10 +73,17 @@ class RowLoad:
 
     plan: ApplyPlan
     converter: ConverterFor
+    prepare: Prepare = staticmethod(prepare_array)
 
     def write(self, batches: Iterable[pa.RecordBatch], first_row: int) -> None:
+        # The next batch is converted in a thread while this one is on the wire: the drivers let go
+        # of the GIL while they wait for the server.
+        for rows in read_ahead(self._rows(batches, first_row)):
+            self.write_rows(rows)
+
+    def _rows(self, batches: Iterable[pa.RecordBatch], first_row: int) -> Iterator[list[tuple[Any, ...]]]:
         for batch in batches:
-            self.write_rows(numbered_rows(batch, self.plan.columns, first_row, self.converter))
+            yield numbered_rows(batch, self.plan.columns, first_row, self.converter, self.prepare)
             first_row += batch.num_rows
 
     def write_rows(self, rows: list[tuple[Any, ...]]) -> None:

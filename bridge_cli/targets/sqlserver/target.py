@@ -63,7 +63,9 @@ def open_driver(settings: Settings) -> Driver:
         return MssqlPythonDriver(spec, lock_timeout_ms, _int_option(config, "bulk_timeout", 0, 0))
     from bridge_cli.targets.sqlserver.pymssql_driver import PymssqlDriver
 
-    return PymssqlDriver(spec, lock_timeout_ms, _int_option(config, "rows_per_trip", 5000, 1))
+    # One 1000-row statement a round trip: on Babelfish, five statements a trip staged 4x slower
+    # (bench/bench_write_methods.py); a far-away server may gain from more (rows_per_trip: 5000).
+    return PymssqlDriver(spec, lock_timeout_ms, _int_option(config, "rows_per_trip", 1000, 1))
 
 
 class SQLServerTarget:
@@ -84,6 +86,7 @@ class SQLServerTarget:
         self.ledger = parse_target_table(str(config.get("ledger_table") or DEFAULT_LEDGER_TABLE))
         self.database = str(config.get("database"))
         self._ready = False
+        self._idle: Any = None  # one connection kept between uses
         # Methods `auto` found refused or wrong on this server, with why: not asked again.
         self.refused: dict[str, str] = {}
 
@@ -94,18 +97,44 @@ class SQLServerTarget:
     def connect(self) -> Any:
         return self.driver.connect()
 
+    def _take(self) -> Any:
+        """The idle connection if it still answers, else a new one. A new connection costs a login
+        and, on Babelfish, a server process with cold catalog caches: most of an event's fixed cost."""
+        connection, self._idle = self._idle, None
+        if connection is not None:
+            try:
+                cursor = connection.cursor()
+                cursor.execute("SELECT 1")
+                cursor.fetchall()
+                return connection
+            except Exception:
+                _close(connection)
+        return self.connect()
+
+    def _give_back(self, connection: Any) -> None:
+        """Keep a connection whose last use ended cleanly (no open transaction, no session switch)."""
+        if self._idle is None:
+            self._idle = connection
+        else:
+            _close(connection)
+
+    def close(self) -> None:
+        connection, self._idle = self._idle, None
+        if connection is not None:
+            _close(connection)
+
     @contextmanager
     def _cursor(self, what: str) -> Iterator[Any]:
-        connection = self.connect()
+        connection = self._take()
         try:
-            cursor = connection.cursor()
-            try:
-                yield cursor
-            except self.driver.errors() as exc:
-                raise self.driver.sort_error(exc, what) from None
-        finally:
-            with contextlib.suppress(Exception):
-                connection.close()
+            yield connection.cursor()
+        except self.driver.errors() as exc:
+            _close(connection)
+            raise self.driver.sort_error(exc, what) from None
+        except BaseException:
+            _close(connection)
+            raise
+        self._give_back(connection)
 
     def execute(self, cursor: Any, sql: str, params: tuple[Any, ...] = ()) -> None:
         """One statement in the driver's placeholder style."""
@@ -206,11 +235,13 @@ class SQLServerTarget:
     @contextmanager
     def session(self) -> Iterator[SQLServerSession]:
         self.check_ready()
-        session = SQLServerSession(self, self.connect())
+        session = SQLServerSession(self, self._take())
         try:
             yield session
-        finally:
-            session.close()
+        except BaseException:
+            session.close()  # a failed session may hold session state (IDENTITY_INSERT): never reused
+            raise
+        session.release()
 
 
 class SQLServerSession:
@@ -225,8 +256,17 @@ class SQLServerSession:
         # Closing a dead connection must not hide the real error.
         with contextlib.suppress(Exception):
             self._drop_stage()
-        with contextlib.suppress(Exception):
-            self.connection.close()
+        _close(self.connection)
+
+    def release(self) -> None:
+        """After a clean session: drop the stage and keep the connection for the next one."""
+        try:
+            self._drop_stage()
+            self.connection.cursor().execute(tsql.drop_stage_sql(tsql.STAGE))
+        except Exception:
+            _close(self.connection)
+            return
+        self.target._give_back(self.connection)
 
     # -- staging -----------------------------------------------------------------------------
     def stage_rows(self, plan: ApplyPlan, batches: Iterable[pa.RecordBatch]) -> int:
@@ -365,6 +405,11 @@ class SQLServerSession:
             cursor.execute("IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION")
         except Exception as exc:
             log.debug("rollback after error: %s", exc)
+
+
+def _close(connection: Any) -> None:
+    with contextlib.suppress(Exception):
+        connection.close()
 
 
 def _chain(first: pa.RecordBatch, rest: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:

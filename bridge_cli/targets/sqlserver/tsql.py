@@ -81,8 +81,15 @@ def stale_stages_sql() -> str:
     )
 
 
-def insert_values_sql(columns: Sequence[TargetColumn], rows: int, stage: str = STAGE) -> str:
-    row = "(" + ", ".join("%s" for _ in range(len(columns) + 1)) + ")"
+def insert_values_sql(
+    columns: Sequence[TargetColumn], rows: int, stage: str = STAGE, cast_types: frozenset[str] = frozenset()
+) -> str:
+    """Multi-row VALUES into the stage; columns whose base type is in `cast_types` are sent as text
+    and cast explicitly (some servers will not convert a text parameter implicitly)."""
+    marks = ["%s"] + [
+        f"CAST(%s AS {c.type})" if c.type.split("(")[0].lower() in cast_types else "%s" for c in columns
+    ]
+    row = "(" + ", ".join(marks) + ")"
     names = ", ".join(q(c.name) for c in columns)
     return f"INSERT INTO {stage} ({q(ROW)}, {names}) VALUES " + ", ".join(row for _ in range(rows))
 
