@@ -141,3 +141,24 @@ def test_forced_bulk_is_exact_or_fails_having_applied_nothing(matrix_pair: Mssql
         assert rows == []
         pytest.skip(f"this server's bulk load does not work with {matrix_pair.driver}: {outcome[:300]}")
     assert mismatches(rows, matrix_pair.matrix) == []  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("driver,method", [("pymssql", "values"), ("mssql-python", "arrays"),
+                                           ("mssql-python", "auto")])
+def test_a_value_too_long_for_its_column_fails_the_event_and_is_never_cut(
+    bridge_home: Path, driver: str, method: str
+) -> None:
+    if driver == "mssql-python" and not mssql_python_available():
+        pytest.skip("mssql-python is not installed (pip install 'bridge-cli[mssql-python]')")
+    pair = (MssqlPythonPair if driver == "mssql-python" else MssqlPair)(
+        bridge_home, target_options={"write_method": method})
+    pair._run("IF OBJECT_ID(N'[dbo].[narrow]', N'U') IS NOT NULL DROP TABLE [dbo].[narrow]")
+    pair._run("CREATE TABLE [dbo].[narrow] ([id] INT NOT NULL PRIMARY KEY, [name] NVARCHAR(10) NULL)")
+    pair.create_source("lake.s.narrow", {"id": "int", "name": "text"}, [(1, "short"), (2, "ñ" * 11)])
+    event = submit(pair.lake, "insert", "dbo.narrow", source_table="lake.s.narrow", primary_keys=["id"])
+    pair.engine().process_once()
+    stored = pair.lake.get_event(event.event_id)
+    assert stored.status == "failed"
+    message = (stored.error_message or "").lower()
+    assert "truncat" in message or "too long" in message, message  # SQL Server's words, or Babelfish's
+    assert pair._run("SELECT [id], [name] FROM [dbo].[narrow]", fetch=True) == []

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from bridge_cli.errors import BridgeError, PermanentError, TransientError
+from bridge_cli.prefetch import read_ahead
 from bridge_cli.targets import ApplyPlan, TargetColumn
 from bridge_cli.targets.sqlserver import tsql
 from bridge_cli.targets.sqlserver.connect_options import ConnectSpec
 from bridge_cli.targets.sqlserver.driver import PASS_THROUGH, DriverCapabilities, failure_of_path
-from bridge_cli.targets.sqlserver.rows import Convert, RowLoad, fixed_offset, prepare_array
+from bridge_cli.targets.sqlserver.rows import Convert, fixed_offset, numbered_rows, prepare_array
 from bridge_cli.targets.sqlserver.verify import base_type
 
 if TYPE_CHECKING:
@@ -29,8 +31,9 @@ TRANSIENT_KINDS = ("serialization failure", "communication link failure", "timeo
                    "client unable to establish connection", "connection not open", "disconnect error")
 TRANSIENT_TEXT = ("lock timeout", "lock request time out", "deadlock", "could not serialize access",
                   "connection was forcibly closed", "tcp provider", "login timeout expired")
-# Target types whose values travel as ISO text (see temporal_as_text), cast back in the statement.
-TEXT_TEMPORAL_TYPES = frozenset({"date", "time", "datetime2", "datetime", "smalldatetime", "datetimeoffset"})
+# Target types whose values travel as text (see as_text), cast back in the statement.
+TEXT_TYPES = frozenset({"date", "time", "datetime2", "datetime", "smalldatetime", "datetimeoffset",
+                        "decimal", "numeric"})
 _VENDOR_PREFIX = re.compile(r"^(\[[^\]]*\])+")
 _NUMBER = re.compile(r"\((\d{3,6})\)\s*(?:\(SQL\w*\))?\s*$")
 
@@ -62,14 +65,33 @@ def converter_for(column: TargetColumn, arrow_type: pa.DataType) -> Convert | No
     return None
 
 
-def temporal_as_text(array: pa.Array, column: TargetColumn) -> pa.Array:
-    """Dates and times travel as ISO text, cast by Arrow: the driver binds a datetime as DATETIME and
-    refuses years before 1753, which DATE and DATETIME2 hold; SQL Server reads the text exactly."""
+def decimal_text(array: pa.Array) -> pa.Array:
+    """Decimals as plain digits. Arrow writes small values in E notation (0E-10, 1.000E-7), which
+    SQL Server will not cast to DECIMAL: those few are rewritten in Python, the rest stay in Arrow."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    text = array.cast(pa.string())
+    notation = pc.fill_null(pc.match_substring(text, "E"), False)
+    if not pc.any(notation).as_py():
+        return text
+    plain = [format(Decimal(text[i].as_py()), "f") for i in pc.indices_nonzero(notation).to_pylist()]
+    return pc.replace_with_mask(text, notation, pa.array(plain, pa.string()))
+
+
+def as_text(array: pa.Array, column: TargetColumn) -> pa.Array:
+    """Dates, times and decimals travel as text, cast by Arrow (no Python per value), and the
+    statement casts them back; SQL Server reads the text exactly.
+    - The driver binds a datetime as DATETIME and refuses years before 1753, which DATE and
+      DATETIME2 hold.
+    - A Decimal costs the driver several Python calls per value to size and format it."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     array = prepare_array(array, column)
     kind = array.type
+    if pa.types.is_decimal(kind) and base_type(column) in ("decimal", "numeric"):
+        return decimal_text(array)
     if not (pa.types.is_timestamp(kind) and kind.tz is None or pa.types.is_date(kind) or pa.types.is_time(kind)):
         return array
     text = array.cast(pa.string())
@@ -78,23 +100,68 @@ def temporal_as_text(array: pa.Array, column: TargetColumn) -> pa.Array:
     return text
 
 
-class ArraysLoad(RowLoad):
-    """executemany: one prepared INSERT, whole batches bound as parameter arrays."""
+# ODBC SQL types (mssql_python.constants.ConstantsDDBC) declared for parameters, by target type.
+SQL_WVARCHAR, SQL_BIGINT = -9, -5
+_NUMBER_TYPES = {"bigint": (-5, "int"), "int": (4, "int"), "smallint": (5, "int"), "tinyint": (-6, "int"),
+                 "bit": (-7, "bool"), "float": (8, "float"), "real": (7, "float")}
+_LENGTH = re.compile(r"^n?(?:var)?char\((\d+)\)")
 
-    converter = staticmethod(converter_for)
-    prepare = staticmethod(temporal_as_text)
+
+def input_sizes(columns: tuple[TargetColumn, ...], batch: pa.RecordBatch) -> list[tuple[int, int, int]] | None:
+    """Parameter types declared from the target's columns, so the driver need not infer them from
+    every value; None (let it infer) where a column is not a simple case. A text parameter is
+    declared at least as long as the longest value in the batch, so the server, not the driver,
+    judges a value too long for its column (and refuses it rather than cutting it)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arrow_family = {"int": pa.types.is_integer, "bool": pa.types.is_boolean, "float": pa.types.is_floating}
+    sizes = [(SQL_BIGINT, 0, 0)]  # the staging order
+    for column, array in zip(columns, batch.columns, strict=True):
+        kind = base_type(column)
+        if kind in _NUMBER_TYPES:
+            sql_type, family = _NUMBER_TYPES[kind]
+            if not arrow_family[family](array.type):
+                return None
+            sizes.append((sql_type, 0, 0))
+        elif kind in TEXT_TYPES:
+            sizes.append((SQL_WVARCHAR, 64, 0))  # ISO text or plain digits, cast in the statement
+        elif (length := _LENGTH.match(column.type.lower())) and pa.types.is_string(array.type):
+            # UTF-8 bytes are never fewer than UTF-16 code units
+            longest = pc.max(pc.binary_length(array)).as_py() or 0
+            size = max(int(length.group(1)), longest, 1)
+            if size > 4000:
+                return None
+            sizes.append((SQL_WVARCHAR, size, 0))
+        else:
+            return None
+    return sizes
+
+
+class ArraysLoad:
+    """executemany: one prepared INSERT, whole batches bound as parameter arrays; the next batch is
+    converted in a thread while this one is on the wire."""
 
     def __init__(self, driver: MssqlPythonDriver, cursor: Any, plan: ApplyPlan, stage: str) -> None:
         self.driver = driver
         self.cursor = cursor
         self.plan = plan
-        self.text = driver.sql(tsql.insert_values_sql(plan.columns, 1, stage, TEXT_TEMPORAL_TYPES))
+        self.text = driver.sql(tsql.insert_values_sql(plan.columns, 1, stage, TEXT_TYPES))
 
-    def write_rows(self, rows: list[tuple[Any, ...]]) -> None:
-        try:
-            self.cursor.executemany(self.text, rows)
-        except self.driver.errors() as exc:
-            raise self.driver.sort_error(exc, "staging source rows") from None
+    def _prepared(self, batches: Iterable[pa.RecordBatch], first_row: int) -> Iterator[tuple[list[Any], Any]]:
+        for batch in batches:
+            sizes = input_sizes(self.plan.columns, batch)
+            yield numbered_rows(batch, self.plan.columns, first_row, converter_for, as_text), sizes
+            first_row += batch.num_rows
+
+    def write(self, batches: Iterable[pa.RecordBatch], first_row: int) -> None:
+        for rows, sizes in read_ahead(self._prepared(batches, first_row)):
+            try:
+                if sizes is not None:
+                    self.cursor.setinputsizes(sizes)  # consumed by each execution
+                self.cursor.executemany(self.text, rows)
+            except self.driver.errors() as exc:
+                raise self.driver.sort_error(exc, "staging source rows") from None
 
 
 class ArrowBulkLoad:
