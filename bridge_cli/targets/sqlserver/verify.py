@@ -74,21 +74,26 @@ class StageCheck:
     def differences(self, row: tuple[Any, ...], first_row: int = 1) -> list[str]:
         """What differs between the stage's figures (the row `query` returned) and what was sent."""
         found: list[str] = []
-        count, low, high = row[0], row[1], row[2]
-        if int(count) != self.rows:
+        count, low, high = _ints(row[:3])
+        if count != self.rows:
             found.append(f"{count} rows staged, {self.rows} sent")
-        elif self.rows and (int(low), int(high)) != (first_row, first_row + self.rows - 1):
+        elif self.rows and (low, high) != (first_row, first_row + self.rows - 1):
             found.append(f"order column spans {low}..{high}, sent {first_row}..{first_row + self.rows - 1}")
         width = len(self.plan.columns)
-        for i, column in enumerate(self.plan.columns):
-            if int(row[3 + i]) != self.nulls[i]:
-                found.append(f"column {column.name}: {row[3 + i]} NULLs staged, {self.nulls[i]} sent")
+        for i, (column, nulls) in enumerate(zip(self.plan.columns, _ints(row[3 : 3 + width]), strict=True)):
+            if nulls != self.nulls[i]:
+                found.append(f"column {column.name}: {nulls} NULLs staged, {self.nulls[i]} sent")
         at = 3 + width
         for i in sorted(self.ranges):
-            got = (row[at], row[at + 1])
+            got = tuple(_ints(row[at : at + 2]))
             at += 2
             sent = self.ranges[i]
-            if got[0] is None or (int(got[0]), int(got[1])) != sent:
+            if got != sent:
                 found.append(f"column {self.plan.columns[i].name}: range {got[0]}..{got[1]} staged, "
                              f"{sent[0]}..{sent[1]} sent")
         return found
+
+
+def _ints(values: tuple[Any, ...]) -> list[int | None]:
+    """Aggregates as the server returned them (a driver may hand back Decimal or bool)."""
+    return [None if v is None else int(v) for v in values]
