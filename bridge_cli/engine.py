@@ -122,7 +122,9 @@ class Engine:
             outcome = self._failed(str(exc))
         except BridgeError as exc:  # e.g. the lake went away mid-event: worth another try
             outcome = self._retry_or_fail(event, str(exc))
-        except Exception as exc:  # the worker never dies of an event
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # the worker never dies of an event (native panics included)
             log.exception("unexpected error while processing %s", event.event_id)
             outcome = self._failed(f"internal error: {type(exc).__name__}: {exc}")
         else:

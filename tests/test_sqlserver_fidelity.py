@@ -189,3 +189,13 @@ def test_a_bulk_load_that_lands_in_the_wrong_columns_is_never_applied(bridge_hom
     assert landed == []
     assert "differ from the source" in (stored.error_message or "") or "bulk" in (stored.error_message or "")
     print(stored.error_message)
+
+
+def test_init_drops_staging_tables_that_stopped_workers_left_behind(bridge_home: Path) -> None:
+    pair = MssqlPair(bridge_home)
+    schema = pair.target.ledger.schema
+    leftover = f"[{schema}].[bridge_stage_00000000deadbeef]"
+    pair._run(f"IF OBJECT_ID(N'{leftover}', N'U') IS NULL CREATE TABLE {leftover} ([__bridge_row] BIGINT NOT NULL)")
+    assert pair.target.drop_stale_stages(hours=24) == []  # a fresh one may belong to a running worker
+    assert pair.target.drop_stale_stages(hours=0) == [f"{schema}.bridge_stage_00000000deadbeef"]
+    assert pair._run(f"SELECT OBJECT_ID(N'{leftover}', N'U')", fetch=True) == [(None,)]
