@@ -117,94 +117,82 @@ SELECT = "SELECT [id], [name], [amount], [seen], [active], [note] FROM {} ORDER 
 class Result:
     case: str
     driver: str
+    rows: int = 0
     seconds: float | None = None
     wrong: int = 0
     note: str = ""
 
 
 # -- raw loads: each driver's own best way, on its own -------------------------------------------------
+def raw_load(driver: str, load: Callable[[Any], None]) -> tuple[float, list[tuple[Any, ...]]]:
+    """Time `load(connection)` into a fresh heap table, then read the table back."""
+    connection = target(driver).connect()
+    try:
+        fresh_table(connection, "dbo.bench_raw")
+        started = time.perf_counter()
+        load(connection)
+        seconds = time.perf_counter() - started
+        return seconds, fetch(connection, SELECT.format("dbo.bench_raw"))
+    finally:
+        connection.close()
+
+
+def in_transaction(connection: Any, work: Callable[[Any], None]) -> None:
+    cursor = connection.cursor()
+    cursor.execute("BEGIN TRANSACTION")
+    work(cursor)
+    cursor.execute("COMMIT TRANSACTION")
+
+
 def raw_pymssql_values(rows: list[tuple[Any, ...]], per_trip: int) -> tuple[float, list[tuple[Any, ...]]]:
     """pymssql's best plain load: 1000-row INSERT ... VALUES (pymssql renders parameters into the
     text, so SQL Server's 2100-parameter limit does not apply), one transaction."""
-    connection = target("pymssql").connect()
-    fresh_table(connection, "dbo.bench_raw")
-    cursor = connection.cursor()
     one = "(" + ", ".join(["%s"] * 6) + ")"
-    started = time.perf_counter()
-    cursor.execute("BEGIN TRANSACTION")
-    step = 1000 * per_trip
-    for start in range(0, len(rows), step):
-        chunk = rows[start : start + step]
-        statements = [f"INSERT INTO dbo.bench_raw VALUES {', '.join([one] * len(chunk[o:o + 1000]))}"
-                      for o in range(0, len(chunk), 1000)]
-        cursor.execute(";\n".join(statements), tuple(v for r in chunk for v in r))
-    cursor.execute("COMMIT TRANSACTION")
-    seconds = time.perf_counter() - started
-    got = fetch(connection, SELECT.format("dbo.bench_raw"))
-    connection.close()
-    return seconds, got
+
+    def work(cursor: Any) -> None:
+        step = 1000 * per_trip
+        for start in range(0, len(rows), step):
+            chunk = rows[start : start + step]
+            statements = [f"INSERT INTO dbo.bench_raw VALUES {', '.join([one] * len(chunk[o:o + 1000]))}"
+                          for o in range(0, len(chunk), 1000)]
+            cursor.execute(";\n".join(statements), tuple(v for r in chunk for v in r))
+
+    return raw_load("pymssql", lambda connection: in_transaction(connection, work))
 
 
 def raw_pymssql_bulk(rows: list[tuple[Any, ...]]) -> tuple[float, list[tuple[Any, ...]]]:
-    connection = target("pymssql").connect()
-    fresh_table(connection, "dbo.bench_raw")
-    started = time.perf_counter()
-    connection.bulk_copy("dbo.bench_raw", rows, batch_size=BATCH)
-    seconds = time.perf_counter() - started
-    got = fetch(connection, SELECT.format("dbo.bench_raw"))
-    connection.close()
-    return seconds, got
+    return raw_load("pymssql", lambda connection: connection.bulk_copy("dbo.bench_raw", rows, batch_size=BATCH))
 
 
 def naive_executemany(rows: list[tuple[Any, ...]]) -> tuple[float, list[tuple[Any, ...]]]:
-    connection = target("pymssql").connect()
-    fresh_table(connection, "dbo.bench_raw")
-    cursor = connection.cursor()
-    started = time.perf_counter()
-    cursor.execute("BEGIN TRANSACTION")
-    cursor.executemany("INSERT INTO dbo.bench_raw VALUES (%s, %s, %s, %s, %s, %s)", rows)
-    cursor.execute("COMMIT TRANSACTION")
-    seconds = time.perf_counter() - started
-    got = fetch(connection, SELECT.format("dbo.bench_raw"))
-    connection.close()
-    return seconds, got
+    sql = "INSERT INTO dbo.bench_raw VALUES (%s, %s, %s, %s, %s, %s)"
+    return raw_load("pymssql", lambda connection: in_transaction(connection, lambda c: c.executemany(sql, rows)))
 
 
 def raw_mssql_python_executemany(rows: list[tuple[Any, ...]], chunk: int) -> tuple[float, list[tuple[Any, ...]]]:
     """mssql-python's parameter arrays: executemany of a prepared INSERT, in one transaction."""
-    connection = target("mssql-python").connect()
-    fresh_table(connection, "dbo.bench_raw")
-    cursor = connection.cursor()
-    started = time.perf_counter()
-    cursor.execute("BEGIN TRANSACTION")
-    for start in range(0, len(rows), chunk):
-        cursor.executemany("INSERT INTO dbo.bench_raw VALUES (?, ?, ?, ?, ?, ?)", rows[start : start + chunk])
-    cursor.execute("COMMIT TRANSACTION")
-    seconds = time.perf_counter() - started
-    got = fetch(connection, SELECT.format("dbo.bench_raw"))
-    connection.close()
-    return seconds, got
+
+    def work(cursor: Any) -> None:
+        for start in range(0, len(rows), chunk):
+            cursor.executemany("INSERT INTO dbo.bench_raw VALUES (?, ?, ?, ?, ?, ?)", rows[start : start + chunk])
+
+    return raw_load("mssql-python", lambda connection: in_transaction(connection, work))
 
 
 def raw_mssql_python_bulkcopy_arrow(rows: list[tuple[Any, ...]]) -> tuple[float, list[tuple[Any, ...]]]:
     import pyarrow as pa
 
-    connection = target("mssql-python").connect()
-    fresh_table(connection, "dbo.bench_raw")
     table = pa.Table.from_batches(list(arrow_batches(rows)))
-    cursor = connection.cursor()
-    started = time.perf_counter()
-    try:
-        cursor.bulkcopy_arrow("dbo.bench_raw", table, timeout=0, keep_nulls=True)
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except BaseException as exc:  # its native core panics with a BaseException
-        connection.close()
-        raise RuntimeError(f"{type(exc).__name__}: {exc}") from None
-    seconds = time.perf_counter() - started
-    got = fetch(connection, SELECT.format("dbo.bench_raw"))
-    connection.close()
-    return seconds, got
+
+    def load(connection: Any) -> None:
+        try:
+            connection.cursor().bulkcopy_arrow("dbo.bench_raw", table, timeout=0, keep_nulls=True)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # its native core panics with a BaseException
+            raise RuntimeError(f"{type(exc).__name__}: {exc}") from None
+
+    return raw_load("mssql-python", load)
 
 
 # -- bridge: staging only, and a whole event -------------------------------------------------------
@@ -291,10 +279,10 @@ def measure(case: str, driver: str, expected: list[tuple[Any, ...]], work: Calla
     try:
         outcome = work()
     except (BridgeError, Exception) as exc:
-        return Result(case, driver, note="failed: " + " ".join(str(exc).split())[:90])
+        return Result(case, driver, len(expected), note="failed: " + " ".join(str(exc).split())[:90])
     seconds, got = outcome[0], outcome[1]
     note = outcome[2] if len(outcome) > 2 else ""
-    return Result(case, driver, seconds, mismatches(expected, got), note)
+    return Result(case, driver, len(expected), seconds, mismatches(expected, got), note)
 
 
 def main() -> None:
@@ -323,7 +311,7 @@ def main() -> None:
             measure("bridge INSERT event (values), a running worker", "pymssql", rows,
                     lambda: bridge_event(rows, "pymssql", warm=True, write_method="values")),
         ]
-        results[0].note = "10,000 rows only: it is slow"
+        results[0].note = f"{results[0].rows:,} rows only: it is slow"
     if "mssql-python" in drivers:
         results += [
             measure("raw: executemany, 5,000-row arrays", "mssql-python", rows,
@@ -343,16 +331,16 @@ def main() -> None:
     print_table(results, args.rows)
 
 
-def rate(result: Result, rows: int) -> float | None:
+def rate(result: Result) -> float | None:
     if result.seconds is None or result.wrong:
         return None
-    return (10_000 if result.case == "raw: naive executemany" else rows) / result.seconds
+    return result.rows / result.seconds
 
 
 def print_table(results: list[Result], rows: int) -> None:
     best_raw: dict[str, float] = {}
     for r in results:
-        speed = rate(r, rows)
+        speed = rate(r)
         if r.case.startswith("raw:") and "naive" not in r.case and speed is not None:
             best_raw[r.driver] = max(best_raw.get(r.driver, 0.0), speed)
     print(f"{rows:,} rows x 6 columns; every load read back and compared with the source\n")
@@ -360,7 +348,7 @@ def print_table(results: list[Result], rows: int) -> None:
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for r in results:
-        speed = rate(r, rows)
+        speed = rate(r)
         seconds = f"{r.seconds:.2f}" if r.seconds is not None else "-"
         shown = f"{speed:,.0f}" if speed is not None else "-"
         ratio = f"{speed / best_raw[r.driver]:.2f}x" if speed is not None and r.driver in best_raw else "-"

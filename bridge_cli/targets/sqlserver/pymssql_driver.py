@@ -125,11 +125,9 @@ class ValuesLoad(RowLoad):
 
     converter = staticmethod(converter_for)
 
-    def __init__(self, driver: PymssqlDriver, cursor: Any, plan: ApplyPlan, stage: str) -> None:
-        self.driver = driver
-        self.cursor = cursor
-        self.plan = plan
-        self.stage = stage
+    def __init__(self, driver: PymssqlDriver, connection: Any, plan: ApplyPlan, stage: str) -> None:
+        super().__init__(driver, connection, plan, stage)
+        self.cursor = connection.cursor()
         # pymssql renders parameters into the text, so SQL Server's 2100-parameter limit does not
         # apply; only the 1000-row limit of one VALUES list does.
         self.per_statement = tsql.MAX_ROWS_PER_VALUES
@@ -163,12 +161,6 @@ class BulkCopyLoad(RowLoad):
     """FreeTDS bulk copy on the session's own connection (the stage is its temp table)."""
 
     converter = staticmethod(converter_for)
-
-    def __init__(self, driver: PymssqlDriver, connection: Any, plan: ApplyPlan, stage: str) -> None:
-        self.driver = driver
-        self.connection = connection
-        self.plan = plan
-        self.stage = stage
 
     def write_rows(self, rows: list[tuple[Any, ...]]) -> None:
         import pymssql
@@ -225,4 +217,4 @@ class PymssqlDriver:
     def load(self, method: str, connection: Any, plan: ApplyPlan, stage: str) -> ValuesLoad | BulkCopyLoad:
         if method == "bulk":
             return BulkCopyLoad(self, connection, plan, stage)
-        return ValuesLoad(self, connection.cursor(), plan, stage)
+        return ValuesLoad(self, connection, plan, stage)

@@ -71,9 +71,14 @@ def numbered_rows(
 class RowLoad:
     """A load that sends Python rows: each batch numbered and converted, then `write_rows`."""
 
-    plan: ApplyPlan
     converter: ConverterFor
     prepare: Prepare = staticmethod(prepare_array)
+
+    def __init__(self, driver: Any, connection: Any, plan: ApplyPlan, stage: str) -> None:
+        self.driver = driver
+        self.connection = connection
+        self.plan = plan
+        self.stage = stage
 
     def write(self, batches: Iterable[pa.RecordBatch], first_row: int) -> None:
         # The next batch is converted in a thread while this one is on the wire: the drivers let go
