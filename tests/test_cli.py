@@ -723,3 +723,24 @@ def test_worker_without_init_exits_5_with_a_hint(bridge_home) -> None:
     result = CliRunner().invoke(app, ["worker", "--poll-interval", "0.1"])
     assert result.exit_code == 5
     assert "bridge init" in result.output
+
+
+@pytest.mark.parametrize("option,named", [
+    ("driver: odbc", "target.driver: 'odbc'"),
+    ("write_method: arrays", "write_method: 'arrays' is not one of auto, bulk, values (driver pymssql)"),
+    ("driver: mssql-python\n      write_method: values",
+     "write_method: 'values' is not one of auto, bulk, arrays (driver mssql-python)"),
+])
+def test_an_unknown_sql_server_driver_or_method_exits_5_with_one_line(
+    bridge_home: Path, tmp_path: Path, option: str, named: str
+) -> None:
+    (tmp_path / "bridge.yaml").write_text(
+        "profiles:\n  prod:\n    lake:\n      kind: duckdb\n    target:\n      kind: sqlserver\n"
+        f"      host: 127.0.0.1\n      database: d\n      user: u\n      password: pw-0123\n      {option}\n",
+        encoding="utf-8",
+    )
+    result = run("init", env={"COLUMNS": None})
+    assert result.exit_code == 5, show(result)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, show(result)
+    assert named in lines[0] and "bridge.yaml" in lines[0]
