@@ -23,6 +23,7 @@ class DriverCapabilities:
     fallback: str                       # the method `auto` falls back to
     bulk_on_own_connection: bool        # the bulk load cannot see the session's temp table
     bulk_types: frozenset[str] | None   # base types `auto` sends through bulk (None: every type)
+    server_numbered: frozenset[str] = frozenset()  # methods whose stage numbers rows itself (IDENTITY)
 
 
 class StageLoad(Protocol):

@@ -20,7 +20,7 @@ from bridge_cli.targets import ApplyPlan, TargetColumn
 from bridge_cli.targets.sqlserver import tsql
 from bridge_cli.targets.sqlserver.connect_options import ConnectSpec
 from bridge_cli.targets.sqlserver.driver import PASS_THROUGH, DriverCapabilities, failure_of_path
-from bridge_cli.targets.sqlserver.rows import Convert, fixed_offset, numbered_rows, prepare_array
+from bridge_cli.targets.sqlserver.rows import Convert, fixed_offset, prepare_array, python_columns
 from bridge_cli.targets.sqlserver.verify import base_type
 
 if TYPE_CHECKING:
@@ -101,13 +101,16 @@ def as_text(array: pa.Array, column: TargetColumn) -> pa.Array:
 
 
 # ODBC SQL types (mssql_python.constants.ConstantsDDBC) declared for parameters, by target type.
-SQL_WVARCHAR, SQL_BIGINT = -9, -5
+SQL_WVARCHAR = -9
 _NUMBER_TYPES = {"bigint": (-5, "int"), "int": (4, "int"), "smallint": (5, "int"), "tinyint": (-6, "int"),
                  "bit": (-7, "bool"), "float": (8, "float"), "real": (7, "float")}
 _LENGTH = re.compile(r"^n?(?:var)?char\((\d+)\)")
 
 
-def input_sizes(columns: tuple[TargetColumn, ...], batch: pa.RecordBatch) -> list[tuple[int, int, int]] | None:
+InputSizes = list[tuple[int, int, int]]
+
+
+def input_sizes(columns: tuple[TargetColumn, ...], batch: pa.RecordBatch) -> InputSizes | None:
     """Parameter types declared from the target's columns, so the driver need not infer them from
     every value; None (let it infer) where a column is not a simple case. A text parameter is
     declared at least as long as the longest value in the batch, so the server, not the driver,
@@ -116,7 +119,7 @@ def input_sizes(columns: tuple[TargetColumn, ...], batch: pa.RecordBatch) -> lis
     import pyarrow.compute as pc
 
     arrow_family = {"int": pa.types.is_integer, "bool": pa.types.is_boolean, "float": pa.types.is_floating}
-    sizes = [(SQL_BIGINT, 0, 0)]  # the staging order
+    sizes = []
     for column, array in zip(columns, batch.columns, strict=True):
         kind = base_type(column)
         if kind in _NUMBER_TYPES:
@@ -146,12 +149,13 @@ class ArraysLoad:
         self.driver = driver
         self.cursor = cursor
         self.plan = plan
-        self.text = driver.sql(tsql.insert_values_sql(plan.columns, 1, stage, TEXT_TYPES))
+        self.text = driver.sql(tsql.insert_values_sql(plan.columns, 1, stage, TEXT_TYPES, numbered=False))
 
     def _prepared(self, batches: Iterable[pa.RecordBatch], first_row: int) -> Iterator[tuple[list[Any], Any]]:
         for batch in batches:
             sizes = input_sizes(self.plan.columns, batch)
-            yield numbered_rows(batch, self.plan.columns, first_row, converter_for, as_text), sizes
+            values = python_columns(batch, self.plan.columns, converter_for, as_text)
+            yield list(zip(*values, strict=True)), sizes
             first_row += batch.num_rows
 
     def write(self, batches: Iterable[pa.RecordBatch], first_row: int) -> None:
@@ -205,7 +209,10 @@ class ArrowBulkLoad:
 class MssqlPythonDriver:
     name = "mssql-python"
     capabilities = DriverCapabilities(
-        methods=("bulk", "arrays"), fallback="arrays", bulk_on_own_connection=True, bulk_types=None
+        methods=("bulk", "arrays"), fallback="arrays", bulk_on_own_connection=True, bulk_types=None,
+        # executemany runs its parameter sets in order: the stage's IDENTITY numbers them, and the
+        # driver has one parameter a row less to handle.
+        server_numbered=frozenset({"arrays"}),
     )
 
     def __init__(self, spec: ConnectSpec, lock_timeout_ms: int, bulk_timeout: int = 0) -> None:

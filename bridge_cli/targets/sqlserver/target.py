@@ -285,9 +285,8 @@ class SQLServerSession:
             self._create_stage(plan, method)
             check = StageCheck(plan)
             rest = _chain(first, source)
-        load = self.driver.load(method, self.connection, plan, self.stage)
         first_row = check.rows + 1
-        load.write(_counted(rest, check), first_row)
+        self._load(method, plan, _counted(rest, check), first_row)
         self.method_used = method
         problems = self._differences(check)
         if problems:
@@ -309,7 +308,7 @@ class SQLServerSession:
         check = StageCheck(plan)
         check.add(batch)
         try:
-            self.driver.load(bulk, self.connection, plan, self.stage).write([batch], 1)
+            self._load(bulk, plan, [batch], 1)
             problems = self._differences(check)
             if not problems:
                 return bulk, check
@@ -321,8 +320,27 @@ class SQLServerSession:
         self.close()
         self.connection = self.target.connect()
         self._create_stage(plan, fallback)
-        self.driver.load(fallback, self.connection, plan, self.stage).write([batch], 1)
+        self._load(fallback, plan, [batch], 1)
         return fallback, check
+
+    def _load(self, method: str, plan: ApplyPlan, batches: Iterable[pa.RecordBatch], first_row: int) -> None:
+        """One load into the stage. On the session's connection it is one transaction: in autocommit
+        every row of a parameter array commits on its own (1.5 s of 5 s for 100,000 rows measured
+        on Babelfish)."""
+        load = self.driver.load(method, self.connection, plan, self.stage)
+        if method == "bulk" and self.driver.capabilities.bulk_on_own_connection:
+            load.write(batches, first_row)
+            return
+        cursor = self.connection.cursor()
+        try:
+            cursor.execute("BEGIN TRANSACTION")
+        except self.driver.errors() as exc:
+            raise self.driver.sort_error(exc, "staging source rows") from None
+        load.write(batches, first_row)  # on an error the session's connection is closed, undoing it
+        try:
+            cursor.execute("COMMIT TRANSACTION")
+        except self.driver.errors() as exc:
+            raise self.driver.sort_error(exc, "staging source rows") from None
 
     def _create_stage(self, plan: ApplyPlan, method: str) -> None:
         self._drop_stage()
@@ -333,7 +351,8 @@ class SQLServerSession:
         cursor = self.connection.cursor()
         try:
             cursor.execute(tsql.drop_stage_sql(self.stage))
-            cursor.execute(tsql.create_stage_sql(plan, self.stage))
+            server_numbers = method in self.driver.capabilities.server_numbered
+            cursor.execute(tsql.create_stage_sql(plan, self.stage, server_numbers))
         except self.driver.errors() as exc:
             raise self.driver.sort_error(exc, "creating the staging table") from None
 

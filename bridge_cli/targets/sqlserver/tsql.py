@@ -54,10 +54,12 @@ def column_type_sql(
     return text
 
 
-def create_stage_sql(plan: ApplyPlan, stage: str = STAGE) -> str:
-    """The order column comes first and is sent with the rows, so every load maps by position."""
+def create_stage_sql(plan: ApplyPlan, stage: str = STAGE, server_numbers: bool = False) -> str:
+    """The order column comes first. Loads that map by position send it with the rows; a load of
+    ordered single-row executions (parameter arrays) lets the server number them (IDENTITY)."""
     columns = ", ".join(f"{q(c.name)} {c.type} NULL" for c in plan.columns)
-    return f"CREATE TABLE {stage} ({q(ROW)} BIGINT NOT NULL, {columns})"
+    order = "BIGINT IDENTITY(1,1) NOT NULL" if server_numbers else "BIGINT NOT NULL"
+    return f"CREATE TABLE {stage} ({q(ROW)} {order}, {columns})"
 
 
 def drop_stage_sql(stage: str = STAGE) -> str:
@@ -82,16 +84,18 @@ def stale_stages_sql() -> str:
 
 
 def insert_values_sql(
-    columns: Sequence[TargetColumn], rows: int, stage: str = STAGE, cast_types: frozenset[str] = frozenset()
+    columns: Sequence[TargetColumn], rows: int, stage: str = STAGE, cast_types: frozenset[str] = frozenset(),
+    numbered: bool = True,
 ) -> str:
-    """Multi-row VALUES into the stage; columns whose base type is in `cast_types` are sent as text
-    and cast explicitly (some servers will not convert a text parameter implicitly)."""
-    marks = ["%s"] + [
+    """Multi-row VALUES into the stage, each row led by its order number unless the server numbers
+    them; columns whose base type is in `cast_types` are sent as text and cast explicitly (some
+    servers will not convert a text parameter implicitly)."""
+    marks = (["%s"] if numbered else []) + [
         f"CAST(%s AS {c.type})" if c.type.split("(")[0].lower() in cast_types else "%s" for c in columns
     ]
     row = "(" + ", ".join(marks) + ")"
-    names = ", ".join(q(c.name) for c in columns)
-    return f"INSERT INTO {stage} ({q(ROW)}, {names}) VALUES " + ", ".join(row for _ in range(rows))
+    names = ", ".join([q(ROW)] * numbered + [q(c.name) for c in columns])
+    return f"INSERT INTO {stage} ({names}) VALUES " + ", ".join(row for _ in range(rows))
 
 
 def _first_per_key(plan: ApplyPlan, stage: str) -> str:
