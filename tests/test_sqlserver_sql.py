@@ -71,6 +71,9 @@ def test_staging_table_has_target_types_and_an_order_column() -> None:
     assert tsql.create_stage_sql(plan(Operation.INSERT), shared).startswith(f"CREATE TABLE {shared} (")
     with pytest.raises(ValueError):
         tsql.shared_stage_name("bridge", "x]; DROP TABLE t --")
+    # parameter arrays run in order: the server numbers their rows
+    assert tsql.create_stage_sql(plan(Operation.INSERT), server_numbers=True).startswith(
+        "CREATE TABLE #bridge_stage ([__bridge_row] BIGINT IDENTITY(1,1) NOT NULL, ")
 
 
 @pytest.mark.parametrize("args,expected", [
@@ -89,6 +92,9 @@ def test_column_types_from_the_catalog(args: tuple, expected: str) -> None:
 
 
 def test_values_statements_carry_the_staging_order_first() -> None:
+    when = TargetColumn("seen", "datetime2(6)")
+    assert tsql.insert_values_sql((NAME, when), 1, cast_types=frozenset({"datetime2"}), numbered=False) == (
+        "INSERT INTO #bridge_stage ([user name], [seen]) VALUES (%s, CAST(%s AS datetime2(6)))")
     assert tsql.insert_values_sql((NAME, ADMIN), 2) == (
         "INSERT INTO #bridge_stage ([__bridge_row], [user name], [is_admin]) VALUES (%s, %s, %s), (%s, %s, %s)")
 
