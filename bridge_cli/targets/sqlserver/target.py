@@ -316,9 +316,12 @@ class SQLServerSession:
         except BridgeError as exc:
             reason = str(exc)
         self.target.refuse(bulk, reason)
-        # The failed load may have left a broken connection or partial rows: start over.
-        self.close()
-        self.connection = self.target.connect()
+        if self.driver.capabilities.bulk_on_own_connection:
+            self._drop_stage()  # the load ran on its own connection: this one is untouched
+        else:
+            # The failed load may have left this connection broken or mid-transaction: start over.
+            self.close()
+            self.connection = self.target.connect()
         self._create_stage(plan, fallback)
         self._load(fallback, plan, [batch], 1)
         return fallback, check
