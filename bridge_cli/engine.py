@@ -291,10 +291,17 @@ class Engine:
         """Claim and process until `stop` is set (after the event in hand) or max_events."""
         interval = self.settings.poll_interval if poll_interval is None else poll_interval
         processed = 0
-        # A worker started against stores that are missing or unreachable says so and exits;
-        # once running, it rides out outages.
-        self.target.check_ready()
-        self.lake.count_by_status()
+        # A worker started against stores that are missing says so and exits; a store that fails
+        # for a moment (a transient or unknown error) is retried, at start as later.
+        try:
+            self.target.check_ready()
+            self.lake.count_by_status()
+        except ConnectionFailure as exc:
+            if "bridge init" in str(exc):
+                raise
+            log.warning("stores not ready at start: %s (retrying)", exc)
+        except Exception as exc:  # transient or unknown: retried in the loop below
+            log.warning("stores not ready at start: %s: %s (retrying)", type(exc).__name__, exc)
         while not stop.is_set():
             try:
                 self.target.check_ready()
@@ -303,12 +310,16 @@ class Engine:
                 log.warning("cannot claim events now: %s (retrying in %ss)", exc, interval)
                 stop.wait(interval)
                 continue
+            except Exception:  # an error no adapter knows: logged and retried, never fatal
+                log.exception("unexpected error while claiming events (retrying in %ss)", interval)
+                stop.wait(interval)
+                continue
             if event is None:
                 stop.wait(interval)
                 continue
             try:
                 result = self.process_event(event)
-            except BridgeError as exc:
+            except Exception as exc:
                 # The result could not be recorded (e.g. the lake went away): the claim's lease
                 # runs out and the event is claimed again; the ledger keeps it from applying twice.
                 log.warning("event %s: result not recorded: %s", event.event_id, exc)
@@ -382,7 +393,7 @@ class _LeaseKeeper:
                     {"claim_token": self.event.claim_token},
                     {"lease_expires_at": now + timedelta(seconds=lease), "updated_at": now},
                 )
-            except BridgeError as exc:
+            except Exception as exc:  # the keeper outlives any store error; the next renewal may work
                 log.warning("event %s: lease renewal failed: %s", self.event.event_id, exc)
                 continue
             if not held:

@@ -4,6 +4,7 @@ names say so); the engine's answer is what is under test."""
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from bridge_cli.errors import TransientError
@@ -50,3 +51,90 @@ def test_worker_survives_a_lake_outage_while_recording_fault_injected(local: Loc
     assert "already applied" in stored.warning
     assert local.target_rows("dbo.t", ["k"], "k") == [(1,), (2,)]
     assert local.ledger_ids() == [first.event_id]
+
+
+class LakeWithUnknownErrors(DuckDBLake):
+    """The real DuckDB lake, except that the first calls of the named methods raise an error no
+    adapter knows, as DuckDB's IOException once did (injected)."""
+
+    def __init__(self, settings: Any, failing: dict[str, int], slow_batches: float = 0.0) -> None:
+        super().__init__(settings)
+        self.failing = dict(failing)
+        self.slow_batches = slow_batches
+
+    def _maybe_fail(self, name: str) -> None:
+        if self.failing.get(name, 0) > 0:
+            self.failing[name] -= 1
+            raise RuntimeError("IO Error: Could not read enough bytes from file (injected)")
+
+    def count_by_status(self) -> dict[str, int]:
+        self._maybe_fail("count_by_status")
+        return super().count_by_status()
+
+    def claimable_events(self, *args: Any, **kwargs: Any) -> Any:
+        self._maybe_fail("claimable_events")
+        return super().claimable_events(*args, **kwargs)
+
+    def read_source(self, *args: Any, **kwargs: Any) -> Any:
+        for batch in super().read_source(*args, **kwargs):
+            time.sleep(self.slow_batches)  # a slow source (injected), so that leases get renewed
+            yield batch
+
+    def update_event_if(self, event_id: str, expected: Any, changes: Any) -> bool:
+        if set(changes) == {"lease_expires_at", "updated_at"}:  # a lease renewal
+            self._maybe_fail("renew")
+        return super().update_event_if(event_id, expected, changes)
+
+
+def run_until_one_result(engine: Any) -> list[Any]:
+    stop = threading.Event()
+    done: list[Any] = []
+
+    def on_result(result: Any) -> None:
+        done.append(result)
+        stop.set()
+
+    worker = threading.Thread(target=engine.run_worker, args=(stop, 0.05, None, on_result))
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive()
+    return done
+
+
+def test_worker_rides_out_unknown_store_errors_at_start_and_when_claiming_fault_injected(
+    local: LocalPair,
+) -> None:
+    local.create_target("dbo.t", [Col("k", "int", pk=True)])
+    local.create_source("c.s.t", {"k": "int"}, [(1,), (2,)])
+    event = submit(local.lake, "insert", "dbo.t", source_table="c.s.t", primary_keys=["k"])
+    engine = local.engine()
+    engine.lake = LakeWithUnknownErrors(local.settings, {"count_by_status": 1, "claimable_events": 3})
+    assert [r.status for r in run_until_one_result(engine)] == ["completed"]
+    assert local.lake.get_event(event.event_id).status == "completed"
+    assert local.target_rows("dbo.t", ["k"], "k") == [(1,), (2,)]
+
+
+def test_lease_keeper_outlives_unknown_store_errors_fault_injected(local: LocalPair) -> None:
+    local.create_target("dbo.t", [Col("k", "int", pk=True)])
+    local.create_source("c.s.t", {"k": "int"}, [(i,) for i in range(200)])
+    local.reconfigure(lease_seconds=0.3, batch_rows=10)
+    event = submit(local.lake, "insert", "dbo.t", source_table="c.s.t", primary_keys=["k"])
+    engine = local.engine()
+    engine.lake = LakeWithUnknownErrors(local.settings, {"renew": 2}, slow_batches=0.05)
+    keepers: list[threading.Thread] = []
+    original = threading.Thread.start
+
+    def spy(thread: threading.Thread) -> None:
+        if thread.name == "lease-keeper":
+            keepers.append(thread)
+        original(thread)
+
+    threading.Thread.start = spy  # type: ignore[method-assign]
+    try:
+        assert [r.status for r in run_until_one_result(engine)] == ["completed"]
+    finally:
+        threading.Thread.start = original  # type: ignore[method-assign]
+    assert engine.lake.failing["renew"] == 0  # both renewals failed, and the keeper went on
+    assert keepers and not any(k.is_alive() for k in keepers)
+    stored = local.lake.get_event(event.event_id)
+    assert (stored.status, stored.attempts) == ("completed", 1)

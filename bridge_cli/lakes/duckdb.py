@@ -4,10 +4,18 @@
 `000-sql-databricks-bridge`.`events`.bridge_events is `events.bridge_events` in
 `<lake>/000-sql-databricks-bridge.duckdb`. DuckDB lets one process at a time open a file for
 writing, so every operation opens a short-lived connection and waits for a held lock.
+
+Many processes (workers, `bridge status`, `bridge submit`) share these files. DuckDB's own file
+lock alone was seen to lose acknowledged updates and to raise "Could not read enough bytes" when
+processes open and close the same file in quick succession (issue 8), so each whole connection,
+from open to close, is also held under an exclusive `flock` on a sidecar file `<file>.lock`: a
+lock that closing other descriptors of the file cannot drop, unlike POSIX record locks.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -63,6 +71,28 @@ assert tuple(_COLUMN_TYPES) == ALL_COLUMNS
 _OPEN_LOCK = threading.Lock()
 
 
+@contextmanager
+def _held(path: Path, deadline: float, timeout: float) -> Iterator[None]:
+    """An exclusive flock on `<file>.lock` until the block ends (closing the descriptor frees it)."""
+    descriptor = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        delay = 0.002
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise TransientError(
+                        f"lake file {path} stayed locked by another process for {timeout:.0f}s"
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
+        yield
+    finally:
+        os.close(descriptor)
+
+
 def _is_lock_conflict(exc: Exception) -> bool:
     text = str(exc).lower()
     return "lock" in text and ("could not set" in text or "conflicting" in text)
@@ -85,14 +115,19 @@ class DuckDBLake:
 
     @contextmanager
     def connect(self, catalog: str, *, create: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        import duckdb
-
         path = self.catalog_path(catalog)
         if not path.exists():
             if not create:
                 raise _MissingCatalog(catalog)
             path.parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + self.lock_timeout
+        with _held(path, deadline, self.lock_timeout), self._open(path, deadline) as connection:
+            yield connection
+
+    @contextmanager
+    def _open(self, path: Path, deadline: float) -> Iterator[duckdb.DuckDBPyConnection]:
+        import duckdb
+
         delay = 0.02
         while True:
             try:
@@ -173,6 +208,8 @@ class DuckDBLake:
                 f"event table {self.event_table_name} is missing or out of date ({exc}): "
                 "run `bridge init` or `bridge init --upgrade`"
             )
+        if isinstance(exc, duckdb.Error):  # e.g. an IOException: worth another try, never a crash
+            return TransientError(f"event table {self.event_table_name}: {type(exc).__name__}: {exc}")
         return exc
 
     def insert_event(self, event: Event) -> None:
