@@ -7,6 +7,7 @@ import os
 import random
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -83,6 +84,7 @@ class Engine:
         self.worker_id = worker_id or default_worker_id()
         self.on_progress = on_progress
         self.rng = rng or random.Random()
+        self._keeper: _LeaseKeeper | None = None  # the lease of the event in hand
 
     # -- claiming ----------------------------------------------------------------------------
     def claim_next_event(self, event_id: str | None = None) -> Event | None:
@@ -112,7 +114,7 @@ class Engine:
         assert event.claim_token is not None, "process_event needs a claimed event"
         started = self.clock.monotonic()
         attempts = event.attempts or 1
-        keeper = _LeaseKeeper(self, event)
+        keeper = self._keeper = _LeaseKeeper(self, event)
         keeper.start()
         try:
             applied = self._apply(event)
@@ -169,6 +171,7 @@ class Engine:
             if job.operation is Operation.DELETE:
                 plan = plan_job(job, table, None, self.settings.max_delete_rows)
                 with self.target.session() as session:
+                    self._check_lease()
                     rows = session.apply(plan, self.clock.now())
                 return _Applied(rows, None)
             assert job.source is not None
@@ -183,6 +186,7 @@ class Engine:
                 if staged == 0:
                     verb = "insert" if job.operation is Operation.INSERT else "update"
                     raise PermanentError(f"No data to {verb}: source table {job.source} is empty")
+                self._check_lease()
                 rows = session.apply(plan, self.clock.now())
             return _Applied(rows, staged)
         except AlreadyApplied:
@@ -191,13 +195,27 @@ class Engine:
                 raise TransientError("ledger conflict without a ledger row") from None
             return _Applied(entry.rows_affected, None, entry)
 
+    def _check_lease(self) -> None:
+        """Working on without a lease risks two workers on one event: stop (nothing applied yet;
+        the session rolls back) and let the event be retried."""
+        reason = self._keeper.expiring() if self._keeper is not None else None
+        if reason:
+            raise TransientError(f"stopped before applying anything: {reason}")
+
     def _count(self, job: Job, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         rows = 0
-        for batch in batches:
-            rows += batch.num_rows
-            if self.on_progress is not None:
-                self.on_progress(job.event_id, rows)
-            yield batch
+        try:
+            for batch in batches:
+                self._check_lease()
+                rows += batch.num_rows
+                if self.on_progress is not None:
+                    self.on_progress(job.event_id, rows)
+                yield batch
+        finally:
+            # The source holds its file (and lock) open: close it now, not when collected.
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
 
     # -- outcomes ----------------------------------------------------------------------------
     def _finished(self, status: Status) -> dict[str, Any]:
@@ -375,6 +393,20 @@ class _LeaseKeeper:
         self.event = event
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="lease-keeper")
+        # Real elapsed time, as the renewals themselves are paced by it.
+        self._renewed_at = time.monotonic()
+        self._lost = False
+
+    def expiring(self) -> str | None:
+        """Why the event must stop now: its lease went to another worker, or it is about to
+        expire because renewals keep failing. None while the lease is held."""
+        if self._lost:
+            return "its lease was taken by another worker"
+        lease = self.engine.settings.lease_seconds
+        unrenewed = time.monotonic() - self._renewed_at
+        if unrenewed > lease * 0.8:
+            return f"its lease could not be renewed for {unrenewed:.1f}s of {lease:g}s"
+        return None
 
     def start(self) -> None:
         self._thread.start()
@@ -398,4 +430,6 @@ class _LeaseKeeper:
                 continue
             if not held:
                 log.warning("event %s: lease lost to another worker", self.event.event_id)
+                self._lost = True
                 return
+            self._renewed_at = time.monotonic()

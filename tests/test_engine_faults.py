@@ -117,10 +117,10 @@ def test_worker_rides_out_unknown_store_errors_at_start_and_when_claiming_fault_
 def test_lease_keeper_outlives_unknown_store_errors_fault_injected(local: LocalPair) -> None:
     local.create_target("dbo.t", [Col("k", "int", pk=True)])
     local.create_source("c.s.t", {"k": "int"}, [(i,) for i in range(200)])
-    local.reconfigure(lease_seconds=0.3, batch_rows=10)
+    local.reconfigure(lease_seconds=0.6, batch_rows=10)
     event = submit(local.lake, "insert", "dbo.t", source_table="c.s.t", primary_keys=["k"])
     engine = local.engine()
-    engine.lake = LakeWithUnknownErrors(local.settings, {"renew": 2}, slow_batches=0.05)
+    engine.lake = LakeWithUnknownErrors(local.settings, {"renew": 1}, slow_batches=0.05)
     keepers: list[threading.Thread] = []
     original = threading.Thread.start
 
@@ -134,7 +134,30 @@ def test_lease_keeper_outlives_unknown_store_errors_fault_injected(local: LocalP
         assert [r.status for r in run_until_one_result(engine)] == ["completed"]
     finally:
         threading.Thread.start = original  # type: ignore[method-assign]
-    assert engine.lake.failing["renew"] == 0  # both renewals failed, and the keeper went on
+    assert engine.lake.failing["renew"] == 0  # a renewal failed, and the keeper went on
     assert keepers and not any(k.is_alive() for k in keepers)
     stored = local.lake.get_event(event.event_id)
     assert (stored.status, stored.attempts) == ("completed", 1)
+
+
+def test_an_event_whose_lease_cannot_be_renewed_stops_before_it_expires_fault_injected(
+    local: LocalPair,
+) -> None:
+    local.create_target("dbo.t", [Col("k", "int", pk=True)])
+    local.create_source("c.s.t", {"k": "int"}, [(i,) for i in range(200)])
+    local.reconfigure(lease_seconds=0.3, batch_rows=10)
+    event = submit(local.lake, "insert", "dbo.t", source_table="c.s.t", primary_keys=["k"])
+    engine = local.engine()
+    engine.lake = LakeWithUnknownErrors(local.settings, {"renew": 10_000}, slow_batches=0.05)
+    [first] = run_until_one_result(engine)
+    # It stopped instead of working on unleased: nothing applied, the event waits for a retry.
+    assert first.status == "pending"
+    stored = local.lake.get_event(event.event_id)
+    assert "lease could not be renewed" in stored.warning
+    assert local.target_rows("dbo.t", ["k"], "k") == []
+    assert local.ledger_ids() == []
+    # A worker whose renewals work then applies it, once.
+    [second] = run_until_one_result(local.engine())
+    assert second.status == "completed", second
+    assert local.target_rows("dbo.t", ["k"], "k") == [(i,) for i in range(200)]
+    assert local.ledger_ids() == [event.event_id]
