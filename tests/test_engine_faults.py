@@ -13,6 +13,21 @@ from tests.backends import Col, LocalPair
 from tests.helpers import submit
 
 
+def run_until_one_result(engine: Any) -> list[Any]:
+    stop = threading.Event()
+    done: list[Any] = []
+
+    def on_result(result: Any) -> None:
+        done.append(result)
+        stop.set()
+
+    worker = threading.Thread(target=engine.run_worker, args=(stop, 0.05, None, on_result))
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive()
+    return done
+
+
 class LakeFailingToRecordOnce(DuckDBLake):
     """The real DuckDB lake, except that recording the first result fails as a lost link would."""
 
@@ -32,17 +47,7 @@ def test_worker_survives_a_lake_outage_while_recording_fault_injected(local: Loc
     first = submit(local.lake, "insert", "dbo.t", source_table="c.s.t", primary_keys=["k"])
     engine = local.engine()
     engine.lake = LakeFailingToRecordOnce(local.settings)
-    stop = threading.Event()
-    done: list[Any] = []
-
-    def on_result(result: Any) -> None:
-        done.append(result)
-        stop.set()
-
-    worker = threading.Thread(target=engine.run_worker, args=(stop, 0.1, None, on_result))
-    worker.start()
-    worker.join(timeout=60)
-    assert not worker.is_alive()
+    done = run_until_one_result(engine)
     # The worker lived on: once the lease ran out it claimed the event again and completed it
     # from the ledger, without applying it twice.
     assert [r.status for r in done] == ["completed"]
@@ -86,21 +91,6 @@ class LakeWithUnknownErrors(DuckDBLake):
         return super().update_event_if(event_id, expected, changes)
 
 
-def run_until_one_result(engine: Any) -> list[Any]:
-    stop = threading.Event()
-    done: list[Any] = []
-
-    def on_result(result: Any) -> None:
-        done.append(result)
-        stop.set()
-
-    worker = threading.Thread(target=engine.run_worker, args=(stop, 0.05, None, on_result))
-    worker.start()
-    worker.join(timeout=60)
-    assert not worker.is_alive()
-    return done
-
-
 def test_worker_rides_out_unknown_store_errors_at_start_and_when_claiming_fault_injected(
     local: LocalPair,
 ) -> None:
@@ -117,10 +107,11 @@ def test_worker_rides_out_unknown_store_errors_at_start_and_when_claiming_fault_
 def test_lease_keeper_outlives_unknown_store_errors_fault_injected(local: LocalPair) -> None:
     local.create_target("dbo.t", [Col("k", "int", pk=True)])
     local.create_source("c.s.t", {"k": "int"}, [(i,) for i in range(200)])
-    local.reconfigure(lease_seconds=0.6, batch_rows=10)
+    # Renewals every second; one fails, the next works: 2 s unrenewed at most, under 80% of 3 s.
+    local.reconfigure(lease_seconds=3.0, batch_rows=10)
     event = submit(local.lake, "insert", "dbo.t", source_table="c.s.t", primary_keys=["k"])
     engine = local.engine()
-    engine.lake = LakeWithUnknownErrors(local.settings, {"renew": 1}, slow_batches=0.05)
+    engine.lake = LakeWithUnknownErrors(local.settings, {"renew": 1}, slow_batches=0.15)
     keepers: list[threading.Thread] = []
     original = threading.Thread.start
 
@@ -157,6 +148,7 @@ def test_an_event_whose_lease_cannot_be_renewed_stops_before_it_expires_fault_in
     assert local.target_rows("dbo.t", ["k"], "k") == []
     assert local.ledger_ids() == []
     # A worker whose renewals work then applies it, once.
+    local.reconfigure(lease_seconds=30.0)
     [second] = run_until_one_result(local.engine())
     assert second.status == "completed", second
     assert local.target_rows("dbo.t", ["k"], "k") == [(i,) for i in range(200)]
