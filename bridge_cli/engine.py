@@ -20,6 +20,7 @@ from bridge_cli.errors import (
     AlreadyApplied,
     BridgeError,
     ConnectionFailure,
+    NotInitialized,
     PermanentError,
     TransientError,
     ValidationError,
@@ -314,11 +315,9 @@ class Engine:
         try:
             self.target.check_ready()
             self.lake.count_by_status()
-        except ConnectionFailure as exc:
-            if "bridge init" in str(exc):
-                raise
-            log.warning("stores not ready at start: %s (retrying)", exc)
-        except Exception as exc:  # transient or unknown: retried in the loop below
+        except NotInitialized:
+            raise
+        except Exception as exc:  # unreachable, transient or unknown: retried in the loop below
             log.warning("stores not ready at start: %s: %s (retrying)", type(exc).__name__, exc)
         while not stop.is_set():
             try:

@@ -15,6 +15,11 @@ class ConnectionFailure(BridgeError):
     """The lake or the target cannot be reached (or its store is not set up)."""
 
 
+class NotInitialized(ConnectionFailure):
+    """A store bridge needs (the event table, the target's ledger) does not exist or is out of
+    date: `bridge init` (or `bridge init --upgrade`) makes it; waiting will not."""
+
+
 class ValidationError(BridgeError):
     """An event or a request is malformed; nothing was written."""
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from bridge_cli.errors import ConnectionFailure
+from bridge_cli.errors import NotInitialized
 from bridge_cli.events import DEFAULT_PRIORITY, LIFECYCLE_COLUMNS, Event
 from bridge_cli.identifiers import TableName
 
@@ -75,7 +75,7 @@ def lifecycle_columns_to_add(event_table: str, existing: set[str], upgrade: bool
     without --upgrade that is an error saying how to fix it."""
     missing = [c for c in LIFECYCLE_COLUMNS if c not in existing]
     if missing and not upgrade:
-        raise ConnectionFailure(
+        raise NotInitialized(
             f"event table {event_table} lacks lifecycle columns {', '.join(missing)}: run `bridge init --upgrade`"
         )
     return missing

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from bridge_cli.clock import to_naive_utc
 from bridge_cli.config import DEFAULT_EVENT_TABLE, ConfigError, Settings
-from bridge_cli.errors import BridgeError, ConnectionFailure, PermanentError, TransientError
+from bridge_cli.errors import BridgeError, ConnectionFailure, NotInitialized, PermanentError, TransientError
 from bridge_cli.events import ALL_COLUMNS, Event
 from bridge_cli.identifiers import TableName, parse_table_name, quote_backtick
 from bridge_cli.lakes import (
@@ -253,7 +253,7 @@ class DatabricksLake:
             rows = self.execute(f"SELECT {columns} FROM {self._table} WHERE {where} {tail}", params, fetch=True)
         except PermanentError as exc:
             if _names_missing_object(exc):
-                raise ConnectionFailure(
+                raise NotInitialized(
                     f"event table {self.event_table_name} is missing or out of date ({exc}): "
                     "run `bridge init` or `bridge init --upgrade`"
                 ) from None

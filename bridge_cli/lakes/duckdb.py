@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bridge_cli.config import DEFAULT_EVENT_TABLE, Settings, resolve_path
-from bridge_cli.errors import ConnectionFailure, PermanentError, TransientError
+from bridge_cli.errors import ConnectionFailure, NotInitialized, PermanentError, TransientError
 from bridge_cli.events import ALL_COLUMNS, Event
 from bridge_cli.identifiers import TableName, parse_table_name, quote_double
 from bridge_cli.lakes import (
@@ -156,7 +156,7 @@ class DuckDBLake:
             with self.connect(self.event_table.catalog) as connection:
                 yield connection
         except _MissingCatalog:
-            raise ConnectionFailure(
+            raise NotInitialized(
                 f"event table {self.event_table_name} does not exist: run `bridge init`"
             ) from None
 
@@ -204,7 +204,7 @@ class DuckDBLake:
         import duckdb
 
         if isinstance(exc, duckdb.CatalogException | duckdb.BinderException):
-            return ConnectionFailure(
+            return NotInitialized(
                 f"event table {self.event_table_name} is missing or out of date ({exc}): "
                 "run `bridge init` or `bridge init --upgrade`"
             )

@@ -22,6 +22,7 @@ from bridge_cli.config import DEFAULT_LEDGER_TABLE, Settings, resolve_path
 from bridge_cli.errors import (
     AlreadyApplied,
     ConnectionFailure,
+    NotInitialized,
     PermanentError,
     TransientError,
 )
@@ -118,7 +119,7 @@ class SQLiteTarget:
 
     def check_ready(self) -> None:
         if not self.schema_path(self.ledger.schema).exists():
-            raise ConnectionFailure(f"target ledger {self.ledger} does not exist: run `bridge init`")
+            raise NotInitialized(f"target ledger {self.ledger} does not exist: run `bridge init`")
 
     def ledger_entry(self, event_id: str) -> LedgerEntry | None:
         self.check_ready()

@@ -22,6 +22,7 @@ from bridge_cli.errors import (
     BridgeError,
     ConfigError,
     ConnectionFailure,
+    NotInitialized,
     PermanentError,
     TransientError,
 )
@@ -176,7 +177,7 @@ class SQLServerTarget:
         except TransientError as exc:
             raise ConnectionFailure(str(exc)) from None
         if not found:
-            raise ConnectionFailure(f"target ledger {self.ledger} does not exist: run `bridge init`")
+            raise NotInitialized(f"target ledger {self.ledger} does not exist: run `bridge init`")
         self._ready = True
 
     def ledger_entry(self, event_id: str) -> LedgerEntry | None:
