@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from bridge_cli.errors import BridgeError, PermanentError
 from bridge_cli.targets import ApplyPlan
+from bridge_cli.targets.sqlserver.connect_options import ConnectSpec
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -35,6 +36,7 @@ class StageLoad(Protocol):
 class Driver(Protocol):
     name: str
     capabilities: DriverCapabilities
+    spec: ConnectSpec
 
     def connect(self) -> Any:
         """A DB-API connection in autocommit mode with bounded lock waits."""

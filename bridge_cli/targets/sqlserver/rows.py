@@ -60,11 +60,10 @@ def python_columns(
 
 
 def numbered_rows(
-    batch: pa.RecordBatch, columns: Sequence[TargetColumn], first_row: int, converter_for: ConverterFor,
-    prepare: Prepare = prepare_array,
+    batch: pa.RecordBatch, columns: Sequence[TargetColumn], first_row: int, converter_for: ConverterFor
 ) -> list[tuple[Any, ...]]:
     """Rows as tuples, each led by its staging order number (first_row, first_row + 1, ...)."""
-    values = python_columns(batch, columns, converter_for, prepare)
+    values = python_columns(batch, columns, converter_for)
     return list(zip(range(first_row, first_row + batch.num_rows), *values, strict=True))
 
 
@@ -72,7 +71,6 @@ class RowLoad:
     """A load that sends Python rows: each batch numbered and converted, then `write_rows`."""
 
     converter: ConverterFor
-    prepare: Prepare = staticmethod(prepare_array)
 
     def __init__(self, driver: Any, connection: Any, plan: ApplyPlan, stage: str) -> None:
         self.driver = driver
@@ -88,7 +86,7 @@ class RowLoad:
 
     def _rows(self, batches: Iterable[pa.RecordBatch], first_row: int) -> Iterator[list[tuple[Any, ...]]]:
         for batch in batches:
-            yield numbered_rows(batch, self.plan.columns, first_row, self.converter, self.prepare)
+            yield numbered_rows(batch, self.plan.columns, first_row, self.converter)
             first_row += batch.num_rows
 
     def write_rows(self, rows: list[tuple[Any, ...]]) -> None:
