@@ -104,14 +104,21 @@ def test_worker_rides_out_unknown_store_errors_at_start_and_when_claiming_fault_
     assert local.target_rows("dbo.t", ["k"], "k") == [(1,), (2,)]
 
 
-def test_lease_keeper_outlives_unknown_store_errors_fault_injected(local: LocalPair) -> None:
+def slow_insert(local: LocalPair, lease_seconds: float, renewals_failing: int, slow_batches: float) -> tuple[Any, Any]:
+    """A 200-row INSERT event read in 20 slowed batches by an engine whose first lease renewals
+    fail (injected): the event and that engine."""
     local.create_target("dbo.t", [Col("k", "int", pk=True)])
     local.create_source("c.s.t", {"k": "int"}, [(i,) for i in range(200)])
-    # Renewals every second; one fails, the next works: 2 s unrenewed at most, under 80% of 3 s.
-    local.reconfigure(lease_seconds=3.0, batch_rows=10)
+    local.reconfigure(lease_seconds=lease_seconds, batch_rows=10)
     event = submit(local.lake, "insert", "dbo.t", source_table="c.s.t", primary_keys=["k"])
     engine = local.engine()
-    engine.lake = LakeWithUnknownErrors(local.settings, {"renew": 1}, slow_batches=0.15)
+    engine.lake = LakeWithUnknownErrors(local.settings, {"renew": renewals_failing}, slow_batches=slow_batches)
+    return event, engine
+
+
+def test_lease_keeper_outlives_unknown_store_errors_fault_injected(local: LocalPair) -> None:
+    # Renewals every second; one fails, the next works: 2 s unrenewed at most, under 80% of 3 s.
+    event, engine = slow_insert(local, lease_seconds=3.0, renewals_failing=1, slow_batches=0.15)
     keepers: list[threading.Thread] = []
     original = threading.Thread.start
 
@@ -134,12 +141,7 @@ def test_lease_keeper_outlives_unknown_store_errors_fault_injected(local: LocalP
 def test_an_event_whose_lease_cannot_be_renewed_stops_before_it_expires_fault_injected(
     local: LocalPair,
 ) -> None:
-    local.create_target("dbo.t", [Col("k", "int", pk=True)])
-    local.create_source("c.s.t", {"k": "int"}, [(i,) for i in range(200)])
-    local.reconfigure(lease_seconds=0.3, batch_rows=10)
-    event = submit(local.lake, "insert", "dbo.t", source_table="c.s.t", primary_keys=["k"])
-    engine = local.engine()
-    engine.lake = LakeWithUnknownErrors(local.settings, {"renew": 10_000}, slow_batches=0.05)
+    event, engine = slow_insert(local, lease_seconds=0.3, renewals_failing=10_000, slow_batches=0.05)
     [first] = run_until_one_result(engine)
     # It stopped instead of working on unleased: nothing applied, the event waits for a retry.
     assert first.status == "pending"
