@@ -6,7 +6,7 @@ BRIDGE := $(BIN)/bridge
 export BRIDGE_HOME ?= .bridge
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-databricks lint typecheck check completions bench bench-sqlserver clean
+.PHONY: help install demo test test-databricks lint typecheck check completions bench bench-sqlserver campaign clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -54,6 +54,10 @@ completions: install ## Regenerate completions/ from the app
 
 bench: install ## Run the benchmarks under bench/ that need no server
 	$(BIN)/python bench/bench_engine.py
+
+CAMPAIGN_ARGS ?= --runs 3 --kills 60
+campaign: install ## Fault campaign: kill -9 workers mid-event on the embedded default, check every row
+	$(BIN)/python -m tests.campaign $(CAMPAIGN_ARGS)
 
 bench-sqlserver: install ## SQL Server write methods, both drivers (needs BRIDGE_TEST_MSSQL_URL)
 	@test -n "$$BRIDGE_TEST_MSSQL_URL" || { echo "set BRIDGE_TEST_MSSQL_URL=mssql://user:pass@host:1433/db"; exit 2; }

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from bridge_cli.clock import Clock, SystemClock
 from bridge_cli.errors import BridgeError, EventNotFound, RefusedError
 from bridge_cli.events import TERMINAL_STATUSES, Event, Status, SubmitRequest, event_from_request
-from bridge_cli.lakes import Lake
+from bridge_cli.lakes import Lake, claim_order_key, target_line
 from bridge_cli.targets import Target
 
 
@@ -44,6 +44,22 @@ def get_event(lake: Lake, event_id: str) -> Event:
     if event is None:
         raise EventNotFound(f"no event with id {event_id!r}")
     return event
+
+
+def events_ahead(lake: Lake, event: Event, limit: int = 1000) -> list[Event]:
+    """The unfinished events for the same target that per-target order makes `event` wait for:
+    one being processed, or earlier in claim order. Looks at the newest `limit` of each status."""
+    line = target_line(event.target_table)
+    if line is None:
+        return []
+    ahead = []
+    for status in (Status.PROCESSING.value, Status.PENDING.value):
+        for other in lake.list_events(status, limit):
+            if other.event_id == event.event_id or target_line(other.target_table) != line:
+                continue
+            if other.status == Status.PROCESSING.value or claim_order_key(other) < claim_order_key(event):
+                ahead.append(other)
+    return sorted(ahead, key=claim_order_key)
 
 
 def wait_for_event(

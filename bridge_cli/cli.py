@@ -18,6 +18,7 @@ from bridge_cli import __version__, reporting
 from bridge_cli.adapters import open_lake, open_target
 from bridge_cli.api import (
     WaitTimeout,
+    events_ahead,
     get_event,
     init_stores,
     requeue_events,
@@ -32,6 +33,7 @@ from bridge_cli.errors import (
     ConfigError,
     ConnectionFailure,
     EventNotFound,
+    RefusedError,
     TransientError,
     ValidationError,
 )
@@ -306,9 +308,26 @@ def process_once(
                 if event.status in (Status.COMPLETED.value, Status.FAILED.value):
                     reporting.info(f"event {event_id} is {event.status}: nothing to do")
             results = engine.process_once(max_events=max_events, event_id=event_id)
+            if event_id is not None and not results:
+                _explain_waiting(engine, event_id)
     finally:
         progress.close()
     reporting.print_results(results, as_json)
+
+
+def _explain_waiting(engine: Engine, event_id: str) -> None:
+    """An explicit event that per-target order holds back is refused, naming what it waits for."""
+    if engine.settings.ordering != "per_target":
+        return
+    event = get_event(engine.lake, event_id)
+    ahead = events_ahead(engine.lake, event)
+    if event.status == Status.PENDING.value and ahead:
+        first = ahead[0]
+        raise RefusedError(
+            f"event {event_id} waits for {len(ahead)} earlier event(s) on target {event.target_table}, "
+            f"first {first.event_id} ({first.status}): events for one target apply one at a time, "
+            "in claim order. Process those first, or set BRIDGE_ORDERING=none to apply this one now"
+        )
 
 
 @app.command()

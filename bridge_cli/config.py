@@ -58,7 +58,11 @@ class Settings:
     batch_rows: int = 5000
     lock_timeout: float = 60.0
     allowed_targets: tuple[str, ...] = ("*",)
+    # per_target: events for one target table apply one at a time, in claim order.
+    ordering: str = "per_target"
 
+
+ORDERINGS = ("per_target", "none")
 
 # Settings a profile (or BRIDGE_<NAME>) may set, with their types.
 _TUNABLE: dict[str, type] = {
@@ -71,6 +75,7 @@ _TUNABLE: dict[str, type] = {
     "batch_rows": int,
     "lock_timeout": float,
     "allowed_targets": tuple,
+    "ordering": str,
 }
 _MINIMUM = {"max_attempts": 1, "batch_rows": 1, "max_delete_rows": 0}
 
@@ -173,6 +178,10 @@ def _adapter(
 
 def _coerce(key: str, value: Any, label: str, where: str) -> Any:
     wanted = _TUNABLE[key]
+    if wanted is str:  # a choice
+        if value not in ORDERINGS:
+            raise ConfigError(f"{where}: {label}: expected one of {', '.join(ORDERINGS)}, got {value!r}")
+        return value
     try:
         if wanted is tuple:
             if isinstance(value, str):

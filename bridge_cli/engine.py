@@ -91,7 +91,8 @@ class Engine:
     def claim_next_event(self, event_id: str | None = None) -> Event | None:
         """Claim the first due event by conditional update; None when there is nothing to do."""
         now = self.clock.now()
-        for event in self.lake.claimable_events(now, limit=20, event_id=event_id):
+        per_target = self.settings.ordering == "per_target"
+        for event in self.lake.claimable_events(now, 20, event_id, per_target):
             token = uuid.uuid4().hex
             changes: dict[str, Any] = {
                 "status": Status.PROCESSING.value,
@@ -159,9 +160,12 @@ class Engine:
         if entry is not None:
             return _Applied(entry.rows_affected, None, entry)
         if (event.attempts or 0) > self.settings.max_attempts:
+            # Its last claim ended without a result: a crash counts as an attempt, so an event
+            # that kills its worker (out of memory, a native crash) cannot crash-loop forever.
             raise PermanentError(
-                f"gave up after {self.settings.max_attempts} attempts: the workers that claimed "
-                "it stopped before finishing (see the worker logs)"
+                f"gave up after {self.settings.max_attempts} attempts: the last worker that "
+                "claimed it stopped before finishing (killed, out of memory, or its lease ran "
+                "out); see the worker logs"
             )
         job = build_job(event)
         check_allowed(job.target, self.settings.allowed_targets)

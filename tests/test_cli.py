@@ -467,8 +467,9 @@ def test_process_once_max_events_processes_one(users: LocalPair) -> None:
 
 
 def test_process_once_event_id_processes_only_that_one(users: LocalPair) -> None:
+    users.create_target("dbo.other", [Col("username", "text", pk=True)])
     first = insert_users()
-    second = insert_users("--priority", "9")
+    second = submit("delete", "--target", "dbo.other", "--filter", '{"username": "ana"}', "--priority", "9")
     result = run("process-once", "--event-id", second)
     assert result.exit_code == 0, show(result)
     assert second in result.stdout
@@ -483,6 +484,21 @@ def test_process_once_event_id_processes_only_that_one(users: LocalPair) -> None
 
     unknown = run("process-once", "--event-id", "nope")
     assert unknown.exit_code == 4, show(unknown)
+
+
+def test_process_once_event_id_refuses_an_event_waiting_behind_its_target(users: LocalPair) -> None:
+    first = insert_users()
+    second = submit("delete", "--target", USERS_TARGET, "--filter", '{"username": "ana"}', "--priority", "9")
+    result = run("process-once", "--event-id", second)
+    assert result.exit_code == 1, show(result)
+    assert f"waits for 1 earlier event(s) on target {USERS_TARGET}, first {first} (pending)" in result.stderr
+    assert event(second)["status"] == "pending" and event(first)["status"] == "pending"
+
+    # Applying the first one lets the second run.
+    assert run("process-once", "--event-id", first).exit_code == 0
+    after = run("process-once", "--event-id", second)
+    assert after.exit_code == 0, show(after)
+    assert event(second)["status"] == "completed"
 
 
 def test_process_once_without_init_exits_5_with_hint(bridge_home: Path) -> None:

@@ -293,6 +293,64 @@ def test_claims_lower_priority_number_first_then_oldest(pair: LocalPair) -> None
     assert results == [late_urgent, ids["a"], ids["c"], ids["b"]]
 
 
+# -- per-target order ------------------------------------------------------------------------
+OTHER = "dbo.Other"
+
+
+def test_events_for_one_target_apply_one_at_a_time_in_claim_order(pair: LocalPair) -> None:
+    pair.create_target(USERS, USER_COLUMNS)
+    pair.create_target(OTHER, USER_COLUMNS)
+    first = submit(pair.lake, "delete", USERS, filter_conditions={"username": "a"})
+    # The same table written three ways: one line, whatever the spelling.
+    second = submit(pair.lake, "delete", "`dbo`.`marketscopeaccess`", filter_conditions={"username": "b"})
+    other = submit(pair.lake, "delete", OTHER, filter_conditions={"username": "c"}, priority=9)
+    urgent = submit(pair.lake, "delete", "MarketScopeAccess", filter_conditions={"username": "d"}, priority=1)
+    w1, w2, w3 = (pair.engine(worker_id=f"w{i}") for i in (1, 2, 3))
+
+    # The urgent one heads its line; the users line is then busy, so w2 takes the other table.
+    claimed = w1.claim_next_event()
+    assert claimed is not None and claimed.event_id == urgent.event_id
+    parallel = w2.claim_next_event()
+    assert parallel is not None and parallel.event_id == other.event_id
+    assert w3.claim_next_event() is None
+
+    assert w1.process_event(claimed).status == "completed"
+    claimed = w3.claim_next_event()
+    assert claimed is not None and claimed.event_id == first.event_id
+    assert w3.process_event(claimed).status == "completed"
+
+    # A retry waiting out its backoff keeps its place: later events for its table wait too.
+    pair.set_event_fields(second.event_id, next_attempt_at=datetime.now(timezone.utc) + timedelta(hours=1))
+    later = submit(pair.lake, "delete", USERS, filter_conditions={"username": "e"})
+    assert w1.claim_next_event() is None
+    pair.set_event_fields(second.event_id, next_attempt_at=None)
+    claimed = w1.claim_next_event()
+    assert claimed is not None and claimed.event_id == second.event_id
+    assert w1.process_event(claimed).status == "completed"
+    claimed = w1.claim_next_event()
+    assert claimed is not None and claimed.event_id == later.event_id
+
+
+def test_a_failed_event_does_not_hold_its_target_back(pair: LocalPair) -> None:
+    pair.create_target(USERS, USER_COLUMNS)
+    broken = submit(pair.lake, "insert", USERS, source_table="c.s.missing", primary_keys=["username"])
+    after = submit(pair.lake, "delete", USERS, filter_conditions={"username": "a"})
+    results = process_all(pair)
+    assert results[broken.event_id].status == "failed"
+    assert results[after.event_id].status == "completed"
+
+
+def test_ordering_none_lets_two_workers_take_one_target_at_once(pair: LocalPair) -> None:
+    first = submit(pair.lake, "delete", USERS, filter_conditions={"username": "a"})
+    second = submit(pair.lake, "delete", USERS, filter_conditions={"username": "b"})
+    assert pair.engine(worker_id="w1").claim_next_event() is not None
+    assert pair.engine(worker_id="w2").claim_next_event() is None
+    pair.reconfigure(ordering="none")
+    claimed = pair.engine(worker_id="w2").claim_next_event()
+    assert claimed is not None and claimed.event_id == second.event_id
+    assert {e.status for e in (pair.lake.get_event(first.event_id), claimed)} == {"processing"}
+
+
 def test_a_claim_is_won_once(pair: LocalPair) -> None:
     event = submit(pair.lake, "delete", USERS, filter_conditions={"username": "x"})
     first = pair.engine(worker_id="w1").claim_next_event()
@@ -327,6 +385,25 @@ def test_expired_lease_is_reclaimed_and_live_one_is_not(pair: LocalPair) -> None
     assert late.status == "lost"
     stored = pair.lake.get_event(event.event_id)
     assert (stored.status, stored.worker_id, stored.rows_affected) == ("completed", "rescuer", 1)
+
+
+def test_an_event_whose_workers_keep_dying_fails_after_max_attempts(pair: LocalPair) -> None:
+    pair.reconfigure(max_attempts=3)
+    seed_users(pair, [("ana", True, False)])
+    clock = ManualClock(pair.lake.list_events(None, 1)[0].created_at + timedelta(hours=1))
+    event = submit(pair.lake, "delete", USERS, filter_conditions={"username": "ana"})
+    for crash in range(3):  # each claim's worker dies: its lease runs out
+        claimed = pair.engine(worker_id=f"crash{crash}", clock=clock).claim_next_event()
+        assert claimed is not None and claimed.attempts == crash + 1
+        clock.advance(pair.settings.lease_seconds + 1)
+    last = pair.engine(worker_id="last", clock=clock)
+    claimed = last.claim_next_event()
+    assert claimed is not None
+    assert last.process_event(claimed).status == "failed"
+    stored = pair.lake.get_event(event.event_id)
+    assert stored.error_message.startswith("gave up after 3 attempts: the last worker that claimed it")
+    assert users(pair) == [("ana", 1, 0)]  # nothing applied
+    assert event.event_id not in pair.ledger_ids()
 
 
 def test_event_found_in_the_ledger_is_completed_without_applying_twice(pair: LocalPair) -> None:

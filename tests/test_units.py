@@ -103,6 +103,10 @@ profiles:
      {}, "profiles.p.lake.path: environment variable NOPE is not set"),
     ("profiles:\n  p:\n    lake: {kind: duckdb}\n    target: {kind: sqlite}\n",
      {"BRIDGE_MAX_ATTEMPTS": "0"}, "BRIDGE_MAX_ATTEMPTS: must be at least 1"),
+    ("profiles:\n  p:\n    lake: {kind: duckdb}\n    target: {kind: sqlite}\n    ordering: fifo\n",
+     {}, "profiles.p.ordering: expected one of per_target, none, got 'fifo'"),
+    ("profiles:\n  p:\n    lake: {kind: duckdb}\n    target: {kind: sqlite}\n",
+     {"BRIDGE_ORDERING": "strict"}, "BRIDGE_ORDERING: expected one of per_target, none, got 'strict'"),
     ("profiles: [\n", {}, "not valid YAML"),
     ("lake: {kind: duckdb}\n", {}, "expected a 'profiles:' mapping"),
 ])

@@ -47,8 +47,11 @@ class Lake(Protocol):
 
     def count_by_status(self) -> dict[str, int]: ...
 
-    def claimable_events(self, now: datetime, limit: int, event_id: str | None) -> list[Event]:
-        """Pending and due, or processing with an expired lease; in claim order."""
+    def claimable_events(
+        self, now: datetime, limit: int, event_id: str | None, per_target: bool = True
+    ) -> list[Event]:
+        """Pending and due, or processing with an expired lease; in claim order. With per_target,
+        only events at the head of their target's line (see `first_in_line_condition`)."""
         ...
 
     def update_event_if(
@@ -92,3 +95,43 @@ def claimable_condition(now_mark: str) -> str:
 
 # Claim order: lower priority number first (a missing priority counts as the default), then oldest.
 CLAIM_ORDER = f"coalesce(priority, {DEFAULT_PRIORITY}), created_at NULLS LAST, event_id"
+
+
+def target_key(column: str) -> str:
+    """A target table name as one key in any lake's SQL: case-insensitive (as SQL Server's default
+    collation is), backticks dropped, and a bare table name meaning dbo.table (as the worker reads it)."""
+    bare = f"lower(replace(trim({column}), '`', ''))"
+    return f"(CASE WHEN instr({bare}, '.') > 0 THEN {bare} ELSE concat('dbo.', {bare}) END)"
+
+
+def target_line(target_table: str | None) -> str | None:
+    """`target_key` in Python, for messages about which event waits for which."""
+    if target_table is None:
+        return None
+    bare = target_table.strip().replace("`", "").lower()
+    return bare if "." in bare else f"dbo.{bare}"
+
+
+def claim_order_key(event: Event) -> tuple[Any, ...]:
+    """CLAIM_ORDER in Python."""
+    created = event.created_at
+    return (
+        DEFAULT_PRIORITY if event.priority is None else event.priority,
+        created is None,
+        created.timestamp() if created is not None else 0.0,
+        event.event_id,
+    )
+
+
+def first_in_line_condition(table: str) -> str:
+    """Per-target order: events for one target table form a line, and only its head may be claimed.
+    The head is the target's processing event when there is one (one at a time), else its first
+    unfinished event in claim order, due or not: a retry waiting out its backoff keeps its place.
+    Events for different targets never wait for each other. `table` is the quoted event table."""
+    line = f"coalesce({target_key('target_table')}, event_id)"  # no target: a line of its own
+    return (
+        "event_id IN (SELECT event_id FROM (SELECT event_id, row_number() OVER ("
+        f"PARTITION BY {line} ORDER BY CASE WHEN status = 'processing' THEN 0 ELSE 1 END, "
+        f"{CLAIM_ORDER}) AS place FROM {table} WHERE status IN ('pending', 'processing')) AS line "
+        "WHERE place = 1)"
+    )

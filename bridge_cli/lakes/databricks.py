@@ -31,6 +31,7 @@ from bridge_cli.lakes import (
     LakeCapabilities,
     SourceColumn,
     claimable_condition,
+    first_in_line_condition,
     lifecycle_columns_to_add,
 )
 
@@ -281,9 +282,13 @@ class DatabricksLake:
         rows = self.execute(f"SELECT coalesce(status, '?'), count(*) FROM {self._table} GROUP BY 1", fetch=True)
         return {str(s): int(n) for s, n in rows}
 
-    def claimable_events(self, now: datetime, limit: int, event_id: str | None) -> list[Event]:
+    def claimable_events(
+        self, now: datetime, limit: int, event_id: str | None, per_target: bool = True
+    ) -> list[Event]:
         where = claimable_condition(":now")
         params: dict[str, Any] = {"now": now, "limit": limit}
+        if per_target:
+            where += f" AND {first_in_line_condition(self._table)}"
         if event_id is not None:
             where += " AND event_id = :event_id"
             params["event_id"] = event_id

@@ -33,6 +33,7 @@ from bridge_cli.lakes import (
     LakeCapabilities,
     SourceColumn,
     claimable_condition,
+    first_in_line_condition,
     lifecycle_columns_to_add,
 )
 
@@ -247,9 +248,13 @@ class DuckDBLake:
                 raise self._explain(exc) from None
         return {str(s): int(n) for s, n in rows}
 
-    def claimable_events(self, now: datetime, limit: int, event_id: str | None) -> list[Event]:
+    def claimable_events(
+        self, now: datetime, limit: int, event_id: str | None, per_target: bool = True
+    ) -> list[Event]:
         where = claimable_condition("?")
         params: list[Any] = [now, now]
+        if per_target:
+            where += f" AND {first_in_line_condition(self._table)}"
         if event_id is not None:
             where += " AND event_id = ?"
             params.append(event_id)

@@ -1,0 +1,27 @@
+"""Real `bridge worker` processes on the embedded default: per-target order across 4 workers, and
+a small kill -9 campaign (`make campaign` runs the big one). See tests/campaign.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.campaign import CampaignSpec, run_campaign
+
+
+def test_four_workers_apply_each_tables_events_in_claim_order(tmp_path: Path) -> None:
+    # Events interleaved over 3 tables with mixed priorities; INSERTs overlap earlier keys and
+    # UPDATEs / DELETEs touch them, so any reordering shows in the rows as well as the ledger.
+    spec = CampaignSpec(workers=4, events=40, big_events=1, big_rows=(20_000, 30_000),
+                        kills=0, sigterms=0, lease_seconds=5.0, seed=7)
+    result = run_campaign(tmp_path, spec)
+    assert result.problems == []
+    assert result.claims == spec.events  # nobody was killed: one claim per event
+
+
+def test_kill_9_campaign_leaves_every_event_row_and_ledger_row_exact(tmp_path: Path) -> None:
+    spec = CampaignSpec(workers=4, events=30, big_events=2, big_rows=(20_000, 40_000),
+                        kills=10, sigterms=2, lease_seconds=2.0, seed=3)
+    result = run_campaign(tmp_path, spec)
+    assert result.problems == []
+    assert result.kills == spec.kills, "the events finished before the campaign could aim its kills"
+    assert result.claims > spec.events  # killed claims were taken again
