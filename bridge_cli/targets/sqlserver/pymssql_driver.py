@@ -25,10 +25,11 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 # Server error numbers worth a retry: deadlock victim, lock timeout, and the Azure/connection
-# family; DB-Lib numbers for timeouts and lost or refused connections.
+# family; DB-Lib numbers for timeouts and lost or refused connections (20017, "Unexpected EOF from
+# the server", is what a statement gets when the server kills its session).
 TRANSIENT_NUMBERS = frozenset({
     1205, 1222, -2, 233, 10053, 10054, 10060, 40197, 40501, 40613, 49918, 49919, 49920,
-    20002, 20003, 20004, 20006, 20009, 20047,
+    20002, 20003, 20004, 20006, 20009, 20017, 20047,
 })
 # Compatible servers report some of these under their own numbers (Babelfish: 33557097).
 TRANSIENT_TEXT = ("lock timeout", "lock request time out", "deadlock", "could not serialize access")

@@ -273,6 +273,17 @@ class SQLServerSession:
 
     # -- staging -----------------------------------------------------------------------------
     def stage_rows(self, plan: ApplyPlan, batches: Iterable[pa.RecordBatch]) -> int:
+        try:
+            return self._stage_rows(plan, batches)
+        finally:
+            # The source holds its file lock or connection until it is closed. After a failed load,
+            # the driver error's traceback keeps these frames, and so the source, in a reference
+            # cycle until a garbage collection: the retry waited 30 s for the embedded lake's lock.
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
+
+    def _stage_rows(self, plan: ApplyPlan, batches: Iterable[pa.RecordBatch]) -> int:
         methods = self.target.methods_for(plan)
         source = (batch for batch in batches if batch.num_rows)
         first = next(source, None)
@@ -312,12 +323,15 @@ class SQLServerSession:
         check.add(batch)
         try:
             self._load(bulk, plan, [batch], 1)
+        except BridgeError as exc:
+            reason = str(exc)
+        else:
+            # On the session's own connection: an error here (e.g. the session was killed) says
+            # nothing about bulk loads and is raised as it is, not taken for a refusal.
             problems = self._differences(check)
             if not problems:
                 return bulk, check
             reason = "; ".join(problems[:5])
-        except BridgeError as exc:
-            reason = str(exc)
         self.target.refuse(bulk, reason)
         if self._on_own_connection(bulk):
             self._drop_stage()  # the load ran on its own connection: this one is untouched

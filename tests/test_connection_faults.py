@@ -1,0 +1,294 @@
+"""Faults on the real pairs: the server drops the worker's connection in the middle of an event.
+
+SQL Server (when BRIDGE_TEST_MSSQL_URL is set): a second connection issues a real T-SQL `KILL` of
+the worker's session while it stages, while it applies (blocked inside its transaction, the ledger
+row already written), and between events. Hooks only choose the moment; the kill is the server's.
+The event must be retried and applied exactly once, and no staging table may be left behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge_cli.engine import EventResult
+from tests.backends import Col, MssqlPair, MssqlPythonPair, mssql_python_available, mssql_url
+from tests.helpers import submit
+
+ROWS = [(i, f"row {i} ñ") for i in range(1, 2001)]
+INT_ROWS = [(i, 1000 + i) for i in range(1, 2001)]
+BATCH_ROWS = 50  # 40 source batches: a kill after the 10th read lands well inside staging
+
+
+# -- SQL Server --------------------------------------------------------------------------------
+
+needs_mssql = pytest.mark.skipif(
+    mssql_url() is None, reason="BRIDGE_TEST_MSSQL_URL is not set: SQL Server connection faults skipped"
+)
+
+
+def make_pair(driver: str, home: Path, **target_options: Any) -> MssqlPair:
+    """A DuckDB lake and the real server through one driver. The ledger lives in a schema of its own,
+    so the shared staging tables (`<ledger schema>.bridge_stage_<hex>`) found there are this test's."""
+    if driver == "mssql-python" and not mssql_python_available():
+        pytest.skip("mssql-python is not installed (pip install 'bridge-cli[mssql-python]')")
+    pair_class = MssqlPythonPair if driver == "mssql-python" else MssqlPair
+    schema = f"bridge_cf_{uuid.uuid4().hex[:8]}"
+    options = {"ledger_table": f"{schema}.applied_events", **target_options}
+    return pair_class(home, batch_rows=BATCH_ROWS, lock_timeout=30.0, target_options=options)
+
+
+def drop_ledger_schema(pair: MssqlPair) -> None:
+    from bridge_cli.targets.sqlserver.tsql import q
+
+    pair.target.close()  # type: ignore[attr-defined]
+    schema = pair.target.ledger.schema  # type: ignore[attr-defined]
+    for (name,) in pair._run("SELECT t.name FROM sys.tables AS t WHERE t.schema_id = SCHEMA_ID(%s)",
+                             [schema], fetch=True):
+        pair._run(f"DROP TABLE {q(schema)}.{q(str(name))}")
+    pair._run(f"DROP SCHEMA {q(schema)}")
+
+
+@pytest.fixture(params=["pymssql", "mssql-python"])
+def mssql(request: pytest.FixtureRequest, bridge_home: Path) -> Iterator[MssqlPair]:
+    if mssql_url() is None:
+        pytest.skip("BRIDGE_TEST_MSSQL_URL is not set: SQL Server connection faults skipped")
+    pair = make_pair(request.param, bridge_home)
+    yield pair
+    drop_ledger_schema(pair)
+
+
+def target_table(pair: MssqlPair, value_type: str = "text") -> str:
+    """A target table of this test's own (other tests may use the same server at the same time)."""
+    name = f"dbo.cf_{uuid.uuid4().hex[:10]}"
+    pair.create_target(name, [Col("k", "int", pk=True), Col("v", value_type)])
+    return name
+
+
+def drop_target(pair: MssqlPair, name: str) -> None:
+    from bridge_cli.identifiers import parse_target_table
+    from bridge_cli.targets.sqlserver.tsql import table_sql
+
+    pair._run(f"DROP TABLE {table_sql(parse_target_table(name))}")
+
+
+def warm_up(pair: MssqlPair) -> str:
+    """One small event first, as a running worker has done: `auto` has learnt what this server
+    refuses (pymssql's refused bulk load replaces the session's connection), so the next event runs
+    on the connection the target keeps."""
+    table = target_table(pair)
+    try:
+        pair.create_source("c.s.warm", {"k": "int", "v": "text"}, ROWS[:3])
+        event = submit(pair.lake, "insert", table, source_table="c.s.warm", primary_keys=["k"])
+        assert [r.status for r in pair.engine().process_once()] == ["completed"]
+    finally:
+        drop_target(pair, table)
+    return event.event_id
+
+
+def worker_spid(pair: MssqlPair) -> int:
+    """The session id of the connection the target keeps between uses, asked through that very
+    connection; the next event takes it again (its own statements then run on this session)."""
+    with pair.target._cursor("finding the worker's session") as cursor:  # type: ignore[attr-defined]
+        cursor.execute("SELECT @@SPID")
+        return int(cursor.fetchone()[0])
+
+
+class Killer:
+    """A second connection to the same server, opened beforehand, that ends sessions with T-SQL
+    `KILL` (Babelfish implements it by terminating the session's backend)."""
+
+    def __init__(self, pair: MssqlPair) -> None:
+        self.connection = pair.target.connect()  # type: ignore[attr-defined]
+        self.sql = pair.target.driver.sql  # type: ignore[attr-defined]
+        self.killed: list[int] = []
+
+    def kill(self, spid: int) -> None:
+        # KILL takes no variable or parameter, only a literal: the spid is an int, never text.
+        self.connection.cursor().execute(f"KILL {int(spid)}")
+        self.killed.append(spid)
+
+    def waiting_on_a_lock(self, spid: int) -> bool:
+        cursor = self.connection.cursor()
+        try:  # SQL Server
+            cursor.execute(self.sql("SELECT blocking_session_id FROM sys.dm_exec_requests WHERE session_id = %s"),
+                           (spid,))
+            return any(row[0] for row in cursor.fetchall())
+        except Exception:  # noqa: BLE001 - Babelfish has no sys.dm_exec_requests; @@SPID is the backend pid
+            cursor = self.connection.cursor()
+        cursor.execute(self.sql("SELECT wait_event_type FROM pg_catalog.pg_stat_activity WHERE pid = %s"), (spid,))
+        return any(row[0] == "Lock" for row in cursor.fetchall())
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def shared_stages(pair: MssqlPair) -> list[str]:
+    schema = pair.target.ledger.schema  # type: ignore[attr-defined]
+    rows = pair._run("SELECT t.name FROM sys.tables AS t WHERE t.schema_id = SCHEMA_ID(%s) AND t.name LIKE %s",
+                     [schema, "bridge[_]stage[_]%"], fetch=True)
+    return [str(r[0]) for r in rows]
+
+
+def assert_applied_once(
+    pair: MssqlPair, table: str, event_id: str, results: list[EventResult], earlier: tuple[str, ...] = (),
+    rows: list[tuple[int, Any]] = ROWS,
+) -> None:
+    """Killed once, retried once: the first try waits for a retry, the second completes; the target
+    holds each source row once, the ledger one row, the event its true count."""
+    assert [r.status for r in results] == ["pending", "completed"], results
+    stored = pair.lake.get_event(event_id)
+    assert stored is not None
+    assert (stored.status, stored.attempts, stored.rows_affected, stored.discrepancy) == (
+        "completed", 2, len(rows), 0), stored
+    assert pair.target_rows(table, ["k", "v"], "k") == rows
+    assert pair.ledger_ids() == sorted([event_id, *earlier])
+    assert shared_stages(pair) == []
+
+
+def connection_lost(message: str | None) -> bool:
+    text = (message or "").lower()
+    return any(m in text for m in ("dbprocess is dead", "unexpected eof", "communication link failure",
+                                   "read from the server failed", "write to the server failed",
+                                   "tcp provider", "connection"))
+
+
+@needs_mssql
+def test_sqlserver_session_killed_while_staging_is_retried_and_applied_once(mssql: MssqlPair) -> None:
+    table = target_table(mssql)
+    try:
+        warm = warm_up(mssql)
+        mssql.create_source("c.s.t", {"k": "int", "v": "text"}, ROWS)
+        event = submit(mssql.lake, "insert", table, source_table="c.s.t", primary_keys=["k"],
+                       rows_expected=len(ROWS))
+        spid = worker_spid(mssql)
+        killer = Killer(mssql)
+
+        def kill_mid_staging(event_id: str, rows_read: int) -> None:
+            # Called as each source batch is read, a few batches ahead of the one being staged.
+            if not killer.killed and rows_read >= 10 * BATCH_ROWS:
+                killer.kill(spid)
+
+        try:
+            results = mssql.engine(on_progress=kill_mid_staging).process_once()
+        finally:
+            killer.close()
+        assert killer.killed == [spid]
+        first = results[0].warning or ""
+        assert "staging source rows" in first and connection_lost(first), results[0]
+        assert_applied_once(mssql, table, event.event_id, results, (warm,))
+    finally:
+        drop_target(mssql, table)
+
+
+@needs_mssql
+def test_sqlserver_session_killed_during_the_apply_is_retried_and_applied_once(mssql: MssqlPair) -> None:
+    """The worker's apply waits on a lock held by another session, inside its transaction with the
+    ledger row written; that is when its session is killed. Nothing of it may survive."""
+    table = target_table(mssql)
+    try:
+        warm = warm_up(mssql)
+        mssql.create_source("c.s.t", {"k": "int", "v": "text"}, ROWS)
+        event = submit(mssql.lake, "insert", table, source_table="c.s.t", primary_keys=["k"],
+                       rows_expected=len(ROWS))
+        spid = worker_spid(mssql)
+        killer = Killer(mssql)
+        results: list[EventResult] = []
+        worker = threading.Thread(target=lambda: results.extend(mssql.engine().process_once()))
+        try:
+            with mssql.lock_target(table):
+                worker.start()
+                deadline = time.monotonic() + 25  # under the worker's 30 s lock timeout
+                while not killer.waiting_on_a_lock(spid):
+                    assert time.monotonic() < deadline, "the worker's apply never waited on the lock"
+                    assert worker.is_alive(), f"the event ended before its apply was blocked: {results}"
+                    time.sleep(0.05)
+                killer.kill(spid)
+            worker.join(timeout=60)
+            assert not worker.is_alive()
+        finally:
+            killer.close()
+        first = results[0].warning or ""
+        assert f"INSERT into {table}" in first and connection_lost(first), results[0]
+        assert_applied_once(mssql, table, event.event_id, results, (warm,))
+    finally:
+        drop_target(mssql, table)
+
+
+@needs_mssql
+def test_sqlserver_kept_connection_killed_between_events_is_replaced(mssql: MssqlPair) -> None:
+    """The connection kept between events is killed while idle: the next event notices before
+    using it and completes on its first attempt."""
+    table = target_table(mssql)
+    try:
+        mssql.create_source("c.s.t", {"k": "int", "v": "text"}, ROWS[:100])
+        mssql.create_source("c.s.u", {"k": "int", "v": "text"}, ROWS[100:])
+        first = submit(mssql.lake, "insert", table, source_table="c.s.t", primary_keys=["k"])
+        engine = mssql.engine()
+        assert [r.status for r in engine.process_once()] == ["completed"]
+        spid = worker_spid(mssql)
+        killer = Killer(mssql)
+        try:
+            killer.kill(spid)
+        finally:
+            killer.close()
+        second = submit(mssql.lake, "insert", table, source_table="c.s.u", primary_keys=["k"])
+        assert [(r.status, r.attempts) for r in engine.process_once()] == [("completed", 1)]
+        assert mssql.lake.get_event(second.event_id).rows_affected == len(ROWS) - 100  # type: ignore[union-attr]
+        assert mssql.target_rows(table, ["k", "v"], "k") == ROWS
+        assert mssql.ledger_ids() == sorted([first.event_id, second.event_id])
+    finally:
+        drop_target(mssql, table)
+
+
+@needs_mssql
+def test_sqlserver_session_killed_while_a_shared_stage_is_loaded_leaves_no_stage(
+    bridge_home: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """mssql-python's bulk load runs on a connection of its own into a shared staging table the
+    session made. The session is killed as that load starts: the stage must still be dropped, and a
+    dead session must not be taken for the server refusing bulk loads."""
+    # A 32 KiB packet and integer columns: Babelfish then takes this driver's bulk load and reports
+    # success (with values in the wrong columns, which the stage check catches). With text columns
+    # or the default packet, the load fails before it sends a row.
+    mssql = make_pair("mssql-python", bridge_home, write_method="auto", packet_size=32767)
+    table = target_table(mssql, "int")
+    try:
+        mssql.create_source("c.s.t", {"k": "int", "v": "int"}, INT_ROWS)
+        event = submit(mssql.lake, "insert", table, source_table="c.s.t", primary_keys=["k"],
+                       rows_expected=len(INT_ROWS))
+        spid = worker_spid(mssql)
+        killer = Killer(mssql)
+        driver = mssql.target.driver  # type: ignore[attr-defined]
+        real_load = driver.load
+        seen_stages: list[list[str]] = []
+
+        def load_after_a_kill(method: str, *args: Any) -> Any:
+            if method == "bulk" and not killer.killed:
+                seen_stages.append(shared_stages(mssql))
+                killer.kill(spid)
+            return real_load(method, *args)
+
+        driver.load = load_after_a_kill
+        try:
+            with caplog.at_level(logging.WARNING, logger="bridge"):
+                results = mssql.engine().process_once()
+        finally:
+            driver.load = real_load
+            killer.close()
+        assert killer.killed == [spid]
+        assert len(seen_stages) == 1 and len(seen_stages[0]) == 1, seen_stages  # it existed when killed
+        assert connection_lost(results[0].warning), results[0].warning
+        refusals = [r.getMessage() for r in caplog.records if "does not work on this server" in r.getMessage()]
+        assert not any(connection_lost(m) for m in refusals), refusals
+        assert_applied_once(mssql, table, event.event_id, results, rows=INT_ROWS)
+    finally:
+        drop_target(mssql, table)
+        drop_ledger_schema(mssql)
