@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,6 +15,7 @@ from types import FrameType
 from typing import Annotated, Any, TypeVar
 
 import typer
+from typer.core import TyperGroup
 
 from bridge_cli import __version__, reporting
 from bridge_cli.adapters import open_lake, open_target
@@ -47,7 +50,20 @@ EXIT_TIMEOUT = 3
 EXIT_NOT_FOUND = 4
 EXIT_CONFIG = 5
 
+class _BridgeGroup(TyperGroup):
+    def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            # The reader went away (`bridge status | head -1`): stop quietly with 0, as gh does.
+            # stdout is pointed at /dev/null so that the final flush cannot fail again.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise typer.Exit(EXIT_OK) from None
+
+
 app = typer.Typer(
+    cls=_BridgeGroup,
     name="bridge",
     help="Move data from Databricks into SQL Server through an event table.",
     no_args_is_help=True,
@@ -214,7 +230,7 @@ def submit(
     if quiet:
         typer.echo(event.event_id)
     elif as_json and not wait:
-        reporting.print_json(event.to_dict())
+        reporting.print_json(reporting.event_fields(event))
     elif not as_json:
         typer.echo(event.event_id)
         reporting.info(f"submitted {op.value} event {event.event_id} (priority {event.priority})")
@@ -232,7 +248,7 @@ def _wait_and_exit(
             event = wait_for_event(lake, event_id, timeout, interval, on_poll=reporting.WaitProgress())
         except WaitTimeout as exc:
             if as_json:
-                reporting.print_json(exc.event.to_dict())
+                reporting.print_json(reporting.event_fields(exc.event))
             raise
     if show:
         reporting.print_event(event, as_json)
@@ -255,17 +271,22 @@ def status(
         Status | None, typer.Option("--status", help="Only events with this status.")
     ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="How many recent events.")] = 20,
+    summary: Annotated[bool, typer.Option("--summary", help="Only the counts by status.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Show one event, or recent events with counts by status."""
+    """Show one event, or recent events (with counts by status on a terminal)."""
     with reported_errors():
         lake = open_lake(_state(ctx).settings())
         if event_id is not None:
             reporting.print_event(get_event(lake, event_id), as_json)
             return
+        if summary:
+            reporting.print_counts(lake.count_by_status(), as_json)
+            return
         events = lake.list_events(status_filter.value if status_filter else None, limit)
-        counts = {} if as_json else lake.count_by_status()
-    reporting.print_events(events, counts, as_json)
+        reporting.print_events(events, as_json)
+        if not as_json and reporting.to_terminal():
+            reporting.print_counts(lake.count_by_status(), as_json=False)
 
 
 @app.command()
@@ -396,5 +417,11 @@ def requeue(
 
 
 def main() -> None:
+    # Any output encoding (PYTHONIOENCODING=latin-1, a C locale): what it cannot show becomes "?"
+    # instead of a crash.
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="replace")
     app()
 

@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -60,12 +60,42 @@ def setup_logging(verbose: bool, quiet: bool) -> None:
     )
 
 
+def iso_utc(value: datetime) -> str:
+    """ISO 8601 in UTC with a Z; stored timestamps without a zone are UTC already."""
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    return value.isoformat() + "Z"
+
+
 def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime | date):
+    if isinstance(value, datetime):
+        return iso_utc(value)
+    if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, Decimal):
         return str(value)
     raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def _json_field(text: Any) -> Any:
+    """filter_conditions and metadata are stored as JSON text: shown as the objects they hold."""
+    if not isinstance(text, str):
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text  # written by hand and not JSON: shown as it is
+
+
+def event_fields(event: Event) -> dict[str, Any]:
+    """An event as people and machines see it: the claim token is the workers' business, a DELETE's
+    empty source (as the guide writes it) is no source, and JSON columns are objects."""
+    data = event.to_dict()
+    data.pop("claim_token", None)
+    data["source_table"] = data["source_table"] or None
+    for key in ("filter_conditions", "metadata"):
+        data[key] = _json_field(data[key])
+    return data
 
 
 def print_json(data: Any) -> None:
@@ -101,8 +131,55 @@ def _cell(value: Any) -> str:
     return escape(_text(value))
 
 
-def _add_column(table: Table, name: str) -> None:
-    table.add_column(name, overflow="fold")
+def _print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]],
+                 drop_first: Sequence[str] = (), flexible: str = "message") -> None:
+    """A table with one line per row that fits the terminal. Ids are copied and grepped, so no
+    cell is ever wrapped; a long message (the `flexible` column) ends in "…" (`bridge status ID`
+    and --json show it whole), and on a narrow terminal the columns in `drop_first` are left
+    out, in that order."""
+    texts = [[_text(v) for v in row] for row in rows]
+    widths = {h: max([len(h), *(len(r[i]) for r in texts)]) for i, h in enumerate(headers)}
+    if flexible in widths:
+        widths[flexible] = min(widths[flexible], 12)  # what it needs at least
+    shown = list(headers)
+    for name in drop_first:
+        if sum(widths[h] + 3 for h in shown) + 1 <= stdout().width:
+            break
+        shown.remove(name)
+    # What the message may take: rich would shrink every column alike to fit a long one.
+    room = stdout().width - 1 - sum(widths[h] + 3 for h in shown if h != flexible) - 3
+    table = Table(title=title, title_justify="left")
+    for name in shown:
+        if name == flexible:
+            table.add_column(name, no_wrap=True, overflow="ellipsis", max_width=max(room, 12))
+        else:
+            table.add_column(name, no_wrap=True, min_width=widths[name])
+    for row, text in zip(rows, texts, strict=True):
+        cells = []
+        for name in shown:
+            i = headers.index(name)
+            if name == "status":
+                cells.append(_status(row[i]))
+            else:
+                cells.append(escape(_short(text[i], max(room, 12)) if name == flexible else text[i]))
+        table.add_row(*cells)
+    stdout().print(table)
+
+
+def _one_line(value: Any) -> str:
+    if isinstance(value, datetime):
+        return iso_utc(value)
+    return " ".join(_text(value).split())
+
+
+def _print_rows(rows: Iterable[Sequence[Any]]) -> None:
+    """Piped output: one record per line, tab-separated, no header and no drawing (as gh does)."""
+    for row in rows:
+        sys.stdout.write("\t".join(_one_line(v) for v in row) + "\n")
+
+
+def to_terminal() -> bool:
+    return stdout().is_terminal
 
 
 def _short(message: str | None, limit: int = 60) -> str:
@@ -112,60 +189,88 @@ def _short(message: str | None, limit: int = 60) -> str:
 
 
 def print_event(event: Event, as_json: bool) -> None:
+    fields = event_fields(event)
     if as_json:
-        print_json(event.to_dict())
+        print_json(fields)
+        return
+    if not to_terminal():
+        _print_rows(
+            (key, json.dumps(v, ensure_ascii=False) if isinstance(v, dict | list) else v)
+            for key, v in fields.items()
+        )
         return
     table = Table(show_header=False, title=f"event {_cell(event.event_id)}", title_justify="left")
-    table.add_column("field", style="bold")
+    table.add_column("field", style="bold", no_wrap=True)
     table.add_column("value", overflow="fold")
-    for key, value in event.to_dict().items():
-        if key == "claim_token":
-            continue
+    for key, value in fields.items():
+        if isinstance(value, dict):
+            value = json.dumps(value, ensure_ascii=False)
         shown = _status(value) if key == "status" else _cell(value)
         table.add_row(key, shown)
     stdout().print(table)
 
 
-def print_events(events: Sequence[Event], counts: dict[str, int], as_json: bool) -> None:
+def _rows_cell(event: Event) -> str:
+    rows = "" if event.rows_affected is None else str(event.rows_affected)
+    return rows if event.rows_expected is None else f"{rows}/{event.rows_expected}"
+
+
+def print_events(events: Sequence[Event], as_json: bool) -> None:
     if as_json:
-        print_json([e.to_dict() for e in events])
+        print_json([event_fields(e) for e in events])
         return
-    table = Table(title="bridge events", title_justify="left")
-    for name in ("event_id", "operation", "status", "target", "rows", "created (UTC)", "message"):
-        _add_column(table, name)
-    for e in events:
-        message = e.error_message or e.warning or ""
-        rows = "" if e.rows_affected is None else str(e.rows_affected)
-        if e.rows_expected is not None:
-            rows = f"{rows}/{e.rows_expected}"
-        table.add_row(
-            _cell(e.event_id), _cell(e.operation), _status(e.status), _cell(e.target_table), rows,
-            _text(e.created_at), escape(_short(message)),
+    if not to_terminal():
+        _print_rows(
+            (e.event_id, e.operation, e.status, e.target_table, _rows_cell(e), e.created_at,
+             e.error_message or e.warning)
+            for e in events
         )
-    console = stdout()
-    console.print(table)
-    summary = ", ".join(f"{_status(k)}: {v}" for k, v in sorted(counts.items())) or "no events"
-    console.print(f"counts by status: {summary}")
+        return
+    _print_table(
+        "bridge events",
+        ("event_id", "operation", "status", "target", "rows", "created (UTC)", "message"),
+        [(e.event_id, e.operation, e.status, e.target_table, _rows_cell(e), e.created_at,
+          e.error_message or e.warning) for e in events],
+        drop_first=("created (UTC)", "rows", "operation", "message", "target"),
+    )
+
+
+def print_counts(counts: dict[str, int], as_json: bool) -> None:
+    if as_json:
+        print_json(dict(sorted(counts.items())))
+    elif not to_terminal():
+        _print_rows(sorted(counts.items()))
+    else:
+        summary = ", ".join(f"{_status(k)}: {v}" for k, v in sorted(counts.items())) or "no events"
+        stdout().print(f"counts by status: {summary}")
+
+
+def result_fields(result: EventResult) -> dict[str, Any]:
+    """A processed event under the same field names `status --json` uses."""
+    return asdict(result)
 
 
 def print_results(results: Sequence[EventResult], as_json: bool) -> None:
     if as_json:
-        print_json([asdict(r) for r in results])
+        print_json([result_fields(r) for r in results])
         return
-    console = stdout()
     if not results:
-        console.print("no pending events")
+        info("no pending events")
         return
-    table = Table(title="processed events", title_justify="left")
-    for name in ("event_id", "operation", "target", "status", "rows", "discrepancy", "seconds", "message"):
-        _add_column(table, name)
-    for r in results:
-        table.add_row(
-            _cell(r.event_id), _cell(r.operation), _cell(r.target_table), _status(r.status),
-            _text(r.rows_affected), _text(r.discrepancy), f"{r.seconds:.2f}",
-            _cell(r.error_message or r.warning),
+    if not to_terminal():
+        _print_rows(
+            (r.event_id, r.operation, r.target_table, r.status, r.rows_affected, r.discrepancy,
+             f"{r.seconds:.2f}", r.error_message or r.warning)
+            for r in results
         )
-    console.print(table)
+        return
+    _print_table(
+        "processed events",
+        ("event_id", "operation", "target", "status", "rows", "discrepancy", "seconds", "message"),
+        [(r.event_id, r.operation, r.target_table, r.status, r.rows_affected, r.discrepancy,
+          f"{r.seconds:.2f}", r.error_message or r.warning) for r in results],
+        drop_first=("seconds", "discrepancy", "operation", "rows", "message", "target"),
+    )
 
 
 def print_requeue(results: Iterable[RequeueResult], as_json: bool) -> None:
@@ -173,17 +278,17 @@ def print_requeue(results: Iterable[RequeueResult], as_json: bool) -> None:
     if as_json:
         print_json([asdict(r) for r in results])
         return
-    console = stdout()
     if not results:
-        console.print("nothing to requeue")
+        info("nothing to requeue")
         return
-    table = Table(title="requeue", title_justify="left")
-    for name in ("event_id", "was", "result"):
-        _add_column(table, name)
-    for r in results:
-        style = "green" if r.requeued else ("yellow" if r.reason == "would requeue" else "red")
-        table.add_row(_cell(r.event_id), _cell(r.previous_status), f"[{style}]{_cell(r.reason)}[/]")
-    console.print(table)
+    if not to_terminal():
+        _print_rows((r.event_id, r.previous_status, r.reason) for r in results)
+        return
+    _print_table(
+        "requeue", ("event_id", "was", "result"),
+        [(r.event_id, r.previous_status, r.reason) for r in results],
+        drop_first=("was",), flexible="result",
+    )
 
 
 def print_lines(lines: Iterable[str]) -> None:
