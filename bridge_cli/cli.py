@@ -15,7 +15,7 @@ from types import FrameType
 from typing import Annotated, Any, TypeVar
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from bridge_cli import __version__, reporting
 from bridge_cli.adapters import open_lake, open_target
@@ -50,7 +50,37 @@ EXIT_TIMEOUT = 3
 EXIT_NOT_FOUND = 4
 EXIT_CONFIG = 5
 
+# Global options a user may also put after the command (`bridge status --profile prod`).
+_GLOBAL_WITH_VALUE = frozenset({"--config", "--profile", "-p"})
+_GLOBAL_FLAGS = frozenset({"--verbose", "-v"})
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """Move global options found after the command to the front, where the group parses them."""
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest.extend(args[i:])
+            break
+        name = arg.split("=", 1)[0]
+        if arg in _GLOBAL_FLAGS or (name in _GLOBAL_WITH_VALUE and "=" in arg):
+            front.append(arg)
+        elif arg in _GLOBAL_WITH_VALUE and i + 1 < len(args):
+            front.extend(args[i : i + 2])
+            i += 1
+        else:
+            rest.append(arg)
+        i += 1
+    return front + rest
+
+
 class _BridgeGroup(TyperGroup):
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]
+        return super().parse_args(ctx, hoist_global_options(args))
+
     def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
         try:
             return super().invoke(ctx)
@@ -62,11 +92,24 @@ class _BridgeGroup(TyperGroup):
             raise typer.Exit(EXIT_OK) from None
 
 
+class _PlainArgument(TyperArgument):
+    def display_type_rich(self, ctx: typer.Context) -> str | None:  # type: ignore[override]
+        return None  # the metavar says what to type; "<str>" says nothing more
+
+
+class _BridgeCommand(TyperCommand):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if type(param) is TyperArgument:
+                param.__class__ = _PlainArgument
+
+
 app = typer.Typer(
     cls=_BridgeGroup,
     name="bridge",
     help="Move data from Databricks into SQL Server through an event table.",
-    no_args_is_help=True,
+    invoke_without_command=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
@@ -93,22 +136,39 @@ def main_options(
     ctx: typer.Context,
     config: Annotated[
         str | None,
-        typer.Option("--config", envvar="BRIDGE_CONFIG", help="Path to bridge.yaml."),
+        typer.Option("--config", envvar="BRIDGE_CONFIG", metavar="FILE", help="Path to bridge.yaml."),
     ] = None,
     profile: Annotated[
         str | None,
-        typer.Option("--profile", envvar="BRIDGE_PROFILE", help="Profile in bridge.yaml."),
+        typer.Option(
+            "--profile", "-p", envvar="BRIDGE_PROFILE", metavar="NAME", help="Profile in bridge.yaml."
+        ),
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
     ] = False,
 ) -> None:
+    if ctx.invoked_subcommand is None:  # plain `bridge`: the help, and success
+        typer.echo(ctx.get_help())
+        raise typer.Exit(EXIT_OK)
     ctx.obj = AppState(config, profile, verbose)
     reporting.setup_logging(verbose, quiet=True)
 
 
 T = TypeVar("T")
+
+
+def in_range(low: float, high: float | None = None) -> Callable[[Any], Any]:
+    """An option's bounds, checked with our own words (Typer's own message reads like a model
+    validator's)."""
+    def check(value: Any) -> Any:
+        if value is not None and (value < low or (high is not None and value > high)):
+            wanted = f"between {low:g} and {high:g}" if high is not None else f"at least {low:g}"
+            raise typer.BadParameter(f"must be {wanted}, got {value:g}")
+        return value
+
+    return check
 
 
 def _exit_code(exc: BridgeError) -> int:
@@ -160,7 +220,7 @@ class OperationChoice(str, Enum):
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON on stdout for machines.")]
 
 
-@app.command()
+@app.command(cls=_BridgeCommand)
 def init(
     ctx: typer.Context,
     upgrade: Annotated[
@@ -174,35 +234,52 @@ def init(
     reporting.print_lines(lines)
 
 
-@app.command()
+@app.command(cls=_BridgeCommand)
 def submit(
     ctx: typer.Context,
-    operation: Annotated[OperationChoice, typer.Argument(help="insert, update or delete.")],
-    target: Annotated[str, typer.Option("--target", help="SQL Server table, schema.table.")],
+    operation: Annotated[OperationChoice, typer.Argument(
+        metavar="OPERATION",
+        case_sensitive=False,
+        help="insert, update or delete (any case).",
+    )],
+    target: Annotated[str, typer.Option("--target", metavar="TABLE", help="SQL Server table, schema.table.")],
     source: Annotated[
-        str | None, typer.Option("--source", help="Databricks table, catalog.schema.table.")
+        str | None, typer.Option("--source", metavar="TABLE", help="Databricks table, catalog.schema.table.")
     ] = None,
     pk: Annotated[
-        list[str] | None, typer.Option("--pk", help="Primary key column (repeat for several).")
+        list[str] | None, typer.Option(
+            "--pk",
+            metavar="COLUMN",
+            help="Primary key column (repeat for several).",
+        )
     ] = None,
     expected: Annotated[
-        int | None, typer.Option("--expected", min=0, help="Rows expected, for validation.")
+        int | None, typer.Option(
+            "--expected",
+            metavar="ROWS",
+            callback=in_range(0),
+            help="Rows expected, for validation.",
+        )
     ] = None,
     priority: Annotated[
-        int, typer.Option("--priority", min=1, max=10, help="1-10, lower first.")
+        int, typer.Option(
+            "--priority", metavar="1-10", callback=in_range(1, 10), help="Lower runs first (default 5)."
+        )
     ] = 5,
     filter_json: Annotated[
         str | None,
-        typer.Option("--filter", help='DELETE conditions as JSON, e.g. {"username": "ana"}.'),
+        typer.Option("--filter", metavar="JSON", help='DELETE conditions as JSON, e.g. {"username": "ana"}.'),
     ] = None,
     metadata_json: Annotated[
-        str | None, typer.Option("--metadata", help="Metadata as a JSON object.")
+        str | None, typer.Option("--metadata", metavar="JSON", help="Metadata as a JSON object.")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the event id.")] = False,
     as_json: JsonFlag = False,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the event to finish.")] = False,
     timeout: Annotated[
-        float, typer.Option("--timeout", min=0, help="Seconds to wait with --wait.")
+        float, typer.Option(
+            "--timeout", metavar="SECONDS", callback=in_range(0), help="Seconds to wait with --wait."
+        )
     ] = 300,
 ) -> None:
     """Validate and write a pending event; print its id."""
@@ -263,14 +340,21 @@ def wait_exit_code(event: Event, strict: bool) -> int:
     return EXIT_OK
 
 
-@app.command()
+@app.command(cls=_BridgeCommand)
 def status(
     ctx: typer.Context,
-    event_id: Annotated[str | None, typer.Argument(help="Show one event.")] = None,
+    event_id: Annotated[str | None, typer.Argument(metavar="EVENT_ID", help="Show one event.")] = None,
     status_filter: Annotated[
-        Status | None, typer.Option("--status", help="Only events with this status.")
+        Status | None, typer.Option(
+            "--status", metavar="STATUS", case_sensitive=False, help="Only events with this status."
+        )
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="How many recent events.")] = 20,
+    limit: Annotated[int, typer.Option(
+        "--limit",
+        metavar="N",
+        callback=in_range(1),
+        help="How many recent events.",
+    )] = 20,
     summary: Annotated[bool, typer.Option("--summary", help="Only the counts by status.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
@@ -289,12 +373,20 @@ def status(
             reporting.print_counts(lake.count_by_status(), as_json=False)
 
 
-@app.command()
+@app.command(cls=_BridgeCommand)
 def wait(
     ctx: typer.Context,
-    event_id: Annotated[str, typer.Argument(help="The event to wait for.")],
-    timeout: Annotated[float, typer.Option("--timeout", min=0, help="Seconds before exit 3.")] = 300,
-    interval: Annotated[float, typer.Option("--interval", min=0, help="Seconds between checks.")] = 10,
+    event_id: Annotated[str, typer.Argument(metavar="EVENT_ID", help="The event to wait for.")],
+    timeout: Annotated[float, typer.Option(
+        "--timeout",
+        metavar="SECONDS",
+        callback=in_range(0),
+        help="Seconds before exit 3.",
+    )] = 300,
+    interval: Annotated[float, typer.Option(
+            "--interval", metavar="SECONDS", callback=in_range(1),
+            help="Seconds between checks (at least 1: each is a query on the warehouse).",
+        )] = 10,
     as_json: JsonFlag = False,
     strict: Annotated[
         bool, typer.Option("--strict", help="Exit 1 also on a discrepancy or warning.")
@@ -310,13 +402,22 @@ def _engine(settings: Settings, progress: Callable[[str, int], None] | None) -> 
     return Engine(settings, open_lake(settings), open_target(settings), on_progress=progress)
 
 
-@app.command("process-once")
+@app.command("process-once", cls=_BridgeCommand)
 def process_once(
     ctx: typer.Context,
     max_events: Annotated[
-        int | None, typer.Option("--max-events", min=1, help="Stop after this many events.")
+        int | None, typer.Option(
+            "--max-events",
+            metavar="N",
+            callback=in_range(1),
+            help="Stop after this many events.",
+        )
     ] = None,
-    event_id: Annotated[str | None, typer.Option("--event-id", help="Process only this event.")] = None,
+    event_id: Annotated[str | None, typer.Option(
+        "--event-id",
+        metavar="ID",
+        help="Process only this event.",
+    )] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Process the pending events once and print a result table."""
@@ -351,14 +452,24 @@ def _explain_waiting(engine: Engine, event_id: str) -> None:
         )
 
 
-@app.command()
+@app.command(cls=_BridgeCommand)
 def worker(
     ctx: typer.Context,
     poll_interval: Annotated[
-        float | None, typer.Option("--poll-interval", min=0, help="Seconds between polls.")
+        float | None, typer.Option(
+            "--poll-interval",
+            metavar="SECONDS",
+            callback=in_range(0),
+            help="Seconds between polls.",
+        )
     ] = None,
     max_events: Annotated[
-        int | None, typer.Option("--max-events", min=1, help="Exit after this many events.")
+        int | None, typer.Option(
+            "--max-events",
+            metavar="N",
+            callback=in_range(1),
+            help="Exit after this many events.",
+        )
     ] = None,
 ) -> None:
     """Run the long-lived worker: SIGTERM or Ctrl-C finishes the event in hand, then exits."""
@@ -390,10 +501,13 @@ def worker(
     reporting.info(f"worker stopped after {count} event(s)")
 
 
-@app.command()
+@app.command(cls=_BridgeCommand)
 def requeue(
     ctx: typer.Context,
-    event_ids: Annotated[list[str] | None, typer.Argument(help="Events to requeue.")] = None,
+    event_ids: Annotated[list[str] | None, typer.Argument(
+        metavar="EVENT_ID",
+        help="Events to requeue.",
+    )] = None,
     failed: Annotated[bool, typer.Option("--failed", help="Requeue every failed event.")] = False,
     stale: Annotated[
         bool, typer.Option("--stale", help="Requeue processing events whose lease expired.")

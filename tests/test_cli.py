@@ -342,7 +342,7 @@ def test_status_before_init_exits_5_with_hint(bridge_home: Path) -> None:
 def test_wait_completed_exits_0(users: LocalPair) -> None:
     event_id = insert_users()
     assert run("process-once").exit_code == 0
-    result = run("wait", event_id, "--timeout", "5", "--interval", "0.05")
+    result = run("wait", event_id, "--timeout", "5")
     assert result.exit_code == 0, show(result)
     assert "completed" in result.stdout
 
@@ -354,7 +354,7 @@ def test_wait_completed_exits_0(users: LocalPair) -> None:
 def test_wait_failed_exits_1_and_shows_why(users: LocalPair) -> None:
     event_id = failing_insert()
     assert run("process-once").exit_code == 0
-    result = run("wait", event_id, "--timeout", "5", "--interval", "0.05")
+    result = run("wait", event_id, "--timeout", "5")
     assert result.exit_code == 1, show(result)
     assert "failed" in result.stdout
     assert "does not exist" in result.stdout
@@ -384,7 +384,7 @@ def test_wait_unknown_event_exits_4(local: LocalPair) -> None:
 
 def test_wait_pending_times_out_with_3_and_no_progress_off_terminal(local: LocalPair) -> None:
     event_id = submit("delete", "--target", USERS_TARGET, "--filter", '{"username": "a"}')
-    result = run("wait", event_id, "--timeout", "0.2", "--interval", "0.05")
+    result = run("wait", event_id, "--timeout", "0.2", "--interval", "1")
     assert result.exit_code == 3, show(result)
     assert "not processed within 0.2s (status: pending)" in result.stderr
     # not a terminal: the only thing on stderr is the one error line, no progress chatter
