@@ -154,7 +154,10 @@ def _refusal(event: Event, clock: Clock) -> str | None:
     if event.status == Status.COMPLETED.value:
         return "completed events are never requeued: they were applied (submit a new event)"
     if event.status == Status.PENDING.value:
-        return "already pending"
+        retry_at = event.next_attempt_at
+        if retry_at is None or retry_at <= clock.now():
+            return "already pending"
+        return None  # waiting out a retry delay: requeue means now
     if event.status == Status.PROCESSING.value and not _is_stale(event, clock):
         return f"being processed by {event.worker_id} (lease until {event.lease_expires_at})"
     return None

@@ -329,7 +329,14 @@ def _wait_and_exit(
             raise
     if show:
         reporting.print_event(event, as_json)
-    raise typer.Exit(wait_exit_code(event, strict))
+    code = wait_exit_code(event, strict)
+    if code != EXIT_OK:  # the reason, for a script's log, whatever was printed on stdout
+        if event.status == Status.FAILED.value:
+            reporting.error(f"event {event.event_id} failed: {event.error_message or 'no reason recorded'}")
+        else:
+            reason = event.warning or f"discrepancy {event.discrepancy}"
+            reporting.error(f"event {event.event_id} completed, but --strict: {reason}")
+    raise typer.Exit(code)
 
 
 def wait_exit_code(event: Event, strict: bool) -> int:

@@ -84,13 +84,14 @@ def lifecycle_columns_to_add(event_table: str, existing: set[str], upgrade: bool
     return missing
 
 
-def claimable_condition(now_mark: str) -> str:
+def claimable_condition(now_mark: str, due_only: bool = True) -> str:
     """Which events a worker may claim, in any lake's SQL: pending and due, or processing with an
-    expired lease (its worker died). `now_mark` is the placeholder for the current time."""
-    return (
-        f"((status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= {now_mark}))"
-        f" OR (status = 'processing' AND lease_expires_at < {now_mark}))"
-    )
+    expired lease (its worker died). `now_mark` is the placeholder for the current time. Without
+    `due_only` (an event asked for by id) a pending event's retry delay is not waited out."""
+    pending = "status = 'pending'"
+    if due_only:
+        pending += f" AND (next_attempt_at IS NULL OR next_attempt_at <= {now_mark})"
+    return f"(({pending}) OR (status = 'processing' AND lease_expires_at < {now_mark}))"
 
 
 # Claim order: lower priority number first (a missing priority counts as the default), then oldest.

@@ -285,7 +285,8 @@ class DatabricksLake:
     def claimable_events(
         self, now: datetime, limit: int, event_id: str | None, per_target: bool = True
     ) -> list[Event]:
-        where = claimable_condition(":now")
+        # An event asked for by id is run now, even while it waits out a retry delay.
+        where = claimable_condition(":now", due_only=event_id is None)
         params: dict[str, Any] = {"now": now, "limit": limit}
         if per_target:
             where += f" AND {first_in_line_condition(self._table)}"

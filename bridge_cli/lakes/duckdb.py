@@ -251,8 +251,9 @@ class DuckDBLake:
     def claimable_events(
         self, now: datetime, limit: int, event_id: str | None, per_target: bool = True
     ) -> list[Event]:
-        where = claimable_condition("?")
-        params: list[Any] = [now, now]
+        # An event asked for by id is run now, even while it waits out a retry delay.
+        where = claimable_condition("?", due_only=event_id is None)
+        params: list[Any] = [now] * where.count("?")
         if per_target:
             where += f" AND {first_in_line_condition(self._table)}"
         if event_id is not None:
