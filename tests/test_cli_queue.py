@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 from tests import test_cli
 from tests.backends import LocalPair
@@ -85,3 +86,20 @@ def test_requeue_clears_a_retry_delay(users: LocalPair) -> None:
     assert event(event_id)["status"] == "completed"
     again = run("requeue", event_id)
     assert again.exit_code == 1 and "completed events are never requeued" in again.stderr
+
+
+def test_status_on_an_event_table_made_from_the_guide_says_run_init_upgrade(local: LocalPair) -> None:
+    local.recreate_seed_event_table()
+    for args in (["status"], ["status", "--summary"], ["status", "nope"]):
+        result = run(*args)
+        assert result.exit_code == 5, show(result)
+        assert "lacks lifecycle columns" in result.stderr and "`bridge init --upgrade`" in result.stderr
+        assert "Binder" not in result.output
+
+
+def test_the_init_hint_names_the_store_it_looked_at(bridge_home: Path, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    result = run("status", env={"BRIDGE_HOME": str(elsewhere)})
+    assert result.exit_code == 5, show(result)
+    assert str(elsewhere.resolve() / "lake") in result.stderr and "run `bridge init`" in result.stderr
+    assert not elsewhere.exists()  # looking created nothing

@@ -253,13 +253,23 @@ class DatabricksLake:
         try:
             rows = self.execute(f"SELECT {columns} FROM {self._table} WHERE {where} {tail}", params, fetch=True)
         except PermanentError as exc:
-            if _names_missing_object(exc):
-                raise NotInitialized(
-                    f"event table {self.event_table_name} is missing or out of date ({exc}): "
-                    "run `bridge init` or `bridge init --upgrade`"
-                ) from None
-            raise
+            raise self._explain_missing(exc) from None
         return [Event.from_row(list(ALL_COLUMNS), tuple(_value(v) for v in row)) for row in rows]
+
+    def _explain_missing(self, exc: PermanentError) -> BridgeError:
+        """Say what is wrong with the event table, as `bridge init` would."""
+        if not _names_missing_object(exc):
+            return exc
+        existing = self._existing_columns()
+        if existing is None:
+            return NotInitialized(f"event table {self.event_table_name} does not exist: run `bridge init`")
+        try:
+            lifecycle_columns_to_add(self.event_table_name, existing, upgrade=False)
+        except NotInitialized as missing:
+            return missing
+        return NotInitialized(
+            f"event table {self.event_table_name} is out of date ({exc}): run `bridge init --upgrade`"
+        )
 
     def insert_event(self, event: Event) -> None:
         values = event.to_dict()
@@ -279,8 +289,14 @@ class DatabricksLake:
                             "ORDER BY created_at DESC NULLS LAST, event_id LIMIT :limit")
 
     def count_by_status(self) -> dict[str, int]:
-        rows = self.execute(f"SELECT coalesce(status, '?'), count(*) FROM {self._table} GROUP BY 1", fetch=True)
-        return {str(s): int(n) for s, n in rows}
+        # Naming a lifecycle column makes a table made from the guide, before
+        # `bridge init --upgrade`, fail here as everywhere else, with that hint.
+        sql = f"SELECT coalesce(status, '?'), count(*), count(claim_token) FROM {self._table} GROUP BY 1"
+        try:
+            rows = self.execute(sql, fetch=True)
+        except PermanentError as exc:
+            raise self._explain_missing(exc) from None
+        return {str(s): int(n) for s, n, _ in rows}
 
     def claimable_events(
         self, now: datetime, limit: int, event_id: str | None, per_target: bool = True

@@ -157,8 +157,11 @@ class DuckDBLake:
             with self.connect(self.event_table.catalog) as connection:
                 yield connection
         except _MissingCatalog:
+            # The path, so that someone in another folder (another BRIDGE_HOME) sees why.
+            where = self.catalog_path(self.event_table.catalog).resolve()
             raise NotInitialized(
-                f"event table {self.event_table_name} does not exist: run `bridge init`"
+                f"event table {self.event_table_name} does not exist: no lake file {where}; "
+                "run `bridge init` there, or set BRIDGE_HOME to where it was run"
             ) from None
 
     @property
@@ -198,16 +201,30 @@ class DuckDBLake:
         try:
             result = con.execute(f"SELECT {columns} FROM {self._table} WHERE {where} {tail}", params)
         except Exception as exc:
-            raise self._explain(exc) from None
+            raise self._explain(exc, con) from None
         return [Event.from_row(list(ALL_COLUMNS), row) for row in result.fetchall()]
 
-    def _explain(self, exc: Exception) -> Exception:
+    def _explain(self, exc: Exception, con: duckdb.DuckDBPyConnection) -> Exception:
         import duckdb
 
         if isinstance(exc, duckdb.CatalogException | duckdb.BinderException):
+            # Say what is wrong with the table, as `bridge init` would, not DuckDB's binder text.
+            where = self.catalog_path(self.event_table.catalog).resolve()
+            try:
+                existing = self._existing_columns(con)
+            except duckdb.Error:
+                existing = set()
+            if not existing:
+                return NotInitialized(
+                    f"event table {self.event_table_name} does not exist in {where}: run `bridge init`"
+                )
+            try:
+                lifecycle_columns_to_add(self.event_table_name, existing, upgrade=False)
+            except NotInitialized as missing:
+                return missing
             return NotInitialized(
-                f"event table {self.event_table_name} is missing or out of date ({exc}): "
-                "run `bridge init` or `bridge init --upgrade`"
+                f"event table {self.event_table_name} in {where} is out of date ({exc}): "
+                "run `bridge init --upgrade`"
             )
         if isinstance(exc, duckdb.Error):  # e.g. an IOException: worth another try, never a crash
             return TransientError(f"event table {self.event_table_name}: {type(exc).__name__}: {exc}")
@@ -224,7 +241,7 @@ class DuckDBLake:
                     [values[c] for c in ALL_COLUMNS],
                 )
             except Exception as exc:
-                raise self._explain(exc) from None
+                raise self._explain(exc, con) from None
 
     def get_event(self, event_id: str) -> Event | None:
         with self._events() as con:
@@ -241,12 +258,15 @@ class DuckDBLake:
     def count_by_status(self) -> dict[str, int]:
         with self._events() as con:
             try:
+                # Naming a lifecycle column makes a table made from the guide, before
+                # `bridge init --upgrade`, fail here as everywhere else, with that hint.
                 rows = con.execute(
-                    f"SELECT coalesce(status, '?'), count(*) FROM {self._table} GROUP BY 1"
+                    f"SELECT coalesce(status, '?'), count(*), count(claim_token) FROM {self._table} "
+                    "GROUP BY 1"
                 ).fetchall()
             except Exception as exc:
-                raise self._explain(exc) from None
-        return {str(s): int(n) for s, n in rows}
+                raise self._explain(exc, con) from None
+        return {str(s): int(n) for s, n, _ in rows}
 
     def claimable_events(
         self, now: datetime, limit: int, event_id: str | None, per_target: bool = True
@@ -284,7 +304,7 @@ class DuckDBLake:
             try:
                 return bool(con.execute(sql, params).fetchall())
             except Exception as exc:
-                raise self._explain(exc) from None
+                raise self._explain(exc, con) from None
 
     # -- source tables -----------------------------------------------------------------------
     def source_columns(self, table: TableName) -> list[SourceColumn]:

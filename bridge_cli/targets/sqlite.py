@@ -119,7 +119,11 @@ class SQLiteTarget:
 
     def check_ready(self) -> None:
         if not self.schema_path(self.ledger.schema).exists():
-            raise NotInitialized(f"target ledger {self.ledger} does not exist: run `bridge init`")
+            where = self.schema_path(self.ledger.schema).resolve()
+            raise NotInitialized(
+                f"target ledger {self.ledger} does not exist: no target file {where}; "
+                "run `bridge init` there, or set BRIDGE_HOME to where it was run"
+            )
 
     def ledger_entry(self, event_id: str) -> LedgerEntry | None:
         self.check_ready()
