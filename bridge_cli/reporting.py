@@ -24,8 +24,9 @@ from rich.table import Table
 
 from bridge_cli.api import RequeueResult
 from bridge_cli.engine import EventResult
-from bridge_cli.events import Event
+from bridge_cli.events import Event, Status
 
+_KNOWN_STATUSES = frozenset(s.value for s in Status)
 _STATUS_STYLE = {
     "completed": "green",
     "failed": "red",
@@ -113,7 +114,17 @@ def info(message: str) -> None:
 
 def _status(value: str | None) -> str:
     style = _STATUS_STYLE.get(value or "", "")
-    return f"[{style}]{value}[/]" if style else escape(str(value))
+    if style:
+        return f"[{style}]{value}[/]"
+    # e.g. 'PENDING' written by a job: no worker will ever claim it, so it is marked
+    return f"[bold red]{escape(repr(value))} (unknown)[/]"
+
+
+def split_counts(counts: dict[str, int]) -> tuple[dict[str, int], dict[str, int]]:
+    """(the four statuses, the statuses bridge does not know: never processed)."""
+    known = {k: v for k, v in sorted(counts.items()) if k in _KNOWN_STATUSES}
+    unknown = {k: v for k, v in sorted(counts.items()) if k not in _KNOWN_STATUSES}
+    return known, unknown
 
 
 def _text(value: Any) -> str:
@@ -236,12 +247,19 @@ def print_events(events: Sequence[Event], as_json: bool) -> None:
 
 
 def print_counts(counts: dict[str, int], as_json: bool) -> None:
+    known, unknown = split_counts(counts)
     if as_json:
-        print_json(dict(sorted(counts.items())))
+        print_json({**known, "unknown": unknown} if unknown else known)
     elif not to_terminal():
-        _print_rows(sorted(counts.items()))
+        _print_rows([*known.items(), *((f"unknown:{k}", v) for k, v in unknown.items())])
     else:
-        summary = ", ".join(f"{_status(k)}: {v}" for k, v in sorted(counts.items())) or "no events"
+        summary = ", ".join(f"{_status(k)}: {v}" for k, v in known.items()) or "no events"
+        if unknown:
+            odd = ", ".join(f"{escape(repr(k))}: {v}" for k, v in unknown.items())
+            summary += (
+                f"; [bold red]unknown statuses, never processed:[/] {odd} "
+                "(set status to 'pending' to have them processed)"
+            )
         stdout().print(f"counts by status: {summary}")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -11,6 +12,7 @@ from tests.backends import LocalPair
 from tests.test_cli import (
     CHANGED_USERS,
     NEW_USERS,
+    TERMINAL,
     USERS_TARGET,
     event,
     failing_insert,
@@ -103,3 +105,18 @@ def test_the_init_hint_names_the_store_it_looked_at(bridge_home: Path, tmp_path:
     assert result.exit_code == 5, show(result)
     assert str(elsewhere.resolve() / "lake") in result.stderr and "run `bridge init`" in result.stderr
     assert not elsewhere.exists()  # looking created nothing
+
+
+def test_an_event_with_a_status_bridge_does_not_know_is_reported_not_ignored(local: LocalPair) -> None:
+    normal = submit("delete", "--target", USERS_TARGET, "--filter", '{"username": "a"}')
+    odd = submit("delete", "--target", USERS_TARGET, "--filter", '{"username": "b"}')
+    local.set_event_fields(odd, status="PENDING")  # as a job's own SQL might write it
+    table = run("status", env=TERMINAL)
+    assert table.exit_code == 0, show(table)
+    line = next(x for x in table.stdout.splitlines() if odd in x)
+    assert "'PENDING' (unknown)" in line
+    assert "unknown statuses, never processed: 'PENDING': 1" in table.stdout
+    summary = run("status", "--summary", "--json")
+    assert json.loads(summary.stdout) == {"pending": 1, "unknown": {"PENDING": 1}}
+    assert run("status", "--summary").stdout.splitlines() == ["pending\t1", "unknown:PENDING\t1"]
+    assert event(normal)["status"] == "pending"
