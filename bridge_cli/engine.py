@@ -128,9 +128,11 @@ class Engine:
             outcome = self._retry_or_fail(event, str(exc))
         except (KeyboardInterrupt, SystemExit):
             raise
-        except BaseException as exc:  # the worker never dies of an event (native panics included)
+        except BaseException as exc:  # an error no adapter knows (native panics included) is
+            # logged with its type and retried as a transient one: it may even have come after the
+            # commit, and then the retry completes the event from the ledger. Never a dead worker.
             log.exception("unexpected error while processing %s", event.event_id)
-            outcome = self._failed(f"internal error: {type(exc).__name__}: {exc}")
+            outcome = self._retry_or_fail(event, f"unexpected {type(exc).__name__}: {exc}")
         else:
             outcome = self._completed(event, applied)
         finally:
@@ -185,14 +187,24 @@ class Engine:
             batches = self.lake.read_source(
                 job.source, [c.name for c in source_columns], self.settings.batch_rows
             )
-            with self.target.session() as session:
-                # The next batches are read while the current one is written (bounded queue).
-                staged = session.stage_rows(plan, read_ahead(self._count(job, batches)))
-                if staged == 0:
-                    verb = "insert" if job.operation is Operation.INSERT else "update"
-                    raise PermanentError(f"No data to {verb}: source table {job.source} is empty")
-                self._check_lease()
-                rows = session.apply(plan, self.clock.now())
+            # The next batches are read while the current one is written (bounded queue).
+            rows_in = read_ahead(self._count(job, batches))
+            try:
+                with self.target.session() as session:
+                    staged = session.stage_rows(plan, rows_in)
+                    if staged == 0:
+                        verb = "insert" if job.operation is Operation.INSERT else "update"
+                        raise PermanentError(f"No data to {verb}: source table {job.source} is empty")
+                    self._check_lease()
+                    rows = session.apply(plan, self.clock.now())
+            finally:
+                # A load that failed midway leaves the reader thread and the source (its file lock
+                # or connection) open until collected, which the error's traceback can put off
+                # indefinitely: close them now.
+                for opened in (rows_in, batches):
+                    close = getattr(opened, "close", None)
+                    if close is not None:
+                        close()
             return _Applied(rows, staged)
         except AlreadyApplied:
             entry = self.target.ledger_entry(event.event_id)
@@ -319,9 +331,10 @@ class Engine:
         try:
             self.target.check_ready()
             self.lake.count_by_status()
-        except NotInitialized:
+        except (NotInitialized, KeyboardInterrupt, SystemExit):
             raise
-        except Exception as exc:  # unreachable, transient or unknown: retried in the loop below
+        except BaseException as exc:  # unreachable, transient or unknown (a native panic too):
+            # retried in the loop below
             log.warning("stores not ready at start: %s: %s (retrying)", type(exc).__name__, exc)
         while not stop.is_set():
             try:
@@ -331,7 +344,10 @@ class Engine:
                 log.warning("cannot claim events now: %s (retrying in %ss)", exc, interval)
                 stop.wait(interval)
                 continue
-            except Exception:  # an error no adapter knows: logged and retried, never fatal
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException:  # an error no adapter knows (a native panic too): logged and
+                # retried, never fatal
                 log.exception("unexpected error while claiming events (retrying in %ss)", interval)
                 stop.wait(interval)
                 continue
@@ -340,10 +356,14 @@ class Engine:
                 continue
             try:
                 result = self.process_event(event)
-            except Exception as exc:
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:
                 # The result could not be recorded (e.g. the lake went away): the claim's lease
                 # runs out and the event is claimed again; the ledger keeps it from applying twice.
-                log.warning("event %s: result not recorded: %s", event.event_id, exc)
+                log.warning(
+                    "event %s: result not recorded: %s: %s", event.event_id, type(exc).__name__, exc
+                )
                 stop.wait(interval)
                 continue
             processed += 1
@@ -428,8 +448,12 @@ class _LeaseKeeper:
                     {"claim_token": self.event.claim_token},
                     {"lease_expires_at": now + timedelta(seconds=lease), "updated_at": now},
                 )
-            except Exception as exc:  # the keeper outlives any store error; the next renewal may work
-                log.warning("event %s: lease renewal failed: %s", self.event.event_id, exc)
+            except BaseException as exc:  # the keeper outlives any store error (a native panic
+                # too); the next renewal may work
+                log.warning(
+                    "event %s: lease renewal failed: %s: %s",
+                    self.event.event_id, type(exc).__name__, exc,
+                )
                 continue
             if not held:
                 log.warning("event %s: lease lost to another worker", self.event.event_id)
