@@ -9,9 +9,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bridge_cli.clock import Clock, SystemClock
-from bridge_cli.errors import BridgeError, EventNotFound, RefusedError
-from bridge_cli.events import TERMINAL_STATUSES, Event, Status, SubmitRequest, event_from_request
+from bridge_cli.config import Settings
+from bridge_cli.errors import BridgeError, EventNotFound, PermanentError, RefusedError, ValidationError
+from bridge_cli.events import (
+    TERMINAL_STATUSES,
+    Event,
+    Status,
+    SubmitRequest,
+    build_job,
+    event_from_request,
+)
 from bridge_cli.lakes import Lake, claim_order_key, target_line
+from bridge_cli.planning import check_allowed, plan_with_stores
 from bridge_cli.targets import Target
 
 
@@ -30,8 +39,25 @@ def init_stores(lake: Lake, target: Target, upgrade: bool = False) -> list[str]:
     return [*lake.init_event_table(upgrade), *target.init_ledger()]
 
 
-def submit_event(lake: Lake, request: SubmitRequest, clock: Clock | None = None) -> Event:
+def submit_event(
+    lake: Lake,
+    request: SubmitRequest,
+    clock: Clock | None = None,
+    allowed_targets: tuple[str, ...] | None = None,
+    check_with: tuple[Target, Settings] | None = None,
+) -> Event:
+    """Validate (as the worker will: the profile's allowed_targets too when given, and with
+    `check_with` every check against the real source and target) and write a pending event."""
     event = event_from_request(request)
+    job = build_job(event)
+    try:
+        if allowed_targets is not None:
+            check_allowed(job.target, allowed_targets)
+        if check_with is not None:
+            target, settings = check_with
+            plan_with_stores(job, lake, target, settings)
+    except PermanentError as exc:  # the worker would fail it: refused before it is written
+        raise ValidationError(str(exc)) from None
     now = (clock or SystemClock()).now()
     event.created_at = now
     event.updated_at = now

@@ -277,12 +277,21 @@ def submit(
     as_json: JsonFlag = False,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the event to finish.")] = False,
     timeout: Annotated[
-        float, typer.Option(
-            "--timeout", metavar="SECONDS", callback=in_range(0), help="Seconds to wait with --wait."
+        float | None, typer.Option(
+            "--timeout", metavar="SECONDS", callback=in_range(0),
+            help="Seconds to wait with --wait (default 300).",
         )
-    ] = 300,
+    ] = None,
+    check: Annotated[bool, typer.Option(
+        "--check",
+        help="Check the source and target tables as the worker will before writing the event.",
+    )] = False,
 ) -> None:
     """Validate and write a pending event; print its id."""
+    if timeout is not None and not wait:
+        raise typer.BadParameter("only applies with --wait", param_hint="--timeout")
+    if quiet and as_json:
+        raise typer.BadParameter("-q prints only the id; leave out one of -q and --json", param_hint="--json")
     op = Operation(operation.value.upper())
     if op is Operation.DELETE and filter_json is None:
         raise typer.BadParameter("DELETE needs --filter", param_hint="--filter")
@@ -303,7 +312,10 @@ def submit(
     with reported_errors():
         settings = _state(ctx).settings()
         lake = open_lake(settings)
-        event = submit_event(lake, request)
+        check_with = (open_target(settings), settings) if check else None
+        event = submit_event(
+            lake, request, allowed_targets=settings.allowed_targets, check_with=check_with
+        )
     if quiet:
         typer.echo(event.event_id)
     elif as_json and not wait:
@@ -312,7 +324,8 @@ def submit(
         typer.echo(event.event_id)
         reporting.info(f"submitted {op.value} event {event.event_id} (priority {event.priority})")
     if wait:
-        _wait_and_exit(lake, event.event_id, timeout, settings.poll_interval, as_json, strict=False,
+        seconds = 300 if timeout is None else timeout
+        _wait_and_exit(lake, event.event_id, seconds, settings.poll_interval, as_json, strict=False,
                        show=not quiet)
 
 
@@ -356,16 +369,22 @@ def status(
             "--status", metavar="STATUS", case_sensitive=False, help="Only events with this status."
         )
     ] = None,
-    limit: Annotated[int, typer.Option(
+    limit: Annotated[int | None, typer.Option(
         "--limit",
         metavar="N",
         callback=in_range(1),
-        help="How many recent events.",
-    )] = 20,
+        help="How many recent events (default 20).",
+    )] = None,
     summary: Annotated[bool, typer.Option("--summary", help="Only the counts by status.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Show one event, or recent events (with counts by status on a terminal)."""
+    listing = {"--status": status_filter is not None, "--limit": limit is not None, "--summary": summary}
+    if event_id is not None and any(listing.values()):
+        given = next(name for name, used in listing.items() if used)
+        raise typer.BadParameter("lists events: leave it out to show one event", param_hint=given)
+    if summary and (status_filter is not None or limit is not None):
+        raise typer.BadParameter("counts every event: leave out --status and --limit", param_hint="--summary")
     with reported_errors():
         lake = open_lake(_state(ctx).settings())
         if event_id is not None:
@@ -374,7 +393,7 @@ def status(
         if summary:
             reporting.print_counts(lake.count_by_status(), as_json)
             return
-        events = lake.list_events(status_filter.value if status_filter else None, limit)
+        events = lake.list_events(status_filter.value if status_filter else None, limit or 20)
         reporting.print_events(events, as_json)
         if not as_json and reporting.to_terminal():
             reporting.print_counts(lake.count_by_status(), as_json=False)
@@ -428,6 +447,8 @@ def process_once(
     as_json: JsonFlag = False,
 ) -> None:
     """Process the pending events once and print a result table."""
+    if event_id is not None and max_events is not None:
+        raise typer.BadParameter("does nothing with --event-id (one event)", param_hint="--max-events")
     progress = reporting.CopyProgress()
     try:
         with reported_errors():

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from fnmatch import fnmatchcase
 
+from bridge_cli.config import Settings
 from bridge_cli.errors import PermanentError
 from bridge_cli.events import FilterValue, Job, Operation
 from bridge_cli.identifiers import TableName
-from bridge_cli.lakes import SourceColumn
-from bridge_cli.targets import ApplyPlan, TargetColumn, TargetTable
+from bridge_cli.lakes import Lake, SourceColumn
+from bridge_cli.targets import ApplyPlan, Target, TargetColumn, TargetTable
 
 
 def check_allowed(target: TableName, patterns: tuple[str, ...]) -> None:
@@ -18,6 +19,23 @@ def check_allowed(target: TableName, patterns: tuple[str, ...]) -> None:
             f"target table {target} is not allowed by this profile "
             f"(allowed_targets: {', '.join(patterns)})"
         )
+
+
+def plan_with_stores(
+    job: Job, lake: Lake, target: Target, settings: Settings
+) -> tuple[ApplyPlan, list[SourceColumn] | None]:
+    """Every check the worker makes before a row moves (allowed target, both tables, key and
+    source columns, identity rules), against the real stores: the worker's own messages for
+    `bridge submit --check` as for the worker."""
+    check_allowed(job.target, settings.allowed_targets)
+    table = target.describe_table(job.target)
+    if table is None:
+        raise PermanentError(f"target table {job.target} does not exist in the target database")
+    if job.operation is Operation.DELETE:
+        return plan_job(job, table, None, settings.max_delete_rows), None
+    assert job.source is not None
+    source_columns = lake.source_columns(job.source)
+    return plan_job(job, table, source_columns, settings.max_delete_rows), source_columns
 
 
 def plan_job(

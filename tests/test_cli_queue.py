@@ -7,6 +7,8 @@ import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
+
 from tests import test_cli
 from tests.backends import LocalPair
 from tests.test_cli import (
@@ -14,6 +16,7 @@ from tests.test_cli import (
     NEW_USERS,
     TERMINAL,
     USERS_TARGET,
+    all_events,
     event,
     failing_insert,
     insert_users,
@@ -120,3 +123,59 @@ def test_an_event_with_a_status_bridge_does_not_know_is_reported_not_ignored(loc
     assert json.loads(summary.stdout) == {"pending": 1, "unknown": {"PENDING": 1}}
     assert run("status", "--summary").stdout.splitlines() == ["pending\t1", "unknown:PENDING\t1"]
     assert event(normal)["status"] == "pending"
+
+
+def write_profile(tmp_path: Path, extra: str) -> dict[str, str]:
+    path = tmp_path / "bridge.yaml"
+    path.write_text(f"profiles:\n  p:\n    lake: {{kind: duckdb}}\n    target: {{kind: sqlite}}\n{extra}")
+    return {"BRIDGE_CONFIG": str(path)}
+
+
+def test_submit_refuses_a_target_outside_allowed_targets(users: LocalPair, tmp_path: Path) -> None:
+    env = write_profile(tmp_path, "    allowed_targets: ['dbo.other*']\n")
+    result = run("submit", "insert", "--source", NEW_USERS, "--target", USERS_TARGET, "--pk", "username",
+                 env=env)
+    assert result.exit_code == 2, show(result)
+    assert "target table dbo.users is not allowed by this profile" in result.stderr
+    assert all_events() == []
+
+
+@pytest.mark.parametrize("args,message", [
+    (["insert", "--source", "lakecat.sales.nope", "--target", USERS_TARGET, "--pk", "username"],
+     "lakecat.sales.nope"),
+    (["insert", "--source", NEW_USERS, "--target", "dbo.nope", "--pk", "username"],
+     "target table dbo.nope does not exist in the target database"),
+    (["insert", "--source", NEW_USERS, "--target", USERS_TARGET, "--pk", "email"],
+     "primary key 'email' is not a column of target table dbo.users"),
+    (["update", "--source", NEW_USERS, "--target", USERS_TARGET, "--pk", "username", "--pk", "id"],
+     "primary key column(s) id not in source table"),
+    (["delete", "--target", USERS_TARGET, "--filter", '{"nickname": "a"}'],
+     "filter_conditions column 'nickname' is not a column of target table"),
+])
+def test_submit_check_refuses_what_the_worker_would_fail_with_its_message(
+    users: LocalPair, args: list[str], message: str
+) -> None:
+    result = run("submit", *args, "--check")
+    assert result.exit_code == 2, show(result)
+    assert message in result.stderr
+    assert all_events() == []  # nothing written
+
+
+def test_submit_check_writes_a_good_event(users: LocalPair) -> None:
+    result = run("submit", "insert", "--source", NEW_USERS, "--target", USERS_TARGET, "--pk", "username",
+                 "--check", "-q")
+    assert result.exit_code == 0, show(result)
+    assert event(result.stdout.strip())["status"] == "pending"
+
+
+@pytest.mark.parametrize("args,hint", [
+    (["submit", "delete", "--target", "t", "--filter", '{"a": 1}', "--timeout", "5"], "--timeout"),
+    (["submit", "delete", "--target", "t", "--filter", '{"a": 1}', "-q", "--json"], "--json"),
+    (["status", "some-id", "--limit", "5"], "--limit"),
+    (["status", "--summary", "--status", "failed"], "--summary"),
+    (["process-once", "--event-id", "x", "--max-events", "2"], "--max-events"),
+])
+def test_options_that_would_do_nothing_are_usage_errors(local: LocalPair, args: list[str], hint: str) -> None:
+    result = run(*args)
+    assert result.exit_code == 2, show(result)
+    assert hint in result.stderr
