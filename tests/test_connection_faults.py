@@ -292,3 +292,213 @@ def test_sqlserver_session_killed_while_a_shared_stage_is_loaded_leaves_no_stage
     finally:
         drop_target(mssql, table)
         drop_ledger_schema(mssql)
+
+
+# -- Databricks (the stand-in) -----------------------------------------------------------------
+
+
+_FRONTS_STARTED: dict[int, Any] = {}  # nginx processes this test process started, by pid
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+class StandinFront:
+    """The stand-in warehouse's HTTPS front (its nginx, which `up` started and recorded): stopped,
+    the warehouse is unreachable (connections refused); started again exactly as `up` starts it,
+    with its PID recorded where `down` looks for it."""
+
+    def __init__(self) -> None:
+        import os
+
+        self.dir = Path(os.environ.get("DBX_STANDIN_DIR", "/tmp/dbx-standin"))
+        self.port = int(os.environ.get("DBX_STANDIN_PORT", "443"))
+        self.pid_file = self.dir / "run" / "nginx.pid"
+        self.conf = self.dir / "run" / "nginx.conf"
+        if not self._recorded():
+            pytest.skip("no stand-in nginx recorded here: a real warehouse cannot be stopped by a test")
+
+    def _recorded(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+            running = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        except (OSError, ValueError):
+            return None
+        return pid if str(self.conf).encode() in running else None
+
+    def stop(self) -> None:
+        import os
+        import signal
+
+        pid = self._recorded()
+        assert pid is not None, "the stand-in's front is not running"
+        os.kill(pid, signal.SIGTERM)
+        started_here = _FRONTS_STARTED.get(pid)
+        if started_here is not None:  # a child of this process: reap it, or it lingers as a zombie
+            started_here.wait(timeout=15)
+            return
+        while _alive(pid):
+            time.sleep(0.05)
+
+    def start(self) -> None:
+        import socket
+        import subprocess
+
+        log = (self.dir / "nginx.out").open("ab")
+        process = subprocess.Popen(
+            ["nginx", "-p", str(self.dir / "run"), "-e", str(self.dir / "nginx-error.log"), "-c", str(self.conf)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        log.close()
+        _FRONTS_STARTED[process.pid] = process
+        self.pid_file.write_text(f"{process.pid}\n")
+        while True:
+            assert process.poll() is None, "nginx did not start again (see nginx-error.log)"
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+
+
+@pytest.fixture
+def databricks(bridge_home: Path) -> Iterator[Any]:
+    from tests.backends import DatabricksPair, standin_settings
+
+    if standin_settings() is None:
+        pytest.skip("the Databricks stand-in is not running (make test-databricks starts it)")
+    pair = DatabricksPair(bridge_home, batch_rows=BATCH_ROWS, lease_seconds=10.0)
+    yield pair
+    pair.close()
+
+
+def run_worker_until(engine: Any, done: Any, timeout: float = 120) -> list[EventResult]:
+    """A real worker loop (short polls) in a thread until `done(results)`."""
+    stop = threading.Event()
+    results: list[EventResult] = []
+
+    def on_result(result: EventResult) -> None:
+        results.append(result)
+        if done(results):
+            stop.set()
+
+    worker = threading.Thread(target=engine.run_worker, args=(stop, 0.2, None, on_result), daemon=True)
+    worker.start()
+    worker.join(timeout=timeout)
+    stop.set()
+    assert not worker.is_alive(), f"the worker did not finish the event: {results}"
+    return results
+
+
+def databricks_insert(pair: Any, rows: int) -> Any:
+    pair.create_target("dbo.t", [Col("k", "int", pk=True), Col("v", "int")])
+    pair.create_source("c.s.cf_source", {"k": "int", "v": "int"}, INT_ROWS[:rows])
+    return submit(pair.lake, "insert", "dbo.t", source_table="c.s.cf_source", primary_keys=["k"],
+                  rows_expected=rows)
+
+
+def assert_databricks_applied_once(pair: Any, event_id: str, rows: int) -> Any:
+    stored = pair.lake.get_event(event_id)
+    assert (stored.status, stored.rows_affected, stored.discrepancy) == ("completed", rows, 0), stored
+    assert pair.target_rows("dbo.t", ["k", "v"], "k") == INT_ROWS[:rows]
+    assert pair.ledger_ids() == [event_id]
+    return stored
+
+
+@pytest.mark.parametrize("value", ["soon", 0, True])
+def test_lake_retry_budget_is_bounded_and_checked(value: Any) -> None:
+    """The connector gives up on an unreachable warehouse after `retry_seconds` (default 120), not
+    after its own 15 minutes; a wrong value is a one-line configuration error."""
+    import dataclasses
+
+    from bridge_cli.config import AdapterConfig, ConfigError, load_settings
+    from bridge_cli.lakes.databricks import DatabricksLake
+
+    settings = load_settings(env={"BRIDGE_HOME": "/tmp/unused"})
+    options = {"server_hostname": "adb-1.azuredatabricks.net", "http_path": "/sql/1.0/warehouses/a", "token": "t"}
+
+    def lake(**extra: Any) -> DatabricksLake:
+        return DatabricksLake(dataclasses.replace(settings, lake=AdapterConfig("databricks", {**options, **extra})))
+
+    assert lake()._connect_args()["_retry_stop_after_attempts_duration"] == 120
+    assert lake(retry_seconds="30")._connect_args()["_retry_stop_after_attempts_duration"] == 30
+    with pytest.raises(ConfigError, match="retry_seconds"):
+        lake(retry_seconds=value)
+
+
+def test_databricks_warehouse_gone_for_a_moment_mid_read_is_ridden_out(databricks: Any) -> None:
+    """The warehouse's front stops while the source is read, batch by batch, and starts again a
+    few seconds later: the worker rides it out and the event is applied once."""
+    front = StandinFront()
+    event = databricks_insert(databricks, 500)
+    outage: list[int] = []
+    back: list[threading.Timer] = []
+
+    def outage_mid_read(event_id: str, rows_read: int) -> None:
+        if not outage and rows_read >= 3 * BATCH_ROWS:
+            outage.append(rows_read)
+            front.stop()
+            back.append(threading.Timer(3.0, front.start))  # the length of the outage, not a bound
+            back[0].start()
+
+    try:
+        results = run_worker_until(databricks.engine(on_progress=outage_mid_read),
+                                   lambda done: done[-1].status in ("completed", "failed"))
+    finally:
+        for timer in back:
+            timer.join()
+        if front._recorded() is None:
+            front.start()
+    assert outage == [3 * BATCH_ROWS]
+    assert results[-1].status == "completed", results
+    assert_databricks_applied_once(databricks, event.event_id, 500)
+
+
+def test_databricks_warehouse_gone_longer_than_the_lake_retries_fails_over_to_a_retry(
+    bridge_home: Path, databricks: Any,
+) -> None:
+    """The warehouse stays away longer than the lake's retry budget (`retry_seconds`): the read
+    fails as a transient error instead of hanging, the event is claimed again once the warehouse is
+    back (its lease ran out, or its retry was recorded), and it is applied once."""
+    import dataclasses
+
+    from bridge_cli.config import AdapterConfig
+    from bridge_cli.lakes.databricks import DatabricksLake
+
+    front = StandinFront()
+    event = databricks_insert(databricks, 500)
+    lake_config = databricks.settings.lake
+    settings = dataclasses.replace(
+        databricks.settings, lake=AdapterConfig("databricks", {**lake_config.options, "retry_seconds": 2})
+    )
+    engine = databricks.engine()
+    engine.settings = settings
+    engine.lake = DatabricksLake(settings)
+    outage: list[int] = []
+    back: list[threading.Timer] = []
+
+    def outage_mid_read(event_id: str, rows_read: int) -> None:
+        if not outage and rows_read >= 3 * BATCH_ROWS:
+            outage.append(rows_read)
+            front.stop()
+            back.append(threading.Timer(8.0, front.start))  # the length of the outage, not a bound
+            back[0].start()
+
+    engine.on_progress = outage_mid_read
+    try:
+        results = run_worker_until(engine, lambda done: done[-1].status in ("completed", "failed"))
+    finally:
+        engine.lake.close()
+        for timer in back:
+            timer.join()
+        if front._recorded() is None:
+            front.start()
+    assert outage == [3 * BATCH_ROWS]
+    assert results[-1].status == "completed", results
+    stored = assert_databricks_applied_once(databricks, event.event_id, 500)
+    assert stored.attempts >= 2  # the first attempt stopped at the outage; a later one applied it

@@ -135,6 +135,16 @@ class DatabricksLake:
         self.session_configuration = {str(k): str(v) for k, v in session.items()}
         self.timestamp_zone = str(config.get("timestamp_zone") or "UTC")
         self.conflict_retries = int(config.get("conflict_retries", 8))
+        # How long the connector retries one request to an unreachable or busy warehouse before the
+        # error reaches bridge (its own default is 900 s: a worker hung on a read, a lease renewal or
+        # a claim for 15 minutes). bridge retries an event, a claim and a renewal itself.
+        retry_seconds = config.get("retry_seconds", 120)
+        try:
+            self.retry_seconds = float(retry_seconds)
+        except (TypeError, ValueError):
+            self.retry_seconds = -1.0
+        if isinstance(retry_seconds, bool) or not 1 <= self.retry_seconds <= 86400:
+            raise ConfigError(f"{config.source}.retry_seconds: expected seconds from 1 to 86400, got {retry_seconds!r}")
         self._local = threading.local()
 
     def __repr__(self) -> str:  # the token never appears
@@ -142,7 +152,8 @@ class DatabricksLake:
 
     # -- connections -------------------------------------------------------------------------
     def _connect_args(self) -> dict[str, Any]:
-        args: dict[str, Any] = {"server_hostname": self.server_hostname, "http_path": self.http_path}
+        args: dict[str, Any] = {"server_hostname": self.server_hostname, "http_path": self.http_path,
+                                "_retry_stop_after_attempts_duration": self.retry_seconds}
         if self.token:
             args["access_token"] = str(self.token)
         else:
