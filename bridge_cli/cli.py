@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sys
@@ -17,7 +18,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup
 
-from bridge_cli import __version__, reporting
+from bridge_cli import __version__, logcontext, reporting
 from bridge_cli.adapters import open_lake, open_target
 from bridge_cli.api import (
     WaitTimeout,
@@ -49,9 +50,10 @@ EXIT_USAGE = 2
 EXIT_TIMEOUT = 3
 EXIT_NOT_FOUND = 4
 EXIT_CONFIG = 5
+EXIT_ABORTED = 130  # Ctrl-C, as shells report it
 
 # Global options a user may also put after the command (`bridge status --profile prod`).
-_GLOBAL_WITH_VALUE = frozenset({"--config", "--profile", "-p"})
+_GLOBAL_WITH_VALUE = frozenset({"--config", "--profile", "-p", "--log-format", "--log-level"})
 _GLOBAL_FLAGS = frozenset({"--verbose", "-v"})
 
 
@@ -115,11 +117,25 @@ app = typer.Typer(
 )
 
 
+class LogFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+class LogLevel(str, Enum):
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
 @dataclass
 class AppState:
     config: str | None
     profile: str | None
     verbose: bool
+    log_format: str = "text"
+    log_level: str | None = None
 
     def settings(self) -> Settings:
         return load_settings(self.config, self.profile)
@@ -145,6 +161,14 @@ def main_options(
         ),
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    log_format: Annotated[LogFormat, typer.Option(
+        "--log-format", envvar="BRIDGE_LOG_FORMAT", metavar="text|json", case_sensitive=False,
+        help="Log lines as text or as JSON objects (one per line).",
+    )] = LogFormat.text,
+    log_level: Annotated[LogLevel | None, typer.Option(
+        "--log-level", envvar="BRIDGE_LOG_LEVEL", metavar="LEVEL", case_sensitive=False,
+        help="debug, info, warning or error (default: info for the worker, warning otherwise).",
+    )] = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
     ] = False,
@@ -152,8 +176,9 @@ def main_options(
     if ctx.invoked_subcommand is None:  # plain `bridge`: the help, and success
         typer.echo(ctx.get_help())
         raise typer.Exit(EXIT_OK)
-    ctx.obj = AppState(config, profile, verbose)
-    reporting.setup_logging(verbose, quiet=True)
+    level = log_level.value if log_level is not None else None
+    ctx.obj = AppState(config, profile, verbose, log_format.value, level)
+    reporting.setup_logging(verbose, quiet=True, log_format=log_format.value, log_level=level)
 
 
 T = TypeVar("T")
@@ -502,7 +527,9 @@ def worker(
 ) -> None:
     """Run the long-lived worker: SIGTERM or Ctrl-C finishes the event in hand, then exits."""
     state = _state(ctx)
-    reporting.setup_logging(state.verbose, quiet=False)
+    reporting.setup_logging(state.verbose, quiet=False, log_format=state.log_format,
+                            log_level=state.log_level)
+    log = logging.getLogger("bridge.worker")
     stop = threading.Event()
     interrupts = 0
 
@@ -511,22 +538,26 @@ def worker(
         interrupts += 1
         if signum == signal.SIGINT and interrupts > 1:
             raise KeyboardInterrupt  # a second Ctrl-C: roll back the event in hand and go
-        reporting.info("stopping: finishing the event in hand (Ctrl-C again to abort it)")
+        log.info("stopping on %s: finishing the event in hand (Ctrl-C again to abort it)",
+                 signal.Signals(signum).name)
         stop.set()
 
-    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    # SIGHUP (a closed terminal, `systemctl reload`) stops as SIGTERM does.
+    stopping = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    previous = {s: signal.signal(s, request_stop) for s in stopping}
     try:
         with reported_errors():
             engine = _engine(state.settings(), None)
-            reporting.info(f"worker {engine.worker_id} started (profile {engine.settings.profile})")
-            count = engine.run_worker(stop, poll_interval, max_events, on_result=reporting.log_result)
+            logcontext.worker_id.set(engine.worker_id)
+            log.info("worker started (profile %s, pid %d)", engine.settings.profile, os.getpid())
+            count = engine.run_worker(stop, poll_interval, max_events)
     except KeyboardInterrupt:
-        reporting.info("aborted: the event in hand was rolled back and will be retried")
-        raise typer.Exit(EXIT_OK) from None
+        log.warning("aborted: the event in hand was rolled back and released for a retry")
+        raise typer.Exit(EXIT_ABORTED) from None
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    reporting.info(f"worker stopped after {count} event(s)")
+    log.info("worker stopped after %d event(s)", count)
 
 
 @app.command(cls=_BridgeCommand)

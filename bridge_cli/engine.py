@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from bridge_cli import logcontext
 from bridge_cli.clock import Clock, SystemClock
 from bridge_cli.config import Settings
 from bridge_cli.errors import (
@@ -27,7 +28,7 @@ from bridge_cli.errors import (
 )
 from bridge_cli.events import Event, Job, Operation, Status, build_job
 from bridge_cli.lakes import Lake
-from bridge_cli.planning import check_allowed, plan_job
+from bridge_cli.planning import plan_with_stores
 from bridge_cli.prefetch import read_ahead
 from bridge_cli.targets import LedgerEntry, Target
 
@@ -106,6 +107,8 @@ class Engine:
             if self.lake.update_event_if(event.event_id, expected, changes):
                 for key, value in changes.items():
                     setattr(event, key, value)
+                log.info("claimed event %s (%s %s, attempt %d)", event.event_id, event.operation,
+                         event.target_table, event.attempts or 1, extra={"event_id": event.event_id})
                 return event
             log.debug("event %s was claimed by another worker", event.event_id)
         return None
@@ -114,6 +117,11 @@ class Engine:
     def process_event(self, event: Event) -> EventResult:
         """Apply one claimed event and record the outcome; never raises for a bad event."""
         assert event.claim_token is not None, "process_event needs a claimed event"
+        with logcontext.about_event(event.event_id):
+            result = self._process(event)
+        return result
+
+    def _process(self, event: Event) -> EventResult:
         started = self.clock.monotonic()
         attempts = event.attempts or 1
         keeper = self._keeper = _LeaseKeeper(self, event)
@@ -127,6 +135,10 @@ class Engine:
         except BridgeError as exc:  # e.g. the lake went away mid-event: worth another try
             outcome = self._retry_or_fail(event, str(exc))
         except (KeyboardInterrupt, SystemExit):
+            # Ctrl-C, or a signal turned into one: the session rolled back; release the claim
+            # at once rather than leave the event `processing` until its lease runs out.
+            keeper.stop()
+            self._release_interrupted(event)
             raise
         except BaseException as exc:  # an error no adapter knows (native panics included) is
             # logged with its type and retried as a transient one: it may even have come after the
@@ -141,8 +153,11 @@ class Engine:
             event.event_id, {"claim_token": event.claim_token}, outcome
         )
         status = outcome["status"] if recorded else "lost"
+        seconds = self.clock.monotonic() - started
         if not recorded:
             log.warning("event %s: claim lost before the result was recorded", event.event_id)
+        else:
+            _log_outcome(event, outcome, seconds)
         return EventResult(
             event_id=event.event_id,
             operation=event.operation,
@@ -152,9 +167,24 @@ class Engine:
             discrepancy=outcome.get("discrepancy"),
             warning=outcome.get("warning"),
             error_message=outcome.get("error_message"),
-            seconds=self.clock.monotonic() - started,
+            seconds=seconds,
             attempts=attempts,
         )
+
+    def _release_interrupted(self, event: Event) -> None:
+        now = self.clock.now()
+        try:
+            released = self.lake.update_event_if(event.event_id, {"claim_token": event.claim_token}, {
+                "status": Status.PENDING.value, "claim_token": None, "lease_expires_at": None,
+                "next_attempt_at": None, "updated_at": now,
+                "warning": f"attempt {event.attempts} was interrupted (Ctrl-C or a signal); "
+                           "rolled back and released for a retry",
+            })
+        except Exception as exc:  # the lease runs out instead
+            log.warning("event %s: could not release the interrupted claim: %s", event.event_id, exc)
+            return
+        if released:
+            log.warning("event %s: interrupted; rolled back and released", event.event_id)
 
     def _apply(self, event: Event) -> _Applied:
         # Exactly once: an event whose id is in the target's ledger was applied already.
@@ -170,20 +200,14 @@ class Engine:
                 "out); see the worker logs"
             )
         job = build_job(event)
-        check_allowed(job.target, self.settings.allowed_targets)
-        table = self.target.describe_table(job.target)
-        if table is None:
-            raise PermanentError(f"target table {job.target} does not exist in the target database")
+        plan, source_columns = plan_with_stores(job, self.lake, self.target, self.settings)
         try:
-            if job.operation is Operation.DELETE:
-                plan = plan_job(job, table, None, self.settings.max_delete_rows)
+            if source_columns is None:  # a DELETE: nothing to read
                 with self.target.session() as session:
                     self._check_lease()
                     rows = session.apply(plan, self.clock.now())
                 return _Applied(rows, None)
             assert job.source is not None
-            source_columns = self.lake.source_columns(job.source)
-            plan = plan_job(job, table, source_columns, self.settings.max_delete_rows)
             batches = self.lake.read_source(
                 job.source, [c.name for c in source_columns], self.settings.batch_rows
             )
@@ -352,6 +376,7 @@ class Engine:
                 stop.wait(interval)
                 continue
             if event is None:
+                log.debug("no event due; next poll in %gs", interval)
                 stop.wait(interval)
                 continue
             try:
@@ -372,6 +397,21 @@ class Engine:
             if max_events is not None and processed >= max_events:
                 break
         return processed
+
+
+def _log_outcome(event: Event, outcome: dict[str, Any], seconds: float) -> None:
+    status = outcome["status"]
+    if status == Status.COMPLETED.value:
+        rows = outcome.get("rows_affected") or 0
+        rate = f", {rows / seconds:,.0f} rows/s" if seconds > 0 and rows else ""
+        log.info("event %s %s %s completed: %s rows in %.2fs%s%s", event.event_id, event.operation,
+                 event.target_table, f"{rows:,}", seconds, rate,
+                 f"; warning: {outcome['warning']}" if outcome.get("warning") else "")
+    elif status == Status.FAILED.value:
+        log.warning("event %s %s %s failed: %s", event.event_id, event.operation, event.target_table,
+                    outcome.get("error_message"))
+    else:
+        log.warning("event %s: %s", event.event_id, outcome.get("warning"))
 
 
 def backoff_seconds(attempt: int, base: float, cap: float, rng: random.Random) -> float:

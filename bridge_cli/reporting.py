@@ -17,7 +17,6 @@ from decimal import Decimal
 from typing import Any
 
 from rich.console import Console
-from rich.logging import RichHandler
 from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -49,16 +48,60 @@ def stderr() -> Console:
     return Console(stderr=True, color_system=_color_system())  # type: ignore[arg-type]
 
 
-def setup_logging(verbose: bool, quiet: bool) -> None:
-    """Logs go to stderr; `quiet` (one-shot commands) shows only warnings unless verbose."""
-    handler = RichHandler(console=stderr(), show_path=False, rich_tracebacks=False)
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class OneLineFormatter(logging.Formatter):
+    """One record per line, never wrapped or padded, in a file or journald as on a terminal:
+    `2026-11-28T09:30:00.123Z INFO bridge worker=host:42 event=insert-1a2b message`, or a JSON
+    object with the same fields. A traceback stays on the record's line (newlines as \\n)."""
+
+    def __init__(self, style: str) -> None:
+        super().__init__()
+        self.json = style == "json"
+
+    def format(self, record: logging.LogRecord) -> str:
+        when = datetime.fromtimestamp(record.created, timezone.utc)
+        fields: dict[str, Any] = {
+            "time": when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "worker_id": getattr(record, "worker_id", None),
+            "event_id": getattr(record, "event_id", None),
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            fields["error"] = self.formatException(record.exc_info)
+        if self.json:
+            return json.dumps({k: v for k, v in fields.items() if v is not None}, ensure_ascii=False)
+        parts = [fields["time"], fields["level"], fields["logger"]]
+        if fields["worker_id"]:
+            parts.append(f"worker={fields['worker_id']}")
+        if fields["event_id"]:
+            parts.append(f"event={fields['event_id']}")
+        text = fields["message"] + (f" | {fields['error']}" if "error" in fields else "")
+        parts.append(text.replace("\r", "").replace("\n", "\\n"))
+        return " ".join(parts)
+
+
+def setup_logging(
+    verbose: bool, quiet: bool, log_format: str = "text", log_level: str | None = None
+) -> None:
+    """Logs go to stderr; `quiet` (one-shot commands) shows only warnings. `-v` means debug;
+    `log_level` wins over both."""
+    from bridge_cli.logcontext import ContextFilter
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(OneLineFormatter(log_format))
+    handler.addFilter(ContextFilter())
     level = logging.DEBUG if verbose else (logging.WARNING if quiet else logging.INFO)
-    logging.basicConfig(
-        level=level,
-        format="%(message)s",
-        handlers=[handler],
-        force=True,
-    )
+    if log_level is not None:
+        level = getattr(logging, log_level.upper())
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    # Third-party chatter (the connector's retries, urllib3) only when asked for debug.
+    for noisy in ("databricks", "urllib3", "pyarrow"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if level <= logging.DEBUG else logging.WARNING)
 
 
 def iso_utc(value: datetime) -> str:
@@ -312,16 +355,6 @@ def print_requeue(results: Iterable[RequeueResult], as_json: bool) -> None:
 def print_lines(lines: Iterable[str]) -> None:
     for line in lines:
         sys.stdout.write(line + "\n")
-
-
-def log_result(result: EventResult) -> None:
-    """One log line per processed event, for the worker's log."""
-    logger = logging.getLogger("bridge")
-    detail = result.error_message or result.warning or ""
-    logger.info(
-        "%s %s %s -> %s rows=%s %s", result.event_id, result.operation, result.target_table,
-        result.status, result.rows_affected, detail,
-    )
 
 
 class CopyProgress:
