@@ -145,10 +145,10 @@ class Injector:
         self.calls: Counter[tuple[str, str]] = Counter()
         self.fired = 0
         self.commits: Counter[str] = Counter()  # event id -> applies that committed
-        # Staging waits for this many lease renewals: a renewal fault then fires, and the renewal
-        # after it is made, while an event is in hand.
-        self.renewals_needed = plan.nth + 1 if plan is not None and plan.phase == "renew" else 0
-        self.renewals_done = 0
+        # Staging waits for a lease renewal (with a renewal fault: for the same lease keeper's next
+        # renewal after the failed one), so that renewals happen while an event is in hand.
+        self.hold_for_renewal = plan is not None and plan.phase == "renew"
+        self.fault_token: str | None = None  # the claim whose renewal failed
         self.renewed = threading.Event()
         self.events: set[str] = set()  # the events of the scenario
         self.settled: dict[str, str] = {}  # event id -> completed or failed, as written
@@ -190,17 +190,20 @@ class Injector:
             if set(self.settled) >= self.events:
                 self.all_settled.set()
 
-    def renewal_done(self) -> None:
+    def renewal_done(self, token: str | None, fired_before: int) -> None:
         with self.lock:
-            self.renewals_done += 1
-            if self.renewals_done >= self.renewals_needed:
+            if self.plan is None or self.plan.phase != "renew":
                 self.renewed.set()
+            elif not fired_before and self.fired:
+                self.fault_token = token  # this renewal failed
+            elif fired_before and token == self.fault_token:
+                self.renewed.set()  # the same keeper renewed again after the fault
 
-    def wait_for_renewals(self) -> None:
-        """Hold the event in hand until its lease was renewed (or failed to be) as often as
-        needed: not a sleep, it ends when that has happened."""
-        if self.renewals_needed:
-            self.renewed.wait(timeout=20)
+    def wait_for_renewal(self) -> None:
+        """Hold the event in hand until its lease was renewed as wanted: not a sleep, it ends
+        when that has happened."""
+        if self.hold_for_renewal:
+            self.renewed.wait(timeout=10)
 
 
 def update_phase(changes: dict[str, Any]) -> str:
@@ -247,11 +250,12 @@ class FaultyLake:
                 injector.settle(event_id, changes["status"])  # written, whether heard or not
             return done
 
+        fired_before = injector.fired
         try:
             return bool(injector.call("lake.update_event_if", phase, update, event_id, expected, changes))
         finally:
             if phase == "renew":
-                injector.renewal_done()
+                injector.renewal_done(expected.get("claim_token"), fired_before)
 
     def read_source(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
         injector = self._injector
@@ -282,7 +286,7 @@ class FaultySession:
 
     def stage_rows(self, plan: Any, batches: Iterable[Any]) -> int:
         injector = self._injector
-        injector.wait_for_renewals()
+        injector.wait_for_renewal()
         fire = injector.count("session.stage_rows", "stage")
         if fire and injector.moment() == "before":
             injector.raise_fault()
@@ -499,7 +503,7 @@ def test_the_matrix_covers_every_method_a_worker_calls_fault_injected(
     """Without a fault: a worker calls every method and phase in the matrix, and none of the
     methods said not to be called by workers."""
     case = scenario(template, bridge_home, None, "unknown")
-    case.injector.renewals_needed = 1
+    case.injector.hold_for_renewal = True
     run_until_settled(case)
     check_exactly_once(case)
     called = case.injector.calls
@@ -525,6 +529,8 @@ def test_worker_lives_and_ends_each_event_once_fault_injected(
     with caplog.at_level(logging.WARNING, logger="bridge"):
         run_until_settled(case)
     assert case.injector.fired == 1, f"the fault at {plan.id} never fired"
+    if plan.phase == "renew":  # the lease keeper lived on: it renewed the same claim again
+        assert case.injector.renewed.is_set(), "the lease keeper did not renew after the fault"
     attempts = check_exactly_once(case)
     if plan.before_claim:
         assert attempts == {"insert": 1, "delete": 1}
