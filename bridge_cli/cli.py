@@ -449,8 +449,11 @@ def wait(
     _wait_and_exit(lake, event_id, timeout, interval, as_json, strict)
 
 
-def _engine(settings: Settings, progress: Callable[[str, int], None] | None) -> Engine:
-    return Engine(settings, open_lake(settings), open_target(settings), on_progress=progress)
+def _engine(settings: Settings, progress: reporting.CopyProgress | None) -> Engine:
+    return Engine(
+        settings, open_lake(settings), open_target(settings),
+        on_progress=progress, on_phase=progress.phase if progress is not None else None,
+    )
 
 
 @app.command("process-once", cls=_BridgeCommand)

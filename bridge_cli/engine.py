@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("bridge")
 
 ProgressCallback = Callable[[str, int], None]  # (event_id, rows read so far)
+# (event_id, phase, rows): "reading" with rows_expected, "writing" with the rows staged, "deleting"
+PhaseCallback = Callable[[str, str, "int | None"], None]
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ class Engine:
         clock: Clock | None = None,
         worker_id: str | None = None,
         on_progress: ProgressCallback | None = None,
+        on_phase: PhaseCallback | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
@@ -85,6 +88,7 @@ class Engine:
         self.clock = clock or SystemClock()
         self.worker_id = worker_id or default_worker_id()
         self.on_progress = on_progress
+        self.on_phase = on_phase
         self.rng = rng or random.Random()
         self._keeper: _LeaseKeeper | None = None  # the lease of the event in hand
 
@@ -203,11 +207,13 @@ class Engine:
         plan, source_columns = plan_with_stores(job, self.lake, self.target, self.settings)
         try:
             if source_columns is None:  # a DELETE: nothing to read
+                self._phase(event, "deleting", event.rows_expected)
                 with self.target.session() as session:
                     self._check_lease()
                     rows = session.apply(plan, self.clock.now())
                 return _Applied(rows, None)
             assert job.source is not None
+            self._phase(event, "reading", event.rows_expected)
             batches = self.lake.read_source(
                 job.source, [c.name for c in source_columns], self.settings.batch_rows
             )
@@ -220,6 +226,7 @@ class Engine:
                         verb = "insert" if job.operation is Operation.INSERT else "update"
                         raise PermanentError(f"No data to {verb}: source table {job.source} is empty")
                     self._check_lease()
+                    self._phase(event, "writing", staged)
                     rows = session.apply(plan, self.clock.now())
             finally:
                 # A load that failed midway leaves the reader thread and the source (its file lock
@@ -235,6 +242,10 @@ class Engine:
             if entry is None:  # the ledger row vanished between two reads: let a retry decide
                 raise TransientError("ledger conflict without a ledger row") from None
             return _Applied(entry.rows_affected, None, entry)
+
+    def _phase(self, event: Event, phase: str, rows: int | None) -> None:
+        if self.on_phase is not None:
+            self.on_phase(event.event_id, phase, rows)
 
     def _check_lease(self) -> None:
         """Working on without a lease risks two workers on one event: stop (nothing applied yet;

@@ -9,8 +9,9 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict
 from datetime import date, datetime, timezone
 from decimal import Decimal
@@ -357,35 +358,90 @@ def print_lines(lines: Iterable[str]) -> None:
         sys.stdout.write(line + "\n")
 
 
-class CopyProgress:
-    """A progress line on stderr for copies that take more than a few seconds, on a terminal."""
+class _ShownAfter(Progress):
+    """A progress display that stays blank until its task has run `after` seconds, so quick
+    events print nothing."""
 
-    def __init__(self, after_seconds: float = 2.0) -> None:
+    def __init__(self, *columns: Any, after: float, **options: Any) -> None:
+        super().__init__(*columns, **options)
+        self.after = after
+
+    def get_renderables(self) -> Iterable[Any]:
+        if any((t.elapsed or 0.0) >= self.after for t in self.tasks):
+            yield from super().get_renderables()
+
+
+class CopyProgress:
+    """What the event in hand is doing, on stderr, for events that take more than a few seconds,
+    on a terminal: rows read (with a percentage when rows_expected is known), then the write, or a
+    spinner for a DELETE. Each event's timer starts at 0."""
+
+    def __init__(self, after_seconds: float = 2.0, get_time: Callable[[], float] | None = None) -> None:
         self.console = stderr()
         self.enabled = self.console.is_terminal
         self.after = after_seconds
-        self._progress: Progress | None = None
+        self.get_time = get_time or time.monotonic
+        self._progress: _ShownAfter | None = None
         self._task: Any = None
-        self._started: dict[str, float] = {}
+        self._event: str | None = None
+        self._expected: int | None = None
+        self._timer: threading.Timer | None = None
 
-    def __call__(self, event_id: str, rows: int) -> None:
+    def phase(self, event_id: str, phase: str, rows: int | None) -> None:
+        """`reading` (rows: rows_expected, if known), `writing` (rows: staged) or `deleting`."""
         if not self.enabled:
             return
-        started = self._started.setdefault(event_id, time.monotonic())
+        if event_id != self._event:
+            self._start(event_id)
+        if phase == "reading":
+            self._expected = rows if rows else None
+            self._show(f"{event_id}: reading", 0)
+        elif phase == "writing":
+            self._expected = None
+            self._show(f"{event_id}: {rows or 0:,} rows read, writing", None)
+        else:
+            self._expected = None
+            self._show(f"{event_id}: deleting", None)
+
+    def __call__(self, event_id: str, rows: int) -> None:
+        """Rows read so far."""
+        if not self.enabled:
+            return
+        if event_id != self._event:
+            self._start(event_id)
+        self._show(f"{event_id}: {rows:,} rows read", rows)
+
+    def _start(self, event_id: str) -> None:
         if self._progress is None:
-            if time.monotonic() - started < self.after:
-                return
-            self._progress = Progress(
-                SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                console=self.console, transient=True,
+            self._progress = _ShownAfter(
+                SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.fields[percent]}"),
+                TimeElapsedColumn(), console=self.console, transient=True, get_time=self.get_time,
+                after=self.after,
             )
-            self._progress.start()
-            self._task = self._progress.add_task("")
-        self._progress.update(self._task, description=f"{event_id}: {rows:,} rows read")
+            # The display (and its cursor codes) starts only once an event has run `after` seconds.
+            self._timer = threading.Timer(self.after, self._progress.start)
+            self._timer.daemon = True
+            self._timer.start()
+        if self._task is not None:
+            self._progress.remove_task(self._task)
+        self._task = self._progress.add_task("", percent="")
+        self._event = event_id
+        self._expected = None
+
+    def _show(self, description: str, rows: int | None) -> None:
+        assert self._progress is not None
+        percent = ""
+        if rows is not None and self._expected:
+            percent = f"{min(100, rows * 100 // self._expected)}%"
+        self._progress.update(self._task, description=description, percent=percent)
 
     def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer.join()
         if self._progress is not None:
-            self._progress.stop()
+            if self._progress.live.is_started:
+                self._progress.stop()
             self._progress = None
 
 

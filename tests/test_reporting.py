@@ -48,3 +48,56 @@ def test_wait_progress_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> No
     piped = terminal(monkeypatch, False)
     reporting.WaitProgress()(event, 12.4)
     assert piped.getvalue() == ""
+
+
+class Clock:
+    """The progress display's time, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def shown(progress: reporting.CopyProgress) -> str:
+    """What the progress display shows right now, as text."""
+    assert progress._progress is not None
+    out = io.StringIO()
+    console = Console(file=out, width=120)
+    for renderable in progress._progress.get_renderables():
+        console.print(renderable)
+    return out.getvalue()
+
+
+def test_each_events_timer_starts_at_0(monkeypatch: pytest.MonkeyPatch) -> None:
+    terminal(monkeypatch, True)
+    clock = Clock()
+    progress = reporting.CopyProgress(after_seconds=0, get_time=clock)
+    progress("insert-first", 1000)
+    clock.now = 95.0
+    assert "0:01:35" in shown(progress)
+    progress.phase("insert-second", "reading", None)
+    text = shown(progress)
+    assert "insert-second: reading" in text and "0:00:00" in text and "insert-first" not in text
+    progress.close()
+
+
+def test_progress_shows_a_percentage_then_the_write_and_a_spinner_for_a_delete(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    terminal(monkeypatch, True)
+    clock = Clock()
+    progress = reporting.CopyProgress(after_seconds=2, get_time=clock)
+    progress.phase("insert-a", "reading", 1000)
+    progress("insert-a", 250)
+    assert shown(progress).strip() == ""  # a quick event shows nothing
+    clock.now = 3.0
+    assert "insert-a: 250 rows read 25%" in shown(progress)
+    progress.phase("insert-a", "writing", 1000)
+    assert "insert-a: 1,000 rows read, writing" in shown(progress)
+    progress.phase("delete-b", "deleting", None)
+    clock.now = 6.0
+    text = shown(progress)
+    assert "delete-b: deleting" in text and "%" not in text
+    progress.close()
