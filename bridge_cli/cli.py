@@ -152,12 +152,14 @@ def main_options(
     ctx: typer.Context,
     config: Annotated[
         str | None,
-        typer.Option("--config", envvar="BRIDGE_CONFIG", metavar="FILE", help="Path to bridge.yaml."),
+        # BRIDGE_CONFIG and BRIDGE_PROFILE are read by load_settings, which names where a bad
+        # value came from.
+        typer.Option("--config", metavar="FILE", help="Path to bridge.yaml (or BRIDGE_CONFIG)."),
     ] = None,
     profile: Annotated[
         str | None,
         typer.Option(
-            "--profile", "-p", envvar="BRIDGE_PROFILE", metavar="NAME", help="Profile in bridge.yaml."
+            "--profile", "-p", metavar="NAME", help="Profile in bridge.yaml (or BRIDGE_PROFILE)."
         ),
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,

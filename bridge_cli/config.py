@@ -7,6 +7,7 @@ BRIDGE_<SETTING> overrides a profile setting (e.g. BRIDGE_MAX_DELETE_ROWS=500).
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Mapping
@@ -16,14 +17,35 @@ from typing import Any
 
 import yaml
 
-from bridge_cli.errors import ConfigError
+from bridge_cli.errors import ConfigError, ValidationError
+from bridge_cli.identifiers import parse_table_name
 
 DEFAULT_EVENT_TABLE = "`000-sql-databricks-bridge`.`events`.bridge_events"
 DEFAULT_LEDGER_TABLE = "bridge.applied_events"
 LAKE_KINDS = ("duckdb", "databricks")
 TARGET_KINDS = ("sqlite", "sqlserver")
 SECRET_KEYS = frozenset({"password", "token", "client_secret", "access_token"})
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# Every option each adapter reads (tests/test_units.py checks this against the adapters' code):
+# any other key in a `lake:` or `target:` section is a typo, and an error.
+ADAPTER_OPTIONS: dict[str, frozenset[str]] = {
+    "duckdb": frozenset({"path", "event_table"}),
+    "databricks": frozenset({
+        "server_hostname", "http_path", "port", "token", "profile", "auth_timeout", "event_table",
+        "catalog", "schema", "session_configuration", "timestamp_zone", "conflict_retries",
+        "retry_seconds", "fetch_rows", "buffer_bytes",
+    }),
+    "sqlite": frozenset({"path", "ledger_table"}),
+    "sqlserver": frozenset({
+        "driver", "host", "port", "database", "user", "password", "authentication", "client_id",
+        "client_secret", "access_token", "encrypt", "trust_server_certificate", "login_timeout",
+        "timeout", "packet_size", "tds_version", "appname", "write_method", "rows_per_trip",
+        "bulk_timeout", "batch_rows", "ledger_table",
+    }),
+}
+# Table names an adapter section may hold, and how many parts each takes.
+_TABLE_OPTIONS = {"event_table": (3, 3), "ledger_table": (1, 2)}
+# ${NAME}, ${NAME:-default}, or $$ for a literal $; any other $ is a mistake worth saying so.
+_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$")
 
 
 @dataclass(frozen=True)
@@ -85,11 +107,13 @@ def bridge_home(env: Mapping[str, str]) -> Path:
 
 
 def find_config_file(explicit: str | None, env: Mapping[str, str]) -> Path | None:
-    chosen = explicit or env.get("BRIDGE_CONFIG")
+    chosen, origin = (explicit, "--config") if explicit else (env.get("BRIDGE_CONFIG"), "BRIDGE_CONFIG")
     if chosen:
         path = Path(chosen)
+        if path.is_dir():
+            raise ConfigError(f"{origin}: {path} is a directory; name the bridge.yaml file in it")
         if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
+            raise ConfigError(f"{origin}: config file {path} does not exist")
         return path
     local = Path("bridge.yaml")
     return local if local.is_file() else None
@@ -113,8 +137,9 @@ def load_settings(
         document = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}{where}: not valid YAML") from None
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        reason = getattr(exc, "problem", None) or "unreadable"
+        raise ConfigError(f"{path}{where}: not valid YAML: {reason}") from None
     if not isinstance(document, dict) or not isinstance(document.get("profiles"), dict):
         raise ConfigError(f"{path}: expected a 'profiles:' mapping")
     profiles: dict[str, Any] = document["profiles"]
@@ -172,7 +197,19 @@ def _adapter(
         raise ConfigError(
             f"{where}: {prefix}.{which}.kind: {kind!r} is not one of {', '.join(kinds)}"
         )
-    options = {k: v for k, v in section.items() if k != "kind"}
+    options = {str(k): v for k, v in section.items() if k != "kind"}
+    known = ADAPTER_OPTIONS[str(kind)]
+    for key in options:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(sorted(known))})"
+            raise ConfigError(f"{where}: {prefix}.{which}.{key}: unknown option for kind {kind}{hint}")
+    for key, (low, high) in _TABLE_OPTIONS.items():
+        if options.get(key) is not None:
+            try:
+                parse_table_name(str(options[key]), min_parts=low, max_parts=high, what=key)
+            except ValidationError as exc:
+                raise ConfigError(f"{where}: {prefix}.{which}.{key}: {exc}") from None
     return AdapterConfig(kind=str(kind), options=options, source=f"{where}: {prefix}.{which}")
 
 
@@ -210,10 +247,22 @@ def _expand(value: Any, label: str, where: str, env: Mapping[str, str]) -> Any:
         return [_expand(v, f"{label}[{i}]", where, env) for i, v in enumerate(value)]
     if isinstance(value, str):
         def replace(match: re.Match[str]) -> str:
-            var = match.group(1)
-            if var not in env:
-                raise ConfigError(f"{where}: {label}: environment variable {var} is not set")
-            return env[var]
+            text, var, default = match.group(0), match.group(1), match.group(2)
+            if text == "$$":
+                return "$"
+            if var is None:  # $NAME, ${NAME, ${1}: never created as a literal folder name
+                bad = value[match.start():].split()[0]
+                raise ConfigError(
+                    f"{where}: {label}: {bad!r} is not a variable reference: write ${{NAME}} or "
+                    "${NAME:-default} (or $$ for a literal $)"
+                )
+            if var in env and env[var] != "":
+                return env[var]
+            if default is not None:
+                return default
+            if var in env:
+                return env[var]
+            raise ConfigError(f"{where}: {label}: environment variable {var} is not set")
 
         return _VAR.sub(replace, value)
     return value
