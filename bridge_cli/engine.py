@@ -26,7 +26,7 @@ from bridge_cli.errors import (
     TransientError,
     ValidationError,
 )
-from bridge_cli.events import Event, Job, Operation, Status, build_job
+from bridge_cli.events import Event, Job, Operation, Status, build_job, split_counts
 from bridge_cli.lakes import Lake
 from bridge_cli.planning import plan_with_stores
 from bridge_cli.prefetch import read_ahead
@@ -91,6 +91,9 @@ class Engine:
         self.on_phase = on_phase
         self.rng = rng or random.Random()
         self._keeper: _LeaseKeeper | None = None  # the lease of the event in hand
+        # Imported here, in one thread: a first import of pyarrow in the source-reader thread
+        # while another thread opens a DuckDB connection has crashed the interpreter.
+        import pyarrow  # noqa: F401
 
     # -- claiming ----------------------------------------------------------------------------
     def claim_next_event(self, event_id: str | None = None) -> Event | None:
@@ -365,12 +368,13 @@ class Engine:
         # for a moment (a transient or unknown error) is retried, at start as later.
         try:
             self.target.check_ready()
-            self.lake.count_by_status()
+            warn_about_unknown_statuses(self.lake.count_by_status())
         except (NotInitialized, KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:  # unreachable, transient or unknown (a native panic too):
             # retried in the loop below
             log.warning("stores not ready at start: %s: %s (retrying)", type(exc).__name__, exc)
+        next_status_check = time.monotonic() + _STATUS_CHECK_SECONDS
         while not stop.is_set():
             try:
                 self.target.check_ready()
@@ -388,6 +392,12 @@ class Engine:
                 continue
             if event is None:
                 log.debug("no event due; next poll in %gs", interval)
+                if time.monotonic() >= next_status_check:  # now and then, while idle
+                    next_status_check = time.monotonic() + _STATUS_CHECK_SECONDS
+                    try:
+                        warn_about_unknown_statuses(self.lake.count_by_status())
+                    except Exception as exc:
+                        log.debug("counting events by status: %s", exc)
                 stop.wait(interval)
                 continue
             try:
@@ -408,6 +418,21 @@ class Engine:
             if max_events is not None and processed >= max_events:
                 break
         return processed
+
+
+_STATUS_CHECK_SECONDS = 600.0
+
+
+def warn_about_unknown_statuses(counts: dict[str, int]) -> None:
+    """Events whose status is not one of the four (e.g. 'PENDING' written by a job's own SQL) are
+    never claimed: say so in the worker's log rather than ignore them silently forever."""
+    _, unknown = split_counts(counts)
+    if unknown:
+        listed = ", ".join(f"{k!r}: {v}" for k, v in sorted(unknown.items()))
+        log.warning(
+            "events with a status bridge does not know are never processed (%s): set their status "
+            "to 'pending' to have them processed, or to 'failed'", listed,
+        )
 
 
 def _log_outcome(event: Event, outcome: dict[str, Any], seconds: float) -> None:

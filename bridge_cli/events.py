@@ -32,6 +32,14 @@ class Status(str, Enum):
 
 
 TERMINAL_STATUSES = (Status.COMPLETED.value, Status.FAILED.value)
+KNOWN_STATUSES = frozenset(s.value for s in Status)
+
+
+def split_counts(counts: dict[str, int]) -> tuple[dict[str, int], dict[str, int]]:
+    """Counts by status -> (the four statuses, statuses bridge does not know: never claimed)."""
+    known = {k: v for k, v in sorted(counts.items()) if k in KNOWN_STATUSES}
+    unknown = {k: v for k, v in sorted(counts.items()) if k not in KNOWN_STATUSES}
+    return known, unknown
 
 # The seed guide's columns, in its order: what existing Databricks jobs write.
 SEED_COLUMNS = (

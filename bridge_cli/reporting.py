@@ -24,9 +24,8 @@ from rich.table import Table
 
 from bridge_cli.api import RequeueResult
 from bridge_cli.engine import EventResult
-from bridge_cli.events import Event, Status
+from bridge_cli.events import Event, split_counts
 
-_KNOWN_STATUSES = frozenset(s.value for s in Status)
 _STATUS_STYLE = {
     "completed": "green",
     "failed": "red",
@@ -162,13 +161,6 @@ def _status(value: str | None) -> str:
         return f"[{style}]{value}[/]"
     # e.g. 'PENDING' written by a job: no worker will ever claim it, so it is marked
     return f"[bold red]{escape(repr(value))} (unknown)[/]"
-
-
-def split_counts(counts: dict[str, int]) -> tuple[dict[str, int], dict[str, int]]:
-    """(the four statuses, the statuses bridge does not know: never processed)."""
-    known = {k: v for k, v in sorted(counts.items()) if k in _KNOWN_STATUSES}
-    unknown = {k: v for k, v in sorted(counts.items()) if k not in _KNOWN_STATUSES}
-    return known, unknown
 
 
 def _text(value: Any) -> str:

@@ -131,3 +131,17 @@ def test_log_format_json_writes_one_object_per_line(
     assert {"time", "level", "logger", "worker_id", "message"} <= set(records[0])
     assert records[0]["time"].endswith("Z") and records[0]["message"].startswith("worker started")
     assert records[-1]["message"].startswith("worker stopped")
+
+
+def test_a_worker_warns_about_events_whose_status_it_does_not_know(
+    local: LocalPair, spawn: Callable[..., subprocess.Popen[str]], tmp_path: Path
+) -> None:
+    odd = ok("submit", "delete", "--target", "dbo.t", "--filter", '{"k": 1}', "-q").stdout.strip()
+    local.set_event_fields(odd, status="PENDING")  # as a job's own SQL might write it
+    worker = spawn("worker", "--poll-interval", "0.1")
+    wait_until(lambda: "worker started" in stderr_of(tmp_path, 0), 30, "the start")
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0
+    warning = next(x for x in stderr_of(tmp_path, 0).splitlines() if "does not know" in x)
+    assert " WARNING " in warning and "'PENDING': 1" in warning and "set their status to 'pending'" in warning
+    assert status(local, odd) == "PENDING"  # reported, not touched
