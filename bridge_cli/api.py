@@ -1,10 +1,13 @@
-"""What people, scripts and Databricks jobs ask of bridge: init, submit, status, wait, requeue.
+"""What people, scripts and Databricks jobs ask of bridge: init, submit, status, wait, requeue,
+cancel and prune.
 
 The CLI and the job-side functions both call these; none of them prints anything.
 """
 
 from __future__ import annotations
 
+import getpass
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -191,5 +194,82 @@ def _refusal(event: Event, clock: Clock) -> str | None:
 
 def require_requeued(results: list[RequeueResult]) -> None:
     refused = [r for r in results if not r.requeued and r.reason != "would requeue"]
+    if refused:
+        raise RefusedError("; ".join(f"{r.event_id}: {r.reason}" for r in refused))
+
+
+@dataclass(frozen=True)
+class CancelResult:
+    event_id: str
+    previous_status: str | None
+    cancelled: bool
+    reason: str
+
+
+def who_and_where() -> str:
+    """USER@HOST of the person cancelling, as the cancelled event's error_message names them."""
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):  # no login name and no passwd entry (some containers)
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def cancel_events(
+    lake: Lake, event_ids: list[str], clock: Clock | None = None, by: str | None = None
+) -> list[CancelResult]:
+    """Move pending events to failed with "cancelled by USER@HOST at TIME". Only a pending,
+    unclaimed event is cancelled, by the same conditional update a claim uses: when a worker
+    claims it at the same moment, exactly one of the two wins."""
+    clock = clock or SystemClock()
+    by = by or who_and_where()
+    results: list[CancelResult] = []
+    for event_id in dict.fromkeys(event_ids):  # each id once, in the order given
+        event = lake.get_event(event_id)
+        if event is None:
+            results.append(CancelResult(event_id, None, False, "no such event"))
+            continue
+        refusal = _cancel_refusal(event)
+        if refusal:
+            results.append(CancelResult(event_id, event.status, False, refusal))
+            continue
+        now = clock.now()
+        message = f"cancelled by {by} at {now.isoformat(timespec='seconds')}Z"
+        changed = lake.update_event_if(
+            event_id,
+            {"status": Status.PENDING.value, "claim_token": None},
+            {"status": Status.FAILED.value, "error_message": message, "processed_at": now,
+             "next_attempt_at": None, "lease_expires_at": None, "updated_at": now},
+        )
+        if changed:
+            results.append(CancelResult(event_id, event.status, True, message))
+            continue
+        current = lake.get_event(event_id)
+        now_status = current.status if current is not None else "deleted"
+        results.append(CancelResult(
+            event_id, event.status, False,
+            f"changed by someone else meanwhile (now {now_status}); not cancelled",
+        ))
+    return results
+
+
+def _cancel_refusal(event: Event) -> str | None:
+    if event.status == Status.PENDING.value:
+        return None
+    if event.status == Status.PROCESSING.value:
+        return f"being processed by {event.worker_id}: only a pending event can be cancelled"
+    if event.status == Status.COMPLETED.value:
+        return "already completed: it was applied (submit a new event to undo it)"
+    if event.status == Status.FAILED.value:
+        return "already failed: nothing to cancel"
+    return f"status {event.status!r} is not pending: only a pending event can be cancelled"
+
+
+def require_cancelled(results: list[CancelResult]) -> None:
+    """EventNotFound when an id is unknown, else RefusedError naming each event not cancelled."""
+    missing = [r.event_id for r in results if r.previous_status is None]
+    if missing:
+        raise EventNotFound(f"no event with id {', '.join(map(repr, missing))}")
+    refused = [r for r in results if not r.cancelled]
     if refused:
         raise RefusedError("; ".join(f"{r.event_id}: {r.reason}" for r in refused))

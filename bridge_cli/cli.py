@@ -22,10 +22,12 @@ from bridge_cli import __version__, logcontext, reporting
 from bridge_cli.adapters import open_lake, open_target
 from bridge_cli.api import (
     WaitTimeout,
+    cancel_events,
     events_ahead,
     get_event,
     init_stores,
     requeue_events,
+    require_cancelled,
     require_requeued,
     submit_event,
     wait_for_event,
@@ -592,6 +594,20 @@ def requeue(
             missing = [r.event_id for r in results if r.previous_status is None]
             raise EventNotFound(f"no event with id {', '.join(map(repr, missing))}")
         require_requeued(results)
+
+
+@app.command(cls=_BridgeCommand)
+def cancel(
+    ctx: typer.Context,
+    event_ids: Annotated[list[str], typer.Argument(metavar="EVENT_ID", help="Pending events to cancel.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Move pending events to failed, "cancelled by USER@HOST at TIME" (never one in hand or done)."""
+    with reported_errors():
+        lake = open_lake(_state(ctx).settings())
+        results = cancel_events(lake, event_ids)
+        reporting.print_cancel(results, as_json)
+        require_cancelled(results)
 
 
 def main() -> None:

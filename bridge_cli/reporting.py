@@ -22,7 +22,7 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bridge_cli.api import RequeueResult
+from bridge_cli.api import CancelResult, RequeueResult
 from bridge_cli.engine import EventResult
 from bridge_cli.events import Event, split_counts
 
@@ -340,6 +340,20 @@ def print_requeue(results: Iterable[RequeueResult], as_json: bool) -> None:
         return
     _print_table(
         "requeue", ("event_id", "was", "result"),
+        [(r.event_id, r.previous_status, r.reason) for r in results],
+        drop_first=("was",), flexible="result",
+    )
+
+
+def print_cancel(results: Sequence[CancelResult], as_json: bool) -> None:
+    if as_json:
+        print_json([asdict(r) for r in results])
+        return
+    if not to_terminal():
+        _print_rows((r.event_id, r.previous_status, r.reason) for r in results)
+        return
+    _print_table(
+        "cancel", ("event_id", "was", "result"),
         [(r.event_id, r.previous_status, r.reason) for r in results],
         drop_first=("was",), flexible="result",
     )

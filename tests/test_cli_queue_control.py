@@ -1,0 +1,170 @@
+"""Queue control and retention as an operator meets them: `cancel`, the `status` filters, `prune`."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import re
+import socket
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from bridge_cli.lakes import Lake
+from tests import test_cli
+from tests.backends import LocalPair
+from tests.test_cli import (
+    USERS_TARGET,
+    event,
+    failing_insert,
+    insert_users,
+    run,
+    show,
+    submit,
+    utcnow,
+)
+
+users = test_cli.users  # the fixture: a users source and target
+
+
+def delete_event(name: str = "a") -> str:
+    return submit("delete", "--target", USERS_TARGET, "--filter", json.dumps({"username": name}))
+
+
+class AfterRead:
+    """The real lake; `then` runs once, right after the named method returns: one interleaving of
+    a race between two processes, each doing its real conditional update."""
+
+    def __init__(self, lake: Lake, method: str, then: Callable[[], Any]) -> None:
+        self.lake = lake
+        self.method = method
+        self.then: Callable[[], Any] | None = then
+
+    def __getattr__(self, name: str) -> Any:
+        real = getattr(self.lake, name)
+        if name != self.method:
+            return real
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            value = real(*args, **kwargs)
+            then, self.then = self.then, None
+            if then is not None:
+                then()
+            return value
+
+        return call
+
+
+# -- cancel ----------------------------------------------------------------------------------
+def test_cancel_moves_a_pending_event_to_failed_saying_who_and_when(users: LocalPair) -> None:
+    event_id = insert_users()
+    before = utcnow().replace(microsecond=0)
+    result = run("cancel", event_id)
+    assert result.exit_code == 0, show(result)
+    stored = event(event_id)
+    assert stored["status"] == "failed"
+    found = re.fullmatch(r"cancelled by (.+)@(.+) at (\S+)Z", stored["error_message"])
+    assert found, stored["error_message"]
+    assert (found[1], found[2]) == (getpass.getuser(), socket.gethostname())
+    assert before <= datetime.fromisoformat(found[3]) <= utcnow()
+    assert event_id in result.stdout and "cancelled by" in result.stdout
+    # A worker never runs it, and the four statuses stay the only ones.
+    assert run("process-once").exit_code == 0
+    assert event(event_id)["status"] == "failed"
+    assert json.loads(run("status", "--summary", "--json").stdout) == {"failed": 1}
+
+
+def test_cancel_refuses_processing_completed_and_failed_events_saying_why(users: LocalPair) -> None:
+    done = insert_users()
+    assert run("process-once").exit_code == 0
+    bad = failing_insert()
+    assert run("process-once").exit_code == 0
+    busy = delete_event()
+    claimed = users.engine(worker_id="vm:42").claim_next_event(busy)
+    assert claimed is not None
+    for event_id, reason in ((done, "already completed"), (bad, "already failed"),
+                             (busy, "being processed by vm:42")):
+        result = run("cancel", event_id)
+        assert result.exit_code == 1, show(result)
+        assert f"{event_id}: {reason}" in result.stderr
+    assert [event(e)["status"] for e in (done, bad, busy)] == ["completed", "failed", "processing"]
+    assert event(bad)["error_message"].startswith("target table dbo.missing does not exist")
+
+
+def test_cancel_json_lists_each_event_and_cancels_the_pending_ones(users: LocalPair) -> None:
+    done = insert_users()
+    assert run("process-once").exit_code == 0
+    first, second = delete_event("a"), delete_event("b")
+    result = run("cancel", first, done, second, "--json")
+    assert result.exit_code == 1, show(result)  # one refused: the others are cancelled all the same
+    rows = {r["event_id"]: r for r in json.loads(result.stdout)}
+    assert [rows[e]["cancelled"] for e in (first, done, second)] == [True, False, True]
+    assert rows[done]["previous_status"] == "completed"
+    assert rows[first]["reason"].startswith("cancelled by ")
+    assert [event(e)["status"] for e in (first, second)] == ["failed", "failed"]
+
+
+def test_cancel_an_unknown_event_exits_4_and_cancels_the_known_ones(users: LocalPair) -> None:
+    event_id = delete_event()
+    result = run("cancel", "nope", event_id)
+    assert result.exit_code == 4, show(result)
+    assert "no event with id 'nope'" in result.stderr
+    assert event(event_id)["status"] == "failed"
+    assert run("cancel").exit_code == 2  # an id is required
+
+
+def test_a_worker_claiming_between_cancels_read_and_write_wins_cleanly(
+    users: LocalPair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    event_id = delete_event()
+    worker = users.engine(worker_id="vm:7")
+    claims: list[Any] = []
+    lake = AfterRead(users.lake, "get_event", lambda: claims.append(worker.claim_next_event(event_id)))
+    monkeypatch.setattr("bridge_cli.cli.open_lake", lambda _settings: lake)
+    result = run("cancel", event_id)
+    assert claims and claims[0] is not None  # the worker's claim went first
+    assert result.exit_code == 1, show(result)
+    assert "changed by someone else meanwhile (now processing); not cancelled" in result.stderr
+    stored = event(event_id)
+    assert (stored["status"], stored["worker_id"], stored["error_message"]) == ("processing", "vm:7", None)
+
+
+def test_a_cancel_between_a_workers_read_and_its_claim_wins_cleanly(users: LocalPair) -> None:
+    event_id = delete_event()
+    cancelled: list[int] = []
+    engine = users.engine()
+    engine.lake = AfterRead(users.lake, "claimable_events",  # type: ignore[assignment]
+                            lambda: cancelled.append(run("cancel", event_id).exit_code))
+    assert engine.claim_next_event() is None  # it read the event as pending, but lost the claim
+    assert cancelled == [0]
+    assert event(event_id)["status"] == "failed"
+    assert engine.process_once() == []
+
+
+def test_cancel_racing_a_claim_at_most_one_wins(users: LocalPair) -> None:
+    ids = [delete_event(f"u{i}") for i in range(8)]
+    engine = users.engine()
+    for event_id in ids:
+        start = threading.Barrier(2)
+        claimed: list[Any] = []
+
+        def claim(event_id: str = event_id, start: threading.Barrier = start,
+                  claimed: list[Any] = claimed) -> None:
+            start.wait()
+            claimed.append(engine.claim_next_event(event_id))
+
+        thread = threading.Thread(target=claim)
+        thread.start()
+        start.wait()
+        result = run("cancel", event_id)
+        thread.join()
+        stored = event(event_id)
+        if claimed[0] is not None:
+            assert result.exit_code == 1, show(result)
+            assert stored["status"] == "processing" and stored["error_message"] is None
+        else:
+            assert result.exit_code == 0, show(result)
+            assert stored["status"] == "failed" and stored["error_message"].startswith("cancelled by")
