@@ -10,6 +10,7 @@ import getpass
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 from bridge_cli.clock import Clock, SystemClock
 from bridge_cli.config import Settings
@@ -22,7 +23,7 @@ from bridge_cli.events import (
     build_job,
     event_from_request,
 )
-from bridge_cli.lakes import Lake, claim_order_key, target_line
+from bridge_cli.lakes import EventFilter, Lake, claim_order_key, target_line
 from bridge_cli.planning import check_allowed, plan_with_stores
 from bridge_cli.targets import Target
 
@@ -73,6 +74,23 @@ def get_event(lake: Lake, event_id: str) -> Event:
     if event is None:
         raise EventNotFound(f"no event with id {event_id!r}")
     return event
+
+
+def recent_events(
+    lake: Lake,
+    status: str | None,
+    limit: int,
+    *,
+    target: str | None = None,
+    operation: str | None = None,
+    within: timedelta | None = None,
+    worker_id: str | None = None,
+    clock: Clock | None = None,
+) -> list[Event]:
+    """The newest `limit` events, narrowed by status, target table (compared as the worker compares
+    targets), operation, age (created within `within` of now) and the worker that claimed them."""
+    since = None if within is None else (clock or SystemClock()).now() - within
+    return lake.list_events(status, limit, EventFilter(target, operation, since, worker_id))
 
 
 def events_ahead(lake: Lake, event: Event, limit: int = 1000) -> list[Event]:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from enum import Enum
 from types import FrameType
 from typing import Annotated, Any, TypeVar
@@ -26,6 +28,7 @@ from bridge_cli.api import (
     events_ahead,
     get_event,
     init_stores,
+    recent_events,
     requeue_events,
     require_cancelled,
     require_requeued,
@@ -248,6 +251,19 @@ class OperationChoice(str, Enum):
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON on stdout for machines.")]
 
+_DURATION = re.compile(r"(\d+)\s*([smhdw])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str, option: str) -> timedelta:
+    """`30m`, `2h`, `7d` (also `s` and `w`) as a timedelta; a usage error naming the option else."""
+    found = _DURATION.fullmatch(text.strip().lower())
+    if found is None or int(found[1]) == 0:
+        raise typer.BadParameter(
+            f"expected a duration such as 30m, 2h or 7d (s, m, h, d, w), got {text!r}", param_hint=option
+        )
+    return timedelta(seconds=int(found[1]) * _UNIT_SECONDS[found[2]])
+
 
 @app.command(cls=_BridgeCommand)
 def init(
@@ -404,16 +420,35 @@ def status(
         callback=in_range(1),
         help="How many recent events (default 20).",
     )] = None,
+    target: Annotated[str | None, typer.Option(
+        "--target", metavar="TABLE",
+        help="Only events for this target table (any case; a bare name means dbo.).",
+    )] = None,
+    operation: Annotated[OperationChoice | None, typer.Option(
+        "--operation", metavar="OP", case_sensitive=False, help="Only insert, update or delete events.",
+    )] = None,
+    since: Annotated[str | None, typer.Option(
+        "--since", metavar="DURATION", help="Only events created this recently: 30m, 2h, 7d.",
+    )] = None,
+    worker_id: Annotated[str | None, typer.Option(
+        "--worker", metavar="WORKER_ID", help="Only events this worker claimed last.",
+    )] = None,
     summary: Annotated[bool, typer.Option("--summary", help="Only the counts by status.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Show one event, or recent events (with counts by status on a terminal)."""
-    listing = {"--status": status_filter is not None, "--limit": limit is not None, "--summary": summary}
+    narrowing = {
+        "--status": status_filter is not None, "--limit": limit is not None, "--target": target is not None,
+        "--operation": operation is not None, "--since": since is not None, "--worker": worker_id is not None,
+    }
+    listing = {**narrowing, "--summary": summary}
     if event_id is not None and any(listing.values()):
         given = next(name for name, used in listing.items() if used)
         raise typer.BadParameter("lists events: leave it out to show one event", param_hint=given)
-    if summary and (status_filter is not None or limit is not None):
-        raise typer.BadParameter("counts every event: leave out --status and --limit", param_hint="--summary")
+    if summary and any(narrowing.values()):
+        given = ", ".join(name for name, used in narrowing.items() if used)
+        raise typer.BadParameter(f"counts every event: leave out {given}", param_hint="--summary")
+    within = parse_duration(since, "--since") if since is not None else None
     with reported_errors():
         lake = open_lake(_state(ctx).settings())
         if event_id is not None:
@@ -422,7 +457,10 @@ def status(
         if summary:
             reporting.print_counts(lake.count_by_status(), as_json)
             return
-        events = lake.list_events(status_filter.value if status_filter else None, limit or 20)
+        events = recent_events(
+            lake, status_filter.value if status_filter else None, limit or 20, target=target,
+            operation=operation.value if operation else None, within=within, worker_id=worker_id,
+        )
         reporting.print_events(events, as_json)
         if not as_json and reporting.to_terminal():
             reporting.print_counts(lake.count_by_status(), as_json=False)

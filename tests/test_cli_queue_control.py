@@ -8,7 +8,7 @@ import re
 import socket
 import threading
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -168,3 +168,56 @@ def test_cancel_racing_a_claim_at_most_one_wins(users: LocalPair) -> None:
         else:
             assert result.exit_code == 0, show(result)
             assert stored["status"] == "failed" and stored["error_message"].startswith("cancelled by")
+
+
+# -- status filters --------------------------------------------------------------------------
+def ids(*args: str) -> list[str]:
+    result = run("status", "--json", *args)
+    assert result.exit_code == 0, show(result)
+    return sorted(e["event_id"] for e in json.loads(result.stdout))
+
+
+def test_status_filters_narrow_the_list_and_combine(users: LocalPair) -> None:
+    inserted = insert_users()
+    deleted = submit("delete", "--target", "`USERS`", "--filter", '{"username": "ana"}')  # dbo.users too
+    other = submit("delete", "--target", "sales.orders", "--filter", '{"id": 1}')
+    old = submit("update", "--source", test_cli.CHANGED_USERS, "--target", "DBO.Users", "--pk", "username")
+    users.set_event_fields(old, created_at=utcnow() - timedelta(hours=3))
+    claimed = users.engine(worker_id="vm:1").claim_next_event(other)
+    assert claimed is not None
+
+    assert ids("--target", "dbo.users") == sorted([inserted, deleted, old])
+    assert ids("--target", "users") == ids("--target", "`dbo`.`USERS`") == ids("--target", "dbo.users")
+    assert ids("--target", "sales.orders") == [other]
+    assert ids("--target", "dbo.orders") == []
+    assert ids("--operation", "delete") == sorted([deleted, other])
+    assert ids("--operation", "UPDATE") == [old]
+    assert ids("--since", "2h") == sorted([inserted, deleted, other])
+    assert ids("--since", "4h") == sorted([inserted, deleted, other, old])
+    assert ids("--worker", "vm:1") == [other]
+    assert ids("--worker", "vm:2") == []
+    # They combine, with each other and with --status and --limit.
+    assert ids("--target", "dbo.users", "--operation", "delete", "--since", "1h") == [deleted]
+    assert ids("--status", "pending", "--operation", "delete") == [deleted]
+    assert ids("--status", "processing", "--worker", "vm:1") == [other]
+    assert len(ids("--target", "dbo.users", "--limit", "2")) == 2
+    piped = run("status", "--operation", "update")
+    assert piped.exit_code == 0 and [line.split("\t")[0] for line in piped.stdout.splitlines()] == [old]
+
+
+@pytest.mark.parametrize("args,hint,message", [
+    (["status", "some-id", "--target", "dbo.users"], "--target", "lists events"),
+    (["status", "some-id", "--operation", "insert"], "--operation", "lists events"),
+    (["status", "some-id", "--since", "2h"], "--since", "lists events"),
+    (["status", "some-id", "--worker", "vm:1"], "--worker", "lists events"),
+    (["status", "--summary", "--since", "2h"], "--summary", "leave out --since"),
+    (["status", "--since", "2 days"], "--since", "expected a duration such as 30m, 2h or 7d"),
+    (["status", "--since", "0h"], "--since", "expected a duration"),
+    (["status", "--operation", "merge"], "--operation", "merge"),
+])
+def test_status_filters_that_would_do_nothing_or_mean_nothing_are_usage_errors(
+    local: LocalPair, args: list[str], hint: str, message: str
+) -> None:
+    result = run(*args)
+    assert result.exit_code == 2, show(result)
+    assert hint in result.stderr and message in result.stderr

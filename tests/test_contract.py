@@ -492,3 +492,52 @@ def test_a_constraint_error_mid_transaction_rolls_back_and_keeps_the_server_mess
     assert "email" in stored.error_message.lower() and "null" in stored.error_message.lower()
     assert pair.target_rows("dbo.strict", ["username"], "username") == []
     assert event.event_id not in pair.ledger_ids()
+
+
+# -- queue control and retention -------------------------------------------------------------
+def test_list_events_filters_by_target_operation_age_and_worker(pair: LocalPair) -> None:
+    from bridge_cli.lakes import EventFilter
+
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    first = submit(pair.lake, "delete", "dbo.Users", filter_conditions={"u": "a"})
+    bare = submit(pair.lake, "delete", "`USERS`", filter_conditions={"u": "b"})
+    other = submit(pair.lake, "insert", "sales.orders", source_table=SOURCE, primary_keys=["id"])
+    old = submit(pair.lake, "insert", "users", source_table=SOURCE, primary_keys=["username"])
+    pair.set_event_fields(old.event_id, created_at=now - timedelta(days=3))
+    pair.set_event_fields(other.event_id, worker_id="vm:9", status="processing")
+
+    def listed(status: str | None = None, **where: object) -> list[str]:
+        events = pair.lake.list_events(status, 100, EventFilter(**where))  # type: ignore[arg-type]
+        return sorted(e.event_id for e in events)
+
+    assert listed(target="dbo.users") == sorted([first.event_id, bare.event_id, old.event_id])
+    assert listed(target="`DBO`.`users`") == listed(target="Users") == listed(target="dbo.users")
+    assert listed(target="sales.orders") == [other.event_id]
+    assert listed(operation="insert") == sorted([other.event_id, old.event_id])
+    assert listed(since=now - timedelta(days=1)) == sorted([first.event_id, bare.event_id, other.event_id])
+    assert listed(worker_id="vm:9") == [other.event_id]
+    assert listed("pending", target="users", operation="INSERT") == [old.event_id]
+    assert listed("processing", target="users") == []
+    assert len(pair.lake.list_events(None, 2, EventFilter(target="dbo.users"))) == 2
+    assert len(pair.lake.list_events(None, 100)) == 4
+
+
+def test_cancel_and_a_claim_one_wins(pair: LocalPair) -> None:
+    from bridge_cli.api import cancel_events
+
+    won_by_claim = submit(pair.lake, "delete", "dbo.a", filter_conditions={"u": "a"})
+    won_by_cancel = submit(pair.lake, "delete", "dbo.b", filter_conditions={"u": "b"})
+    engine = pair.engine(worker_id="vm:1")
+    assert engine.claim_next_event(won_by_claim.event_id) is not None
+    stale_view = pair.lake.get_event(won_by_cancel.event_id)  # a worker read it as pending...
+    results = cancel_events(pair.lake, [won_by_claim.event_id, won_by_cancel.event_id], by="ana@vm")
+    assert [r.cancelled for r in results] == [False, True]
+    assert "being processed by vm:1" in results[0].reason
+    # ...and its claim, made after the cancel, loses.
+    assert not pair.lake.update_event_if(
+        won_by_cancel.event_id, {"status": stale_view.status, "claim_token": stale_view.claim_token},
+        {"status": "processing", "claim_token": "t", "worker_id": "vm:2"},
+    )
+    cancelled = pair.lake.get_event(won_by_cancel.event_id)
+    assert cancelled.status == "failed" and cancelled.error_message.startswith("cancelled by ana@vm at ")
+    assert pair.lake.get_event(won_by_claim.event_id).status == "processing"

@@ -41,8 +41,10 @@ class Lake(Protocol):
 
     def get_event(self, event_id: str) -> Event | None: ...
 
-    def list_events(self, status: str | None, limit: int) -> list[Event]:
-        """Newest first."""
+    def list_events(
+        self, status: str | None, limit: int, where: EventFilter | None = None
+    ) -> list[Event]:
+        """Newest first; `where` narrows the list (see `list_conditions`)."""
         ...
 
     def count_by_status(self) -> dict[str, int]: ...
@@ -111,6 +113,34 @@ def target_line(target_table: str | None) -> str | None:
         return None
     bare = target_table.strip().replace("`", "").lower()
     return bare if "." in bare else f"dbo.{bare}"
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """What `bridge status` may narrow a list of events to, besides the status; None means any."""
+
+    target: str | None = None  # compared as the worker compares targets (`target_key`)
+    operation: str | None = None  # INSERT, UPDATE or DELETE, in any case
+    since: datetime | None = None  # created at or after (naive UTC)
+    worker_id: str | None = None
+
+
+def list_conditions(status: str | None, where: EventFilter | None) -> list[tuple[str, str, Any]]:
+    """The conditions of a list of events, in any lake's SQL: (condition with `{mark}` where its
+    value's placeholder goes, parameter name, value). Values always travel as parameters."""
+    where = where or EventFilter()
+    conditions: list[tuple[str, str, Any]] = []
+    if status is not None:
+        conditions.append(("status = {mark}", "status", status))
+    if where.target is not None:
+        conditions.append((f"{target_key('target_table')} = {{mark}}", "target", target_line(where.target)))
+    if where.operation is not None:
+        conditions.append(("upper(operation) = {mark}", "operation", where.operation.upper()))
+    if where.since is not None:
+        conditions.append(("created_at >= {mark}", "since", where.since))
+    if where.worker_id is not None:
+        conditions.append(("worker_id = {mark}", "worker_id", where.worker_id))
+    return conditions
 
 
 def claim_order_key(event: Event) -> tuple[Any, ...]:

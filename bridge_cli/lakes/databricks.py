@@ -28,11 +28,13 @@ from bridge_cli.events import ALL_COLUMNS, Event
 from bridge_cli.identifiers import TableName, parse_table_name, quote_backtick
 from bridge_cli.lakes import (
     CLAIM_ORDER,
+    EventFilter,
     LakeCapabilities,
     SourceColumn,
     claimable_condition,
     first_in_line_condition,
     lifecycle_columns_to_add,
+    list_conditions,
 )
 
 if TYPE_CHECKING:
@@ -294,9 +296,13 @@ class DatabricksLake:
         rows = self._select("event_id = :event_id", {"event_id": event_id}, "LIMIT 1")
         return rows[0] if rows else None
 
-    def list_events(self, status: str | None, limit: int) -> list[Event]:
-        where, params = ("status = :status", {"status": status}) if status else ("TRUE", {})
-        return self._select(where, {**params, "limit": limit},
+    def list_events(
+        self, status: str | None, limit: int, where: EventFilter | None = None
+    ) -> list[Event]:
+        conditions = list_conditions(status, where)
+        sql = " AND ".join(c.replace("{mark}", f":{name}") for c, name, _ in conditions) or "TRUE"
+        params = {name: value for _, name, value in conditions}
+        return self._select(sql, {**params, "limit": limit},
                             "ORDER BY created_at DESC NULLS LAST, event_id LIMIT :limit")
 
     def count_by_status(self) -> dict[str, int]:

@@ -30,11 +30,13 @@ from bridge_cli.events import ALL_COLUMNS, Event
 from bridge_cli.identifiers import TableName, parse_table_name, quote_double
 from bridge_cli.lakes import (
     CLAIM_ORDER,
+    EventFilter,
     LakeCapabilities,
     SourceColumn,
     claimable_condition,
     first_in_line_condition,
     lifecycle_columns_to_add,
+    list_conditions,
 )
 
 if TYPE_CHECKING:
@@ -248,11 +250,15 @@ class DuckDBLake:
             rows = self._select(con, "event_id = ?", [event_id], "LIMIT 1")
         return rows[0] if rows else None
 
-    def list_events(self, status: str | None, limit: int) -> list[Event]:
-        where, params = ("status = ?", [status]) if status else ("TRUE", [])
+    def list_events(
+        self, status: str | None, limit: int, where: EventFilter | None = None
+    ) -> list[Event]:
+        conditions = list_conditions(status, where)
+        sql = " AND ".join(c.replace("{mark}", "?") for c, _, _ in conditions) or "TRUE"
+        params = [value for _, _, value in conditions]
         with self._events() as con:
             return self._select(
-                con, where, [*params, limit], "ORDER BY created_at DESC NULLS LAST, event_id LIMIT ?"
+                con, sql, [*params, limit], "ORDER BY created_at DESC NULLS LAST, event_id LIMIT ?"
             )
 
     def count_by_status(self) -> dict[str, int]:
