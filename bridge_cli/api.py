@@ -10,7 +10,7 @@ import getpass
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from bridge_cli.clock import Clock, SystemClock
 from bridge_cli.config import Settings
@@ -291,3 +291,40 @@ def require_cancelled(results: list[CancelResult]) -> None:
     refused = [r for r in results if not r.cancelled]
     if refused:
         raise RefusedError("; ".join(f"{r.event_id}: {r.reason}" for r in refused))
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    before: datetime  # events that finished before this (naive UTC)
+    statuses: tuple[str, ...]
+    event_ids: list[str]  # deleted, or with dry_run those that would be
+    ledger_rows: int
+    dry_run: bool
+
+
+def prune_events(
+    lake: Lake,
+    target: Target,
+    older_than: timedelta,
+    *,
+    failed: bool = False,
+    dry_run: bool = False,
+    clock: Clock | None = None,
+) -> PruneResult:
+    """Delete completed (with `failed`, also failed) events that finished more than `older_than`
+    ago, then their ledger rows. Pending and processing events are never touched.
+
+    The order keeps exactly-once: an event row first, its ledger row after. The ledger row is what
+    stops an event from being applied twice, so it may only go once its event can never be claimed
+    again, i.e. once the event row is gone: a failed event can be requeued, and the lake deletes
+    only rows still finished when it deletes them (one requeued meanwhile stays, with its ledger
+    row). A crash between the two steps leaves ledger rows of deleted events: harmless, since no
+    event with those ids remains (ids are never reused) and a ledger row alone applies nothing.
+    The reverse order would, after such a crash or beside a requeue, leave a failed event whose
+    change was committed without the ledger row that says so: requeued, it would apply twice."""
+    statuses = (Status.COMPLETED.value, Status.FAILED.value) if failed else (Status.COMPLETED.value,)
+    before = (clock or SystemClock()).now() - older_than
+    target.check_ready()  # an unreachable target stops here, before any event row is deleted
+    event_ids = lake.delete_finished_events(before, statuses, dry_run)
+    ledger_rows = target.delete_ledger_entries(event_ids, dry_run) if event_ids else 0
+    return PruneResult(before, statuses, event_ids, ledger_rows, dry_run)

@@ -28,6 +28,7 @@ from bridge_cli.api import (
     events_ahead,
     get_event,
     init_stores,
+    prune_events,
     recent_events,
     requeue_events,
     require_cancelled,
@@ -646,6 +647,24 @@ def cancel(
         results = cancel_events(lake, event_ids)
         reporting.print_cancel(results, as_json)
         require_cancelled(results)
+
+
+@app.command(cls=_BridgeCommand)
+def prune(
+    ctx: typer.Context,
+    older_than: Annotated[str, typer.Option(
+        "--older-than", metavar="DURATION", help="Events that finished longer ago than this: 30d, 12h.",
+    )],
+    failed: Annotated[bool, typer.Option("--failed", help="Failed events too, not only completed ones.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what would be deleted; delete nothing.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Delete finished events older than a duration, with their ledger rows (never unfinished ones)."""
+    age = parse_duration(older_than, "--older-than")
+    with reported_errors():
+        settings = _state(ctx).settings()
+        result = prune_events(open_lake(settings), open_target(settings), age, failed=failed, dry_run=dry_run)
+    reporting.print_prune(result, as_json)
 
 
 def main() -> None:

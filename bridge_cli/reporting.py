@@ -22,7 +22,7 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bridge_cli.api import CancelResult, RequeueResult
+from bridge_cli.api import CancelResult, PruneResult, RequeueResult
 from bridge_cli.engine import EventResult
 from bridge_cli.events import Event, split_counts
 
@@ -356,6 +356,25 @@ def print_cancel(results: Sequence[CancelResult], as_json: bool) -> None:
         "cancel", ("event_id", "was", "result"),
         [(r.event_id, r.previous_status, r.reason) for r in results],
         drop_first=("was",), flexible="result",
+    )
+
+
+def print_prune(result: PruneResult, as_json: bool) -> None:
+    if as_json:
+        print_json({
+            "dry_run": result.dry_run, "statuses": list(result.statuses), "before": result.before,
+            "events_deleted": len(result.event_ids), "ledger_rows_deleted": result.ledger_rows,
+            "event_ids": result.event_ids,
+        })
+        return
+    if not to_terminal():
+        _print_rows([("events_deleted", len(result.event_ids)), ("ledger_rows_deleted", result.ledger_rows)])
+        return
+    verb = "would delete" if result.dry_run else "deleted"
+    stdout().print(
+        f"{verb} {len(result.event_ids)} {' and '.join(result.statuses)} event(s) finished before "
+        f"{iso_utc(result.before)}, and {result.ledger_rows} ledger row(s)",
+        highlight=False, markup=False,
     )
 
 

@@ -221,3 +221,98 @@ def test_status_filters_that_would_do_nothing_or_mean_nothing_are_usage_errors(
     result = run(*args)
     assert result.exit_code == 2, show(result)
     assert hint in result.stderr and message in result.stderr
+
+
+# -- prune -----------------------------------------------------------------------------------
+def days_ago(days: int) -> datetime:
+    return utcnow() - timedelta(days=days)
+
+
+def exists(event_id: str) -> bool:
+    result = run("status", event_id, "--json")
+    assert result.exit_code in (0, 4), show(result)
+    return result.exit_code == 0
+
+
+@pytest.fixture
+def history(users: LocalPair) -> dict[str, str]:
+    """Finished events old and new (each completed one with its ledger row), and old unfinished ones."""
+    names = {
+        "done_old": insert_users(),
+        "done_new": delete_event("nobody"),
+        "done_old_unstamped": delete_event("nobody-either"),  # no processed_at: created_at counts
+        "failed_old": failing_insert(),
+    }
+    assert run("process-once").exit_code == 0
+    users.set_event_fields(names["done_old"], processed_at=days_ago(40))
+    users.set_event_fields(names["done_old_unstamped"], processed_at=None, created_at=days_ago(45))
+    users.set_event_fields(names["failed_old"], processed_at=days_ago(40))
+    names["pending_old"] = delete_event("p")
+    names["processing_old"] = submit("delete", "--target", "dbo.other", "--filter", '{"id": 1}')
+    assert users.engine().claim_next_event(names["processing_old"]) is not None
+    for name in ("pending_old", "processing_old"):
+        users.set_event_fields(names[name], created_at=days_ago(60))
+    done = [names[n] for n in ("done_old", "done_new", "done_old_unstamped")]
+    assert users.ledger_ids() == sorted(done)
+    return names
+
+
+def test_prune_dry_run_counts_and_changes_nothing(users: LocalPair, history: dict[str, str]) -> None:
+    before = (sorted(e["event_id"] for e in test_cli.all_events()), users.ledger_ids())
+    result = run("prune", "--older-than", "30d", "--dry-run", "--json")
+    assert result.exit_code == 0, show(result)
+    data = json.loads(result.stdout)
+    assert data["dry_run"] is True and data["statuses"] == ["completed"]
+    assert sorted(data["event_ids"]) == sorted([history["done_old"], history["done_old_unstamped"]])
+    assert (data["events_deleted"], data["ledger_rows_deleted"]) == (2, 2)
+    assert (sorted(e["event_id"] for e in test_cli.all_events()), users.ledger_ids()) == before
+    table = run("prune", "--older-than", "30d", "--dry-run", env=test_cli.TERMINAL)
+    assert "would delete 2 completed event(s) finished before" in table.stdout
+    assert "and 2 ledger row(s)" in table.stdout
+
+
+def test_prune_deletes_old_completed_events_with_their_ledger_rows(
+    users: LocalPair, history: dict[str, str]
+) -> None:
+    result = run("prune", "--older-than", "30d")
+    assert result.exit_code == 0, show(result)
+    assert result.stdout.splitlines() == ["events_deleted\t2", "ledger_rows_deleted\t2"]
+    gone = {history["done_old"], history["done_old_unstamped"]}
+    for name, event_id in history.items():
+        assert exists(event_id) == (event_id not in gone), name
+    assert users.ledger_ids() == [history["done_new"]]  # the newer one keeps its ledger row
+    assert event(history["pending_old"])["status"] == "pending"
+    assert event(history["processing_old"])["status"] == "processing"
+    again = run("prune", "--older-than", "30d", "--json")
+    assert json.loads(again.stdout)["events_deleted"] == 0
+
+
+def test_prune_failed_also_deletes_old_failed_events_never_unfinished_ones(
+    users: LocalPair, history: dict[str, str]
+) -> None:
+    result = run("prune", "--older-than", "30d", "--failed", "--json")
+    assert result.exit_code == 0, show(result)
+    data = json.loads(result.stdout)
+    assert data["statuses"] == ["completed", "failed"]
+    deleted = {history["done_old"], history["done_old_unstamped"], history["failed_old"]}
+    assert set(data["event_ids"]) == deleted and data["ledger_rows_deleted"] == 2
+    kept = sorted(e["event_id"] for e in test_cli.all_events())
+    assert kept == sorted(set(history.values()) - deleted)
+    # Even with a duration of one second, an unfinished event is never deleted.
+    users.set_event_fields(history["done_new"], processed_at=utcnow() - timedelta(minutes=1))
+    assert run("prune", "--older-than", "1s", "--failed").exit_code == 0
+    assert sorted(e["event_id"] for e in test_cli.all_events()) == sorted(
+        [history["pending_old"], history["processing_old"]]
+    )
+    assert users.ledger_ids() == []
+
+
+@pytest.mark.parametrize("args,message", [
+    (["prune"], "--older-than"),
+    (["prune", "--older-than", "30"], "expected a duration such as 30m, 2h or 7d"),
+    (["prune", "--older-than", "-3d"], "expected a duration"),
+])
+def test_prune_needs_a_duration(local: LocalPair, args: list[str], message: str) -> None:
+    result = run(*args)
+    assert result.exit_code == 2, show(result)
+    assert message in result.stderr

@@ -541,3 +541,49 @@ def test_cancel_and_a_claim_one_wins(pair: LocalPair) -> None:
     cancelled = pair.lake.get_event(won_by_cancel.event_id)
     assert cancelled.status == "failed" and cancelled.error_message.startswith("cancelled by ana@vm at ")
     assert pair.lake.get_event(won_by_claim.event_id).status == "processing"
+
+
+def test_delete_finished_events_then_their_ledger_rows(pair: LocalPair) -> None:
+    seed_users(pair, [("ana", True, False)])  # one completed event, with its ledger row
+    (seeded,) = pair.ledger_ids()
+    recent = submit(pair.lake, "delete", USERS, filter_conditions={"username": "nobody"})
+    failed = submit(pair.lake, "insert", "dbo.missing", source_table="seed.s.users", primary_keys=["username"])
+    assert {r.status for r in process_all(pair).values()} == {"completed", "failed"}
+    waiting = submit(pair.lake, "delete", USERS, filter_conditions={"username": "x"})
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    old = now - timedelta(days=40)
+    pair.set_event_fields(seeded, processed_at=old)
+    pair.set_event_fields(failed.event_id, processed_at=old)
+    pair.set_event_fields(waiting.event_id, created_at=old)
+    cutoff = now - timedelta(days=30)
+
+    assert pair.lake.delete_finished_events(cutoff, ["completed", "failed"], dry_run=True) == sorted(
+        [seeded, failed.event_id])
+    assert pair.target.delete_ledger_entries([seeded, failed.event_id], dry_run=True) == 1
+    assert pair.lake.get_event(seeded) is not None and pair.ledger_ids() == sorted([seeded, recent.event_id])
+
+    assert pair.lake.delete_finished_events(cutoff, ["completed"], dry_run=False) == [seeded]
+    assert pair.target.delete_ledger_entries([seeded]) == 1
+    assert pair.lake.get_event(seeded) is None
+    assert pair.ledger_ids() == [recent.event_id]
+    assert pair.lake.get_event(failed.event_id).status == "failed"
+    assert pair.lake.delete_finished_events(cutoff, ["failed"], dry_run=False) == [failed.event_id]
+    # Pending (and processing) events are never deleted, however old.
+    assert pair.lake.delete_finished_events(now + timedelta(days=1), ["completed", "failed"], dry_run=False) == [
+        recent.event_id]
+    assert [e.event_id for e in pair.lake.list_events(None, 100)] == [waiting.event_id]
+    with pytest.raises(ValueError):
+        pair.lake.delete_finished_events(cutoff, ["pending"], dry_run=True)
+
+
+def test_delete_ledger_entries_takes_ids_in_batches_as_parameters(pair: LocalPair) -> None:
+    seed_users(pair, [("ana", True, False)])
+    (seeded,) = pair.ledger_ids()
+    hostile = ["x') OR ('1'='1", "y]; DROP TABLE bridge.applied_events; --", "%s", "z'"]
+    ids = [f"nope-{i}" for i in range(1200)] + hostile + [seeded]
+    assert pair.target.delete_ledger_entries(ids, dry_run=True) == 1
+    assert pair.target.delete_ledger_entries(hostile) == 0
+    assert pair.ledger_ids() == [seeded]
+    assert pair.target.delete_ledger_entries(ids) == 1
+    assert pair.ledger_ids() == []
+    assert pair.target.delete_ledger_entries([]) == 0

@@ -121,7 +121,9 @@ NOT_CALLED_BY_WORKERS = {
     "lake.insert_event",
     "lake.get_event",
     "lake.list_events",
+    "lake.delete_finished_events",  # bridge prune
     "target.init_ledger",
+    "target.delete_ledger_entries",  # bridge prune
 }
 
 

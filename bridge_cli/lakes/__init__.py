@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bridge_cli.errors import NotInitialized
-from bridge_cli.events import DEFAULT_PRIORITY, LIFECYCLE_COLUMNS, Event
+from bridge_cli.events import DEFAULT_PRIORITY, LIFECYCLE_COLUMNS, Event, Status
 from bridge_cli.identifiers import TableName
 
 if TYPE_CHECKING:
@@ -48,6 +48,15 @@ class Lake(Protocol):
         ...
 
     def count_by_status(self) -> dict[str, int]: ...
+
+    def delete_finished_events(
+        self, before: datetime, statuses: Sequence[str], dry_run: bool
+    ) -> list[str]:
+        """Delete the events in `statuses` (completed and/or failed only) that finished before
+        `before` (processed_at, or created_at when it is empty); return the ids deleted, or with
+        `dry_run` those that would be, deleting nothing. A row whose status changed meanwhile (a
+        failed event requeued) is left alone and not returned."""
+        ...
 
     def claimable_events(
         self, now: datetime, limit: int, event_id: str | None, per_target: bool = True
@@ -141,6 +150,20 @@ def list_conditions(status: str | None, where: EventFilter | None) -> list[tuple
     if where.worker_id is not None:
         conditions.append(("worker_id = {mark}", "worker_id", where.worker_id))
     return conditions
+
+
+# When a finished event finished: a cancelled or failed event has processed_at, and a row written
+# by hand may not.
+FINISHED_AT = "coalesce(processed_at, created_at)"
+
+
+def finished_statuses(statuses: Sequence[str]) -> tuple[str, ...]:
+    """The statuses `delete_finished_events` may delete: completed and failed, never one a worker
+    may still claim (pending, processing)."""
+    chosen = tuple(dict.fromkeys(statuses))
+    if not chosen or not set(chosen) <= {Status.COMPLETED.value, Status.FAILED.value}:
+        raise ValueError(f"only completed and failed events are ever deleted, not {chosen!r}")
+    return chosen
 
 
 def claim_order_key(event: Event) -> tuple[Any, ...]:

@@ -12,12 +12,13 @@ to UTC wall time (or to the profile's `timestamp_zone`), since SQL Server DATETI
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -28,10 +29,12 @@ from bridge_cli.events import ALL_COLUMNS, Event
 from bridge_cli.identifiers import TableName, parse_table_name, quote_backtick
 from bridge_cli.lakes import (
     CLAIM_ORDER,
+    FINISHED_AT,
     EventFilter,
     LakeCapabilities,
     SourceColumn,
     claimable_condition,
+    finished_statuses,
     first_in_line_condition,
     lifecycle_columns_to_add,
     list_conditions,
@@ -59,6 +62,7 @@ _CONFLICT_MARKERS = (
     "org.apache.iceberg.exceptions.ValidationException", "CommitFailedException",
 )
 _MISSING_MARKERS = ("TABLE_OR_VIEW_NOT_FOUND", "SCHEMA_NOT_FOUND", "UNRESOLVED_COLUMN", "NoSuchTableException")
+_IDS_PER_STATEMENT = 200  # event ids bound as parameters in one DELETE or SELECT
 _ERROR_CLASS = re.compile(r"\[([A-Z_]+(?:\.[A-Z_]+)?)\]")
 _MAX_MESSAGE = 600
 
@@ -304,6 +308,37 @@ class DatabricksLake:
         params = {name: value for _, name, value in conditions}
         return self._select(sql, {**params, "limit": limit},
                             "ORDER BY created_at DESC NULLS LAST, event_id LIMIT :limit")
+
+    def delete_finished_events(
+        self, before: datetime, statuses: Sequence[str], dry_run: bool
+    ) -> list[str]:
+        """DML row counts are not trusted: the ids are listed first, deleted in batches under the
+        same conditions (a row requeued meanwhile stays), and a batch's deleted ids are the ones
+        no longer there afterwards."""
+        chosen = finished_statuses(statuses)
+        params: dict[str, Any] = {f"status_{i}": s for i, s in enumerate(chosen)}
+        params["before"] = before
+        marks = ", ".join(f":status_{i}" for i in range(len(chosen)))
+        where = f"status IN ({marks}) AND {FINISHED_AT} < :before"
+        try:
+            rows = self.execute(f"SELECT event_id FROM {self._table} WHERE {where}", params, fetch=True)
+        except PermanentError as exc:
+            raise self._explain_missing(exc) from None
+        found = sorted(str(r[0]) for r in rows)
+        if dry_run:
+            return found
+        deleted: list[str] = []
+        for start in range(0, len(found), _IDS_PER_STATEMENT):
+            batch = found[start:start + _IDS_PER_STATEMENT]
+            ids = {f"id_{i}": event_id for i, event_id in enumerate(batch)}
+            listed = f"event_id IN ({', '.join(f':{name}' for name in ids)})"
+            self._with_conflict_retries(functools.partial(
+                self.execute, f"DELETE FROM {self._table} WHERE {listed} AND {where}", {**params, **ids}
+            ))
+            left = self.execute(f"SELECT event_id FROM {self._table} WHERE {listed}", ids, fetch=True)
+            still_there = {str(r[0]) for r in left}
+            deleted.extend(event_id for event_id in batch if event_id not in still_there)
+        return deleted
 
     def count_by_status(self) -> dict[str, int]:
         # Naming a lifecycle column makes a table made from the guide, before

@@ -18,7 +18,7 @@ import fcntl
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -30,10 +30,12 @@ from bridge_cli.events import ALL_COLUMNS, Event
 from bridge_cli.identifiers import TableName, parse_table_name, quote_double
 from bridge_cli.lakes import (
     CLAIM_ORDER,
+    FINISHED_AT,
     EventFilter,
     LakeCapabilities,
     SourceColumn,
     claimable_condition,
+    finished_statuses,
     first_in_line_condition,
     lifecycle_columns_to_add,
     list_conditions,
@@ -260,6 +262,22 @@ class DuckDBLake:
             return self._select(
                 con, sql, [*params, limit], "ORDER BY created_at DESC NULLS LAST, event_id LIMIT ?"
             )
+
+    def delete_finished_events(
+        self, before: datetime, statuses: Sequence[str], dry_run: bool
+    ) -> list[str]:
+        chosen = finished_statuses(statuses)
+        where = f"status IN ({', '.join('?' for _ in chosen)}) AND {FINISHED_AT} < ?"
+        if dry_run:
+            sql = f"SELECT event_id FROM {self._table} WHERE {where}"
+        else:  # one statement under the file's lock: what it returns is exactly what it deleted
+            sql = f"DELETE FROM {self._table} WHERE {where} RETURNING event_id"
+        with self._events() as con:
+            try:
+                rows = con.execute(sql, [*chosen, before]).fetchall()
+            except Exception as exc:
+                raise self._explain(exc, con) from None
+        return sorted(str(r[0]) for r in rows)
 
     def count_by_status(self) -> dict[str, int]:
         with self._events() as con:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -92,6 +92,13 @@ class Target(Protocol):
         ...
 
     def ledger_entry(self, event_id: str) -> LedgerEntry | None: ...
+
+    def delete_ledger_entries(self, event_ids: Sequence[str], dry_run: bool = False) -> int:
+        """Delete these events' ledger rows (ids bound as parameters, in batches); return how
+        many were deleted, or with `dry_run` how many would be. Only for events whose rows are
+        gone from the event table (`bridge prune`): the ledger is what keeps an event from being
+        applied twice."""
+        ...
 
     def describe_table(self, table: TableName) -> TargetTable | None: ...
 

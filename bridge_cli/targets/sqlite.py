@@ -12,7 +12,7 @@ import datetime as dt
 import re
 import sqlite3
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
@@ -56,6 +56,7 @@ sqlite3.register_adapter(uuid.UUID, str)
 
 _AUTOINCREMENT = re.compile(r"AUTOINCREMENT", re.IGNORECASE)
 _STAGE = "bridge_stage"
+_IDS_PER_STATEMENT = 500  # event ids bound in one statement (SQLite allows 32766 parameters)
 
 
 def _sort_error(exc: sqlite3.Error, what: str) -> Exception:
@@ -142,6 +143,29 @@ class SQLiteTarget:
             return None
         applied = dt.datetime.fromisoformat(row[3]) if row[3] else None
         return LedgerEntry(row[0], row[1], int(row[2]), applied)
+
+    def delete_ledger_entries(self, event_ids: Sequence[str], dry_run: bool = False) -> int:
+        self.check_ready()
+        ledger = quote_double(self.ledger.table)
+        connection = self._open(self.ledger.schema)
+        total = 0
+        try:
+            for start in range(0, len(event_ids), _IDS_PER_STATEMENT):
+                batch = list(event_ids[start:start + _IDS_PER_STATEMENT])
+                marks = ", ".join("?" for _ in batch)
+                if dry_run:
+                    (count,) = connection.execute(
+                        f"SELECT count(*) FROM {ledger} WHERE event_id IN ({marks})", batch
+                    ).fetchone()
+                    total += int(count)
+                else:
+                    cursor = connection.execute(f"DELETE FROM {ledger} WHERE event_id IN ({marks})", batch)
+                    total += int(cursor.rowcount)
+        except sqlite3.Error as exc:
+            raise _sort_error(exc, "deleting ledger rows") from None
+        finally:
+            connection.close()
+        return total
 
     def describe_table(self, table: TableName) -> TargetTable | None:
         if not self.schema_path(table.schema).exists():

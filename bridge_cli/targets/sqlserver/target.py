@@ -12,7 +12,7 @@ import contextlib
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -194,6 +194,16 @@ class SQLServerTarget:
         if row is None:
             return None
         return LedgerEntry(str(row[0]), str(row[1]), int(row[2]), row[3])
+
+    def delete_ledger_entries(self, event_ids: Sequence[str], dry_run: bool = False) -> int:
+        total = 0
+        size = tsql.LEDGER_IDS_PER_STATEMENT
+        with self._cursor("deleting ledger rows") as cursor:
+            for start in range(0, len(event_ids), size):
+                batch = tuple(event_ids[start:start + size])
+                self.execute(cursor, tsql.ledger_rows_sql(self.ledger, len(batch), dry_run), batch)
+                total += int(cursor.fetchone()[0]) if dry_run else max(int(cursor.rowcount), 0)
+        return total
 
     # -- tables ------------------------------------------------------------------------------
     def describe_table(self, table: TableName) -> TargetTable | None:

@@ -149,6 +149,16 @@ def describe_sql() -> str:
     )
 
 
+LEDGER_IDS_PER_STATEMENT = 500  # ids bound in one statement (SQL Server allows 2100 parameters)
+
+
+def ledger_rows_sql(ledger: TableName, ids: int, count_only: bool) -> str:
+    """DELETE (or count) the ledger rows of `ids` event ids, each a parameter."""
+    marks = ", ".join("%s" for _ in range(ids))
+    verb = "SELECT COUNT(*) FROM" if count_only else "DELETE FROM"
+    return f"{verb} {table_sql(ledger)} WHERE event_id IN ({marks})"
+
+
 def ledger_ddl(ledger: TableName) -> list[str]:
     schema = ledger.schema
     # Identifiers were validated (letters, digits, _ $ -), so they can sit in the EXEC string.
