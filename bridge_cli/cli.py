@@ -48,6 +48,8 @@ from bridge_cli.errors import (
     ValidationError,
 )
 from bridge_cli.events import Event, Operation, Status, SubmitRequest
+from bridge_cli.notify import SystemdNotifier
+from bridge_cli.observe import Observers, WorkerObserver
 
 # Exit codes scripts branch on (documented in the README).
 EXIT_OK = 0
@@ -570,6 +572,15 @@ def worker(
             help="Exit after this many events.",
         )
     ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(
+            "--metrics-port",
+            metavar="PORT",
+            callback=in_range(0, 65535),
+            help="Serve Prometheus /metrics and /healthz on this port (0: off; default: the "
+                 "profile's metrics_port).",
+        )
+    ] = None,
 ) -> None:
     """Run the long-lived worker: SIGTERM or Ctrl-C finishes the event in hand, then exits."""
     state = _state(ctx)
@@ -578,6 +589,7 @@ def worker(
     log = logging.getLogger("bridge.worker")
     stop = threading.Event()
     interrupts = 0
+    notifier = SystemdNotifier()  # Type=notify under systemd; nothing without NOTIFY_SOCKET
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
         nonlocal interrupts
@@ -586,23 +598,37 @@ def worker(
             raise KeyboardInterrupt  # a second Ctrl-C: roll back the event in hand and go
         log.info("stopping on %s: finishing the event in hand (Ctrl-C again to abort it)",
                  signal.Signals(signum).name)
+        if interrupts == 1:
+            notifier.stopping()
         stop.set()
 
     # SIGHUP (a closed terminal, `systemctl reload`) stops as SIGTERM does.
     stopping = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
     previous = {s: signal.signal(s, request_stop) for s in stopping}
+    server = None
     try:
         with reported_errors():
-            engine = _engine(state.settings(), None)
+            settings = state.settings()
+            port = settings.metrics_port if metrics_port is None else metrics_port
+            engine = _engine(settings, None)
             logcontext.worker_id.set(engine.worker_id)
             log.info("worker started (profile %s, pid %d)", engine.settings.profile, os.getpid())
-            count = engine.run_worker(stop, poll_interval, max_events)
+            observers: list[WorkerObserver] = [notifier]
+            if port:
+                from bridge_cli.metrics import MetricsServer, WorkerMetrics  # only when asked for
+
+                metrics = WorkerMetrics()
+                server = MetricsServer(metrics, port).start()
+                observers.append(metrics)
+            count = engine.run_worker(stop, poll_interval, max_events, observer=Observers(observers))
     except KeyboardInterrupt:
         log.warning("aborted: the event in hand was rolled back and released for a retry")
         raise typer.Exit(EXIT_ABORTED) from None
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if server is not None:
+            server.close()
     log.info("worker stopped after %d event(s)", count)
 
 

@@ -74,6 +74,10 @@ class Settings:
     max_delete_rows: int = 10000
     max_attempts: int = 5
     poll_interval: float = 10.0
+    # Polls that find nothing wait longer each time, doubling up to this (seconds).
+    idle_poll_max: float = 300.0
+    # A worker serves Prometheus /metrics and /healthz on this port; 0 = off.
+    metrics_port: int = 0
     lease_seconds: float = 300.0
     retry_backoff: float = 10.0
     retry_backoff_max: float = 600.0
@@ -91,6 +95,8 @@ _TUNABLE: dict[str, type] = {
     "max_delete_rows": int,
     "max_attempts": int,
     "poll_interval": float,
+    "idle_poll_max": float,
+    "metrics_port": int,
     "lease_seconds": float,
     "retry_backoff": float,
     "retry_backoff_max": float,
@@ -100,6 +106,7 @@ _TUNABLE: dict[str, type] = {
     "ordering": str,
 }
 _MINIMUM = {"max_attempts": 1, "batch_rows": 1, "max_delete_rows": 0}
+_MAXIMUM = {"metrics_port": 65535}
 
 
 def bridge_home(env: Mapping[str, str]) -> Path:
@@ -236,6 +243,8 @@ def _coerce(key: str, value: Any, label: str, where: str) -> Any:
         raise ConfigError(f"{where}: {label}: expected {kind}, got {value!r}") from None
     if number < _MINIMUM.get(key, 0):
         raise ConfigError(f"{where}: {label}: must be at least {_MINIMUM.get(key, 0)}, got {value!r}")
+    if key in _MAXIMUM and number > _MAXIMUM[key]:
+        raise ConfigError(f"{where}: {label}: must be at most {_MAXIMUM[key]}, got {value!r}")
     return number
 
 

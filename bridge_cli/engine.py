@@ -27,7 +27,8 @@ from bridge_cli.errors import (
     ValidationError,
 )
 from bridge_cli.events import Event, Job, Operation, Status, build_job, split_counts
-from bridge_cli.lakes import Lake
+from bridge_cli.lakes import Lake, QueueStats
+from bridge_cli.observe import Observers, WorkerObserver
 from bridge_cli.planning import plan_with_stores
 from bridge_cli.prefetch import read_ahead
 from bridge_cli.targets import LedgerEntry, Target
@@ -81,6 +82,7 @@ class Engine:
         on_progress: ProgressCallback | None = None,
         on_phase: PhaseCallback | None = None,
         rng: random.Random | None = None,
+        wait: Callable[[threading.Event, float], object] | None = None,
     ) -> None:
         self.settings = settings
         self.lake = lake
@@ -90,6 +92,9 @@ class Engine:
         self.on_progress = on_progress
         self.on_phase = on_phase
         self.rng = rng or random.Random()
+        # How the worker loop waits between polls (until `stop` is set): injectable, so that a
+        # test can run an idle hour without sleeping through it.
+        self.wait = wait or _wait_for_stop
         self._keeper: _LeaseKeeper | None = None  # the lease of the event in hand
         # Imported here, in one thread: a first import of pyarrow in the source-reader thread
         # while another thread opens a DuckDB connection has crashed the interpreter.
@@ -360,9 +365,17 @@ class Engine:
         poll_interval: float | None = None,
         max_events: int | None = None,
         on_result: Callable[[EventResult], None] | None = None,
+        observer: WorkerObserver | None = None,
     ) -> int:
         """Claim and process until `stop` is set (after the event in hand) or max_events."""
         interval = self.settings.poll_interval if poll_interval is None else poll_interval
+        idle = IdleBackoff(interval, self.settings.idle_poll_max)
+        watch = Observers([observer] if observer is not None else [])
+
+        def pause(seconds: float) -> None:
+            watch.on_wait(seconds)
+            self.wait(stop, seconds)
+
         processed = 0
         # A worker started against stores that are missing says so and exits; a store that fails
         # for a moment (a transient or unknown error) is retried, at start as later.
@@ -374,32 +387,39 @@ class Engine:
         except BaseException as exc:  # unreachable, transient or unknown (a native panic too):
             # retried in the loop below
             log.warning("stores not ready at start: %s: %s (retrying)", type(exc).__name__, exc)
-        next_status_check = time.monotonic() + _STATUS_CHECK_SECONDS
+        next_status_check = self.clock.monotonic() + _STATUS_CHECK_SECONDS
+        watch.on_start(interval)
         while not stop.is_set():
             try:
                 self.target.check_ready()
                 event = self.claim_next_event()
             except (ConnectionFailure, TransientError) as exc:
                 log.warning("cannot claim events now: %s (retrying in %ss)", exc, interval)
-                stop.wait(interval)
+                watch.on_poll(False, None)
+                pause(interval)
                 continue
             except (KeyboardInterrupt, SystemExit):
                 raise
             except BaseException:  # an error no adapter knows (a native panic too): logged and
                 # retried, never fatal
                 log.exception("unexpected error while claiming events (retrying in %ss)", interval)
-                stop.wait(interval)
+                watch.on_poll(False, None)
+                pause(interval)
                 continue
+            watch.on_poll(True, self._queue_stats() if watch.wants_queue_stats else None)
             if event is None:
-                log.debug("no event due; next poll in %gs", interval)
-                if time.monotonic() >= next_status_check:  # now and then, while idle
-                    next_status_check = time.monotonic() + _STATUS_CHECK_SECONDS
+                wait = idle.next_wait()
+                log.debug("no event due; next poll in %gs", wait)
+                if self.clock.monotonic() >= next_status_check:  # now and then, while idle
+                    next_status_check = self.clock.monotonic() + _STATUS_CHECK_SECONDS
                     try:
                         warn_about_unknown_statuses(self.lake.count_by_status())
                     except Exception as exc:
                         log.debug("counting events by status: %s", exc)
-                stop.wait(interval)
+                pause(wait)
                 continue
+            idle.reset()  # work found: the next poll comes at the poll interval
+            watch.on_event(event.event_id)
             try:
                 result = self.process_event(event)
             except (KeyboardInterrupt, SystemExit):
@@ -410,17 +430,52 @@ class Engine:
                 log.warning(
                     "event %s: result not recorded: %s: %s", event.event_id, type(exc).__name__, exc
                 )
-                stop.wait(interval)
+                pause(interval)
                 continue
             processed += 1
+            watch.on_result(result)
             if on_result is not None:
                 on_result(result)
             if max_events is not None and processed >= max_events:
                 break
+        watch.on_stop()
         return processed
+
+    def _queue_stats(self) -> QueueStats | None:
+        """The queue, counted for those watching the worker; a failure is logged, not fatal."""
+        try:
+            return self.lake.queue_stats()
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # a native panic too: the worker lives on
+            log.warning("counting the queue for metrics: %s: %s", type(exc).__name__, exc)
+            return None
 
 
 _STATUS_CHECK_SECONDS = 600.0
+
+
+def _wait_for_stop(stop: threading.Event, seconds: float) -> bool:
+    return stop.wait(seconds)
+
+
+class IdleBackoff:
+    """Polls that find nothing wait longer each time: from the poll interval, doubling, up to
+    idle_poll_max; work found snaps it back. An idle worker on a serverless warehouse then lets
+    the warehouse stop instead of waking it every poll_interval."""
+
+    def __init__(self, interval: float, idle_max: float) -> None:
+        self.interval = interval
+        self.idle_max = max(interval, idle_max)
+        self._next = interval
+
+    def next_wait(self) -> float:
+        wait = self._next
+        self._next = min(self.idle_max, self._next * 2)
+        return wait
+
+    def reset(self) -> None:
+        self._next = self.interval
 
 
 def warn_about_unknown_statuses(counts: dict[str, int]) -> None:

@@ -27,6 +27,7 @@ import pytest
 from bridge_cli.engine import Engine
 from bridge_cli.errors import ConnectionFailure, TransientError
 from bridge_cli.lakes import Lake
+from bridge_cli.metrics import WorkerMetrics
 from bridge_cli.targets import Target, TargetSession
 from tests.backends import Col, LocalPair
 from tests.helpers import submit
@@ -77,6 +78,8 @@ class Phase:
 MATRIX: dict[str, list[Phase]] = {
     "lake.count_by_status": [Phase("lake.count_by_status", "start", before_claim=True)],
     "lake.claimable_events": [Phase("lake.claimable_events", "claim", before_claim=True)],
+    # Counted after each poll for the worker's metrics (the scenario's worker has them on).
+    "lake.queue_stats": [Phase("lake.queue_stats", "poll")],
     "lake.update_event_if": [
         Phase("lake.update_event_if", "claim", "before", before_claim=True),
         Phase("lake.update_event_if", "claim", "after"),  # claimed, but the worker never heard
@@ -238,6 +241,9 @@ class FaultyLake:
 
     def claimable_events(self, *args: Any, **kwargs: Any) -> Any:
         return self._injector.call("lake.claimable_events", "claim", self._real.claimable_events, *args, **kwargs)
+
+    def queue_stats(self) -> Any:
+        return self._injector.call("lake.queue_stats", "poll", self._real.queue_stats)
 
     def source_columns(self, *args: Any, **kwargs: Any) -> Any:
         return self._injector.call("lake.source_columns", "source", self._real.source_columns, *args, **kwargs)
@@ -433,7 +439,7 @@ def run_until_settled(case: Scenario, timeout: float = 30.0) -> None:
 
     def work() -> None:
         try:
-            case.engine.run_worker(stop, poll_interval=0.05, on_result=on_result)
+            case.engine.run_worker(stop, poll_interval=0.05, on_result=on_result, observer=WorkerMetrics())
         except BaseException as exc:
             died.append(exc)
             raise

@@ -24,6 +24,15 @@ class LakeCapabilities:
 
 
 @dataclass(frozen=True)
+class QueueStats:
+    """The queue at a glance, from one query: events by status and when the oldest pending event
+    was created (naive UTC; None when nothing is pending)."""
+
+    counts: dict[str, int]
+    oldest_pending_at: datetime | None
+
+
+@dataclass(frozen=True)
 class SourceColumn:
     name: str
     type: str
@@ -48,6 +57,11 @@ class Lake(Protocol):
         ...
 
     def count_by_status(self) -> dict[str, int]: ...
+
+    def queue_stats(self) -> QueueStats:
+        """Counts by status and the oldest pending event's created_at, in one query (a worker's
+        metrics refresh it once per poll)."""
+        ...
 
     def delete_finished_events(
         self, before: datetime, statuses: Sequence[str], dry_run: bool
@@ -189,3 +203,13 @@ def first_in_line_condition(table: str) -> str:
         f"{CLAIM_ORDER}) AS place FROM {table} WHERE status IN ('pending', 'processing')) AS line "
         "WHERE place = 1)"
     )
+
+
+# One query for QueueStats, in any lake's SQL: (status, count, oldest created_at) per status.
+QUEUE_STATS_SELECT = "SELECT coalesce(status, '?'), count(*), min(created_at) FROM {table} GROUP BY 1"
+
+
+def queue_stats_from_rows(rows: list[Any]) -> QueueStats:
+    counts = {str(s): int(n) for s, n, _ in rows}
+    oldest = next((o for s, _, o in rows if s == "pending"), None)
+    return QueueStats(counts, oldest)

@@ -30,14 +30,17 @@ from bridge_cli.identifiers import TableName, parse_table_name, quote_backtick
 from bridge_cli.lakes import (
     CLAIM_ORDER,
     FINISHED_AT,
+    QUEUE_STATS_SELECT,
     EventFilter,
     LakeCapabilities,
+    QueueStats,
     SourceColumn,
     claimable_condition,
     finished_statuses,
     first_in_line_condition,
     lifecycle_columns_to_add,
     list_conditions,
+    queue_stats_from_rows,
 )
 
 if TYPE_CHECKING:
@@ -349,6 +352,13 @@ class DatabricksLake:
         except PermanentError as exc:
             raise self._explain_missing(exc) from None
         return {str(s): int(n) for s, n, _ in rows}
+
+    def queue_stats(self) -> QueueStats:
+        try:
+            rows = self.execute(QUEUE_STATS_SELECT.format(table=self._table), fetch=True)
+        except PermanentError as exc:
+            raise self._explain_missing(exc) from None
+        return queue_stats_from_rows([(s, n, _value(o)) for s, n, o in rows])
 
     def claimable_events(
         self, now: datetime, limit: int, event_id: str | None, per_target: bool = True

@@ -31,14 +31,17 @@ from bridge_cli.identifiers import TableName, parse_table_name, quote_double
 from bridge_cli.lakes import (
     CLAIM_ORDER,
     FINISHED_AT,
+    QUEUE_STATS_SELECT,
     EventFilter,
     LakeCapabilities,
+    QueueStats,
     SourceColumn,
     claimable_condition,
     finished_statuses,
     first_in_line_condition,
     lifecycle_columns_to_add,
     list_conditions,
+    queue_stats_from_rows,
 )
 
 if TYPE_CHECKING:
@@ -291,6 +294,14 @@ class DuckDBLake:
             except Exception as exc:
                 raise self._explain(exc, con) from None
         return {str(s): int(n) for s, n, _ in rows}
+
+    def queue_stats(self) -> QueueStats:
+        with self._events() as con:
+            try:
+                rows = con.execute(QUEUE_STATS_SELECT.format(table=self._table)).fetchall()
+            except Exception as exc:
+                raise self._explain(exc, con) from None
+        return queue_stats_from_rows(rows)
 
     def claimable_events(
         self, now: datetime, limit: int, event_id: str | None, per_target: bool = True
