@@ -8,7 +8,9 @@ from bridge_cli.lakes import Lake
 from bridge_cli.targets import Target
 
 
-def open_lake(settings: Settings) -> Lake:
+def open_lake(settings: Settings, patient: bool = False) -> Lake:
+    """`patient` (a worker) rides out a warehouse outage for the lake's `retry_seconds`; anything
+    else (a person or a script waiting) gives up within `connect_timeout`."""
     kind = settings.lake.kind
     if kind == "duckdb":
         from bridge_cli.lakes.duckdb import DuckDBLake
@@ -17,7 +19,7 @@ def open_lake(settings: Settings) -> Lake:
     if kind == "databricks":
         from bridge_cli.lakes.databricks import DatabricksLake
 
-        return DatabricksLake(settings)
+        return DatabricksLake(settings, patient=patient)
     raise ConfigError(f"{settings.lake.source}: lake kind {kind!r} is not available yet")
 
 

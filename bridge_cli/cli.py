@@ -494,9 +494,11 @@ def wait(
     _wait_and_exit(lake, event_id, timeout, interval, as_json, strict)
 
 
-def _engine(settings: Settings, progress: reporting.CopyProgress | None) -> Engine:
+def _engine(
+    settings: Settings, progress: reporting.CopyProgress | None, patient: bool = False
+) -> Engine:
     return Engine(
-        settings, open_lake(settings), open_target(settings),
+        settings, open_lake(settings, patient=patient), open_target(settings),
         on_progress=progress, on_phase=progress.phase if progress is not None else None,
     )
 
@@ -610,7 +612,7 @@ def worker(
         with reported_errors():
             settings = state.settings()
             port = settings.metrics_port if metrics_port is None else metrics_port
-            engine = _engine(settings, None)
+            engine = _engine(settings, None, patient=True)
             logcontext.worker_id.set(engine.worker_id)
             log.info("worker started (profile %s, pid %d)", engine.settings.profile, os.getpid())
             observers: list[WorkerObserver] = [notifier]

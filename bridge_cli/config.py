@@ -32,7 +32,7 @@ ADAPTER_OPTIONS: dict[str, frozenset[str]] = {
     "databricks": frozenset({
         "server_hostname", "http_path", "port", "token", "profile", "auth_timeout", "event_table",
         "catalog", "schema", "session_configuration", "timestamp_zone", "conflict_retries",
-        "retry_seconds", "fetch_rows", "buffer_bytes",
+        "retry_seconds", "connect_timeout", "fetch_rows", "buffer_bytes",
     }),
     "sqlite": frozenset({"path", "ledger_table"}),
     "sqlserver": frozenset({

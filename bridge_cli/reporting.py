@@ -99,9 +99,10 @@ def setup_logging(
     if log_level is not None:
         level = getattr(logging, log_level.upper())
     logging.basicConfig(level=level, handlers=[handler], force=True)
-    # Third-party chatter (the connector's retries, urllib3) only when asked for debug.
+    # Third-party chatter (the connector's retry warnings, urllib3) only when asked for debug:
+    # bridge reports the outcome itself, once, with its cause.
     for noisy in ("databricks", "urllib3", "pyarrow"):
-        logging.getLogger(noisy).setLevel(logging.DEBUG if level <= logging.DEBUG else logging.WARNING)
+        logging.getLogger(noisy).setLevel(logging.DEBUG if level <= logging.DEBUG else logging.CRITICAL)
 
 
 def iso_utc(value: datetime) -> str:

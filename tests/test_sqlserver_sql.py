@@ -13,7 +13,7 @@ import pytest
 from pymssql import _mssql
 
 from bridge_cli.config import AdapterConfig, load_settings
-from bridge_cli.errors import ConfigError, PermanentError, TransientError
+from bridge_cli.errors import ConfigError, ConnectionFailure, PermanentError, TransientError
 from bridge_cli.events import Operation
 from bridge_cli.identifiers import TableName
 from bridge_cli.targets import ApplyPlan, TargetColumn, TargetTable
@@ -188,14 +188,15 @@ def test_a_password_never_appears_in_a_message_or_repr() -> None:
     assert secret not in repr(SQLServerTarget(settings))
 
 
-def test_unreachable_server_is_a_transient_error_without_the_password() -> None:
+def test_unreachable_server_is_a_connection_failure_without_the_password() -> None:
     settings = load_settings(env={"BRIDGE_HOME": "/tmp/x"})
     config = AdapterConfig("sqlserver", {"host": "127.0.0.1", "port": 1, "database": "d",
                                          "user": "u", "password": "pw-123", "login_timeout": 2})
     target = SQLServerTarget(dataclasses.replace(settings, target=config))
-    with pytest.raises(TransientError) as info:
+    with pytest.raises(ConnectionFailure) as info:  # exit 5 for a command; a worker retries
         target.ledger_entry("e1")
     assert "cannot connect to SQL Server at 127.0.0.1:1" in str(info.value)
+    assert str(info.value).count("Unable to connect") == 1  # FreeTDS's repeats dropped
     assert "pw-123" not in str(info.value)
 
 

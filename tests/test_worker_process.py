@@ -51,12 +51,19 @@ def assert_released_then_applied_once(local: LocalPair, event_id: str) -> None:
     assert local.ledger_ids() == [event_id]
 
 
+def mid_event(local: LocalPair, spawn: Callable[..., subprocess.Popen[str]], *args: str
+              ) -> tuple[str, subprocess.Popen[str]]:
+    """A big event, and a `bridge` process started on it that has claimed it."""
+    event_id = big_event(local)
+    proc = spawn(*args, env=cli_env(**SLOW))
+    wait_until(lambda: status(local, event_id) == "processing", 60, "the claim", every=0.02)
+    return event_id, proc
+
+
 def test_a_second_ctrl_c_rolls_back_releases_the_event_and_exits_130(
     local: LocalPair, spawn: Callable[..., subprocess.Popen[str]], tmp_path: Path
 ) -> None:
-    event_id = big_event(local)
-    worker = spawn("worker", "--poll-interval", "0.1", env=cli_env(**SLOW))
-    wait_until(lambda: status(local, event_id) == "processing", 60, "the claim", every=0.02)
+    event_id, worker = mid_event(local, spawn, "worker", "--poll-interval", "0.1")
     worker.send_signal(signal.SIGINT)
     wait_until(lambda: "stopping on SIGINT" in stderr_of(tmp_path, 0), 30, "the first Ctrl-C")
     worker.send_signal(signal.SIGINT)
@@ -68,9 +75,7 @@ def test_a_second_ctrl_c_rolls_back_releases_the_event_and_exits_130(
 def test_ctrl_c_on_process_once_releases_the_event_and_exits_130(
     local: LocalPair, spawn: Callable[..., subprocess.Popen[str]], tmp_path: Path
 ) -> None:
-    event_id = big_event(local)
-    run = spawn("process-once", env=cli_env(**SLOW))
-    wait_until(lambda: status(local, event_id) == "processing", 60, "the claim", every=0.02)
+    event_id, run = mid_event(local, spawn, "process-once")
     run.send_signal(signal.SIGINT)
     assert run.wait(timeout=60) == 130, stderr_of(tmp_path, 0)
     assert_released_then_applied_once(local, event_id)
@@ -79,9 +84,7 @@ def test_ctrl_c_on_process_once_releases_the_event_and_exits_130(
 def test_sighup_stops_a_worker_as_sigterm_does(
     local: LocalPair, spawn: Callable[..., subprocess.Popen[str]], tmp_path: Path
 ) -> None:
-    event_id = big_event(local)
-    worker = spawn("worker", "--poll-interval", "0.1", env=cli_env(**SLOW))
-    wait_until(lambda: status(local, event_id) == "processing", 60, "the claim", every=0.02)
+    event_id, worker = mid_event(local, spawn, "worker", "--poll-interval", "0.1")
     worker.send_signal(signal.SIGHUP)
     assert worker.wait(timeout=120) == 0, stderr_of(tmp_path, 0)
     assert status(local, event_id) == "completed"  # the event in hand was finished

@@ -119,7 +119,7 @@ def _value(value: Any) -> Any:
 class DatabricksLake:
     capabilities = LakeCapabilities(reliable_row_counts=False, concurrent_writers=True)
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, patient: bool = False) -> None:
         config = settings.lake
         self.source = config.source
         missing = [k for k in ("server_hostname", "http_path") if not config.get(k)]
@@ -154,6 +154,16 @@ class DatabricksLake:
             self.retry_seconds = -1.0
         if isinstance(retry_seconds, bool) or not 1 <= self.retry_seconds <= 86400:
             raise ConfigError(f"{config.source}.retry_seconds: expected seconds from 1 to 86400, got {retry_seconds!r}")
+        # A person or a script waiting (status, submit, wait, init...) gets an answer within
+        # connect_timeout; a worker (patient) rides outages out for retry_seconds.
+        connect_timeout = config.get("connect_timeout", 30)
+        if isinstance(connect_timeout, bool) or not isinstance(connect_timeout, int | float) or not (
+            1 <= connect_timeout <= 3600
+        ):
+            raise ConfigError(
+                f"{config.source}.connect_timeout: expected seconds from 1 to 3600, got {connect_timeout!r}"
+            )
+        self.budget = self.retry_seconds if patient else min(float(connect_timeout), self.retry_seconds)
         self._local = threading.local()
 
     def __repr__(self) -> str:  # the token never appears
@@ -162,12 +172,14 @@ class DatabricksLake:
     # -- connections -------------------------------------------------------------------------
     def _connect_args(self) -> dict[str, Any]:
         args: dict[str, Any] = {"server_hostname": self.server_hostname, "http_path": self.http_path,
-                                "_retry_stop_after_attempts_duration": self.retry_seconds}
+                                "_retry_stop_after_attempts_duration": self.budget}
         if self.token:
             args["access_token"] = str(self.token)
         else:
+            # Resolved before the connector is made: missing credentials fail in seconds, and the
+            # connector is never half-built (its __del__ would print a traceback).
             args["credentials_provider"] = unified_auth_provider(
-                self.server_hostname, self.auth_profile, self.auth_timeout
+                self.server_hostname, self.auth_profile, max(1, int(min(self.auth_timeout, self.budget / 3)))
             )
         if self.port and self.port != 443:
             args["_port"] = self.port
@@ -182,11 +194,17 @@ class DatabricksLake:
     def connect(self) -> Any:
         from databricks import sql
 
+        args = self._connect_args()
         try:
-            return sql.connect(**self._connect_args())
+            return sql.connect(**args)
         except Exception as exc:
-            error = sort_error(exc, f"cannot connect to Databricks at {self.server_hostname}")
-            raise ConnectionFailure(str(error).replace(str(self.token or "\0"), "***")) from None
+            where = f"{self.server_hostname}:{self.port}"
+            cause = connection_cause(exc, self.server_hostname, self.port, min(self.budget, 10.0))
+            message = f"cannot connect to Databricks at {where}: {cause}"
+            token = str(self.token or "")
+            if len(token) >= 8:  # a short test token would blank out letters of the message
+                message = message.replace(token, "***")
+            raise ConnectionFailure(message) from None
 
     def _connection(self) -> Any:
         connection = getattr(self._local, "connection", None)
@@ -490,6 +508,39 @@ def _same(stored: Any, wanted: Any) -> bool:
     return bool(stored == wanted)
 
 
+def connection_cause(exc: BaseException, host: str, port: int, timeout: float) -> str:
+    """Why a connection failed, in a few words: the connector's final error ("retry request would
+    exceed the retry policy's duration") hides whether it was DNS, a refused port, TLS or the
+    credentials, so ask the network ourselves."""
+    import socket
+    import ssl
+
+    context = getattr(exc, "context", None) or {}
+    code = context.get("http-code") if isinstance(context, dict) else None
+    if code in (401, 403):
+        return f"HTTP {code}: the warehouse refused the credentials (check the token or profile)"
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as err:
+        return f"DNS: cannot resolve {host} ({err.strerror}); check server_hostname"
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as raw:
+            try:
+                with ssl.create_default_context().wrap_socket(raw, server_hostname=host):
+                    pass
+            except ssl.SSLError as err:
+                return f"TLS: {err.reason or err}"
+    except ConnectionRefusedError:
+        return f"connection refused by {host}:{port}; check server_hostname and port"
+    except TimeoutError:
+        return f"no answer from {host}:{port} within {timeout:g}s (a firewall, or the wrong host)"
+    except OSError as err:
+        return f"{err.strerror or err}"
+    if code:
+        return f"HTTP {code}: {short_message(exc)}"
+    return f"{type(exc).__name__}: {short_message(exc)}"
+
+
 def unified_auth_provider(host: str, profile: Any, timeout_seconds: int = 60) -> Any:
     """Databricks unified authentication (env vars, OAuth M2M, ~/.databrickscfg profiles)."""
     try:
@@ -504,11 +555,16 @@ def unified_auth_provider(host: str, profile: Any, timeout_seconds: int = 60) ->
     if profile:
         kwargs["profile"] = str(profile)
 
+    try:
+        config = Config(**kwargs)
+    except Exception as exc:
+        reason = str(exc).split(". Config:", 1)[0].split(", please check", 1)[0]
+        raise ConnectionFailure(
+            f"Databricks authentication failed for {host}: {reason}; set lake.token (or "
+            "DATABRICKS_TOKEN), or name a ~/.databrickscfg profile with lake.profile"
+        ) from None
+
     def provider() -> Any:
-        try:
-            config = Config(**kwargs)
-        except Exception as exc:
-            raise ConnectionFailure(f"Databricks authentication failed: {exc}") from None
         return config.authenticate
 
     return provider

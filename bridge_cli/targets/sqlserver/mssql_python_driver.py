@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from bridge_cli.errors import BridgeError, PermanentError, TransientError
+from bridge_cli.errors import BridgeError, ConnectionFailure, PermanentError, TransientError
 from bridge_cli.prefetch import read_ahead
 from bridge_cli.targets import ApplyPlan, TargetColumn
 from bridge_cli.targets.sqlserver import tsql
@@ -237,7 +237,10 @@ class MssqlPythonDriver:
             cursor.close()
             return connection
         except mssql_python.Error as exc:
-            raise self.sort_error(exc, f"cannot connect to SQL Server at {self.spec.where}") from None
+            # Not reaching the server (or not being let in) is a connection failure: exit 5 for a
+            # command, a retry for a worker; the event itself is not at fault.
+            error = self.sort_error(exc, f"cannot connect to SQL Server at {self.spec.where}")
+            raise ConnectionFailure(str(error)) from None
 
     def errors(self) -> tuple[type[BaseException], ...]:
         import mssql_python

@@ -13,7 +13,7 @@ import datetime as dt
 import re
 from typing import TYPE_CHECKING, Any
 
-from bridge_cli.errors import BridgeError, PermanentError, TransientError
+from bridge_cli.errors import BridgeError, ConnectionFailure, PermanentError, TransientError
 from bridge_cli.targets import ApplyPlan, TargetColumn
 from bridge_cli.targets.sqlserver import tsql
 from bridge_cli.targets.sqlserver.connect_options import ConnectSpec
@@ -34,6 +34,10 @@ TRANSIENT_NUMBERS = frozenset({
 # Compatible servers report some of these under their own numbers (Babelfish: 33557097).
 TRANSIENT_TEXT = ("lock timeout", "lock request time out", "deadlock", "could not serialize access")
 _DB_LIB_NUMBER = re.compile(r"DB-Lib error message (\d+)")
+_DB_LIB_WRAPPER = re.compile(
+    r"DB-Lib error message 20018, severity \d+: General SQL Server error: Check messages from the SQL Server"
+)
+_DB_LIB_SPLIT = re.compile(r"(?=DB-Lib error message \d+)")
 _INFO_MESSAGES = re.compile(r"Changed (?:database context|language setting) to '[^']*'\.?")
 # Kept here to document the sorting; anything not transient is permanent.
 PERMANENT_NUMBERS = frozenset({2627, 2601, 544, 8152, 2628, 245, 8114, 208, 207, 547, 515, 8115})
@@ -61,9 +65,11 @@ def error_text(exc: BaseException, secret: str | None = None) -> str:
         args = args[0]
     parts = [a.decode("utf-8", "replace") if isinstance(a, bytes) else str(a) for a in args[1:] or args]
     text = " ".join(" ".join(parts).split())
-    # Keep only the server's own sentence when DB-Lib wraps it.
-    text = text.replace("DB-Lib error message 20018, severity 16: General SQL Server error: "
-                        "Check messages from the SQL Server", "").strip()
+    # Keep only the server's own sentence when DB-Lib wraps it, and each DB-Lib sentence once
+    # (FreeTDS repeats them).
+    text = _DB_LIB_WRAPPER.sub(" ", text).strip()
+    sentences = [s.strip() for s in _DB_LIB_SPLIT.split(text) if s.strip()]
+    text = ". ".join(dict.fromkeys(s.rstrip(". ") for s in sentences))
     # Informational messages (5701, 5703) that pymssql keeps from an earlier connection.
     text = _INFO_MESSAGES.sub("", text).strip()
     if secret:
@@ -198,7 +204,10 @@ class PymssqlDriver:
             connection.cursor().execute(f"SET LOCK_TIMEOUT {int(self.lock_timeout_ms)}")
             return connection
         except pymssql.Error as exc:
-            raise self.sort_error(exc, f"cannot connect to SQL Server at {self.spec.where}") from None
+            # Not reaching the server (or not being let in) is a connection failure: exit 5 for a
+            # command, a retry for a worker; the event itself is not at fault.
+            error = self.sort_error(exc, f"cannot connect to SQL Server at {self.spec.where}")
+            raise ConnectionFailure(str(error)) from None
 
     def errors(self) -> tuple[type[BaseException], ...]:
         import pymssql

@@ -179,7 +179,10 @@ class SQLServerTarget:
         except TransientError as exc:
             raise ConnectionFailure(str(exc)) from None
         if not found:
-            raise NotInitialized(f"target ledger {self.ledger} does not exist: run `bridge init`")
+            raise NotInitialized(
+                f"target ledger {self.ledger} does not exist in database {self.database} at "
+                f"{self.spec.where}: run `bridge init`"
+            )
         self._ready = True
 
     def ledger_entry(self, event_id: str) -> LedgerEntry | None:
