@@ -55,7 +55,7 @@ completions: install ## Regenerate completions/ from the app
 bench: install ## Run the benchmarks under bench/ that need no server
 	$(BIN)/python bench/bench_engine.py
 
-CAMPAIGN_ARGS ?= --runs 3 --kills 60
+CAMPAIGN_ARGS ?= --runs 3 --kills 60 --events 150
 campaign: install ## Fault campaign: kill -9 workers mid-event on the embedded default, check every row
 	$(BIN)/python -m tests.campaign $(CAMPAIGN_ARGS)
 

@@ -9,7 +9,7 @@ from bridge_cli.cli import app
 from tests.backends import LocalPair
 from tests.test_cli import USERS_TARGET, event, run, show
 
-COMMANDS = ["init", "submit", "status", "wait", "process-once", "worker", "requeue"]
+COMMANDS = ["init", "submit", "status", "wait", "process-once", "worker", "requeue", "cancel", "prune"]
 
 
 @pytest.mark.parametrize("command", ["", *COMMANDS])
