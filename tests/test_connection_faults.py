@@ -422,13 +422,19 @@ def test_lake_retry_budget_is_bounded_and_checked(value: Any) -> None:
     settings = load_settings(env={"BRIDGE_HOME": "/tmp/unused"})
     options = {"server_hostname": "adb-1.azuredatabricks.net", "http_path": "/sql/1.0/warehouses/a", "token": "t"}
 
-    def lake(**extra: Any) -> DatabricksLake:
-        return DatabricksLake(dataclasses.replace(settings, lake=AdapterConfig("databricks", {**options, **extra})))
+    def lake(patient: bool = True, **extra: Any) -> DatabricksLake:
+        config = AdapterConfig("databricks", {**options, **extra})
+        return DatabricksLake(dataclasses.replace(settings, lake=config), patient=patient)
 
     assert lake()._connect_args()["_retry_stop_after_attempts_duration"] == 120
     assert lake(retry_seconds="30")._connect_args()["_retry_stop_after_attempts_duration"] == 30
+    # A command a person waits on gives up within connect_timeout (30 s) instead.
+    assert lake(patient=False)._connect_args()["_retry_stop_after_attempts_duration"] == 30
+    assert lake(patient=False, connect_timeout=5)._connect_args()["_retry_stop_after_attempts_duration"] == 5
     with pytest.raises(ConfigError, match="retry_seconds"):
         lake(retry_seconds=value)
+    with pytest.raises(ConfigError, match="connect_timeout"):
+        lake(connect_timeout=value)
 
 
 def test_databricks_warehouse_gone_for_a_moment_mid_read_is_ridden_out(databricks: Any) -> None:
