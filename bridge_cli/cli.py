@@ -36,7 +36,7 @@ from bridge_cli.api import (
     submit_event,
     wait_for_event,
 )
-from bridge_cli.config import Settings, load_settings
+from bridge_cli.config import Settings, describe_settings, load_settings
 from bridge_cli.engine import Engine
 from bridge_cli.errors import (
     BridgeError,
@@ -693,6 +693,22 @@ def prune(
         settings = _state(ctx).settings()
         result = prune_events(open_lake(settings), open_target(settings), age, failed=failed, dry_run=dry_run)
     reporting.print_prune(result, as_json)
+
+
+config_app = typer.Typer(
+    name="config", help="Show the resolved configuration.", no_args_is_help=True, rich_markup_mode=None,
+)
+app.add_typer(config_app)
+
+
+@config_app.command("show", cls=_BridgeCommand)
+def config_show(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """Print every setting and adapter option of the profile, and where each value came from."""
+    state = _state(ctx)
+    with reported_errors():
+        settings, sources = describe_settings(state.config, state.profile)
+    where = str(settings.config_file) if settings.config_file else None
+    reporting.print_settings(settings.profile, where, sources, as_json)
 
 
 def main() -> None:

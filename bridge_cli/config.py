@@ -280,3 +280,81 @@ def _expand(value: Any, label: str, where: str, env: Mapping[str, str]) -> Any:
 def resolve_path(option: Any, default: Path, home: Path) -> Path:
     """An adapter's `path:`; relative paths are taken from the current directory."""
     return Path(str(option)) if option else default
+
+
+# -- where each value came from (`bridge config show`) --------------------------------------------
+@dataclass(frozen=True)
+class SettingSource:
+    """One resolved value and where it came from: `bridge.yaml:12`, `BRIDGE_MAX_ATTEMPTS
+    (environment)`, `${DB_PASSWORD} in bridge.yaml:14`, or `default`. Secrets are masked."""
+
+    key: str  # a profile setting (max_attempts) or an adapter option (target.password)
+    value: Any  # None: not set, the adapter's own default applies
+    source: str
+
+
+def describe_settings(
+    config: str | None = None, profile: str | None = None, env: Mapping[str, str] | None = None
+) -> tuple[Settings, list[SettingSource]]:
+    """The profile load_settings resolves, value by value with its origin (the YAML re-read with
+    line numbers)."""
+    env = os.environ if env is None else env
+    settings = load_settings(config, profile, env)
+    path = settings.config_file
+    lines = _profile_lines(path, settings.profile) if path is not None else {}
+
+    def origin(key: str, default: str = "default") -> str:
+        found = lines.get(key)
+        if found is None:
+            return default
+        line, raw = found
+        where = f"{path}:{line}"
+        names = [m.group(1) for m in _VAR.finditer(raw) if m.group(1)] if isinstance(raw, str) else []
+        if not names:
+            return where
+        # ${NAME:-…}: the variable was not set and the default written after :- applied
+        shown = ["${" + (n if env.get(n, "") != "" else n + ":-…") + "}" for n in names]
+        return f"{', '.join(shown)} in {where}"
+
+    home_from = "BRIDGE_HOME (environment)" if env.get("BRIDGE_HOME") else "default"
+    sources = [SettingSource("home", str(settings.home), home_from)]
+    for key in _TUNABLE:
+        variable = f"BRIDGE_{key.upper()}"
+        value = getattr(settings, key)
+        value = list(value) if isinstance(value, tuple) else value
+        from_env = env.get(variable) not in (None, "")
+        sources.append(SettingSource(key, value, f"{variable} (environment)" if from_env else origin(key)))
+    for which, adapter in (("lake", settings.lake), ("target", settings.target)):
+        sources.append(SettingSource(f"{which}.kind", adapter.kind, origin(f"{which}.kind")))
+        for option in sorted(ADAPTER_OPTIONS[adapter.kind], key=lambda o: (o not in adapter.options, o)):
+            value = adapter.options.get(option)
+            if value is not None and option in SECRET_KEYS:
+                value = "***"
+            sources.append(SettingSource(f"{which}.{option}", value, origin(f"{which}.{option}")))
+    return settings, sources
+
+
+def _profile_lines(path: Path, profile: str) -> dict[str, tuple[int, Any]]:
+    """`key` or `lake.key` -> (1-based line, the raw scalar before ${VAR} expansion)."""
+    root = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    found: dict[str, tuple[int, Any]] = {}
+    profiles = _child(root, "profiles")
+    node = _child(profiles, profile) if profiles is not None else None
+    if not isinstance(node, yaml.MappingNode):
+        return found
+    for key, value in node.value:
+        name = str(key.value)
+        if name in ("lake", "target") and isinstance(value, yaml.MappingNode):
+            for inner_key, inner in value.value:
+                raw = inner.value if isinstance(inner, yaml.ScalarNode) else None
+                found[f"{name}.{inner_key.value}"] = (inner.start_mark.line + 1, raw)
+        else:
+            raw = value.value if isinstance(value, yaml.ScalarNode) else None
+            found[name] = (value.start_mark.line + 1, raw)
+    return found
+
+
+def _child(node: Any, name: str) -> Any:
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    return next((value for key, value in node.value if str(key.value) == name), None)

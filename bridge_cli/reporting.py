@@ -23,6 +23,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from bridge_cli.api import CancelResult, PruneResult, RequeueResult
+from bridge_cli.config import SettingSource
 from bridge_cli.engine import EventResult
 from bridge_cli.events import Event, split_counts
 
@@ -482,3 +483,23 @@ class WaitProgress:
             self.console.print(
                 f"[{elapsed:.0f}s] waiting for {event.event_id}: {event.status}", highlight=False
             )
+
+
+def print_settings(profile: str, config_file: str | None, sources: Sequence[SettingSource], as_json: bool) -> None:
+    """`bridge config show`: each value and where it came from (secrets arrive masked)."""
+    where = config_file or "<embedded default>"
+    if as_json:
+        print_json({"profile": profile, "config_file": config_file, "settings": [asdict(s) for s in sources]})
+        return
+    rows = [(s.key, s.value, s.source) for s in sources]
+    if not to_terminal():
+        _print_rows(rows)
+        return
+    # Values and origins are read whole (a path, a host): folded, never cut short.
+    table = Table(title=f"profile {escape(profile)} ({escape(where)})", title_justify="left")
+    table.add_column("setting", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    table.add_column("from", overflow="fold")
+    for key, value, source in rows:
+        table.add_row(escape(key), _cell(value), escape(source))
+    stdout().print(table)
