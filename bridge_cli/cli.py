@@ -37,6 +37,7 @@ from bridge_cli.api import (
     wait_for_event,
 )
 from bridge_cli.config import Settings, describe_settings, load_settings
+from bridge_cli.doctor import all_passed, run_checks
 from bridge_cli.engine import Engine
 from bridge_cli.errors import (
     BridgeError,
@@ -693,6 +694,16 @@ def prune(
         settings = _state(ctx).settings()
         result = prune_events(open_lake(settings), open_target(settings), age, failed=failed, dry_run=dry_run)
     reporting.print_prune(result, as_json)
+
+
+@app.command(cls=_BridgeCommand)
+def doctor(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """Check the config, lake, event table, target, ledger, staging and queue: exit 0 all ok, 5 not."""
+    state = _state(ctx)
+    results = run_checks(state.config, state.profile)
+    reporting.print_checks(results, as_json)
+    if not all_passed(results):
+        raise typer.Exit(EXIT_CONFIG)
 
 
 config_app = typer.Typer(

@@ -24,6 +24,7 @@ from rich.table import Table
 
 from bridge_cli.api import CancelResult, PruneResult, RequeueResult
 from bridge_cli.config import SettingSource
+from bridge_cli.doctor import CheckResult
 from bridge_cli.engine import EventResult
 from bridge_cli.events import Event, split_counts
 
@@ -502,4 +503,25 @@ def print_settings(profile: str, config_file: str | None, sources: Sequence[Sett
     table.add_column("from", overflow="fold")
     for key, value, source in rows:
         table.add_row(escape(key), _cell(value), escape(source))
+    stdout().print(table)
+
+
+def print_checks(results: Sequence[CheckResult], as_json: bool) -> None:
+    """`bridge doctor`: one row per check, in order: ok, failed or skipped, and what to do."""
+    if as_json:
+        print_json([asdict(r) for r in results])
+        return
+    rows = [(r.name, r.status, f"{r.seconds:.1f}s", f"{r.detail}; {r.fix}" if r.fix else r.detail)
+            for r in results]
+    if not to_terminal():
+        _print_rows(rows)
+        return
+    style = {"ok": "green", "failed": "bold red", "skipped": "yellow"}
+    table = Table(title="bridge doctor", title_justify="left")
+    table.add_column("check", no_wrap=True)
+    table.add_column("result", no_wrap=True)
+    table.add_column("time", no_wrap=True, justify="right")
+    table.add_column("what to do / found", overflow="fold")
+    for name, status, seconds, message in rows:
+        table.add_row(escape(name), f"[{style[status]}]{status}[/]", seconds, escape(message))
     stdout().print(table)

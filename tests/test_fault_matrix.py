@@ -127,6 +127,8 @@ NOT_CALLED_BY_WORKERS = {
     "lake.delete_finished_events",  # bridge prune
     "target.init_ledger",
     "target.delete_ledger_entries",  # bridge prune
+    "target.check_staging",  # bridge doctor
+    "target.leftover_stages",  # bridge doctor
 }
 
 

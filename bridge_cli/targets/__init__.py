@@ -102,4 +102,14 @@ class Target(Protocol):
 
     def describe_table(self, table: TableName) -> TargetTable | None: ...
 
+    def check_staging(self) -> None:
+        """Create and drop a staging table as a worker would, in a transaction of its own
+        (`bridge doctor`); a BridgeError saying why when it cannot."""
+        ...
+
+    def leftover_stages(self) -> list[str]:
+        """Shared staging tables old enough that a stopped worker left them (the ones `bridge init`
+        drops), by name; none where staging tables die with their connection."""
+        ...
+
     def session(self) -> AbstractContextManager[TargetSession]: ...

@@ -195,6 +195,22 @@ class SQLiteTarget:
             columns.append(TargetColumn(str(col_name), str(col_type), identity, not notnull))
         return TargetTable(TableName((table.schema, str(name))), tuple(columns))
 
+    def check_staging(self) -> None:
+        self.check_ready()
+        connection = self._open(self.ledger.schema)
+        try:
+            connection.execute("BEGIN")
+            connection.execute(f"CREATE TEMP TABLE {_STAGE}_check (k INTEGER)")
+            connection.execute(f"DROP TABLE temp.{_STAGE}_check")
+            connection.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise _sort_error(exc, "creating a staging table") from None
+        finally:
+            connection.close()
+
+    def leftover_stages(self) -> list[str]:
+        return []  # staging tables are TEMP: they go with their connection
+
     @contextmanager
     def session(self) -> Iterator[SQLiteSession]:
         self.check_ready()

@@ -170,6 +170,21 @@ class SQLServerTarget:
                 cursor.execute(tsql.drop_stage_sql(f"{tsql.q(schema)}.{tsql.q(name)}"))
         return [f"{schema}.{name}" for schema, name in stale]
 
+    def leftover_stages(self, hours: int = STALE_STAGE_HOURS) -> list[str]:
+        with self._cursor("looking for leftover staging tables") as cursor:
+            self.execute(cursor, tsql.stale_stages_sql(), (hours,))
+            return [f"{schema}.{name}" for schema, name in cursor.fetchall()]
+
+    def check_staging(self) -> None:
+        """A shared stage in the ledger schema, as a bulk load makes one; created and dropped in
+        one transaction, so nothing is left even if the drop fails."""
+        stage = tsql.shared_stage_name(self.ledger.schema, uuid.uuid4().hex)
+        with self._cursor("creating a staging table") as cursor:
+            cursor.execute("BEGIN TRANSACTION")
+            cursor.execute(f"CREATE TABLE {stage} ({tsql.q(tsql.ROW)} BIGINT NOT NULL)")
+            cursor.execute(tsql.drop_stage_sql(stage))
+            cursor.execute("COMMIT TRANSACTION")
+
     def check_ready(self) -> None:
         if self._ready:
             return
