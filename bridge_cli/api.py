@@ -14,7 +14,14 @@ from datetime import datetime, timedelta
 
 from bridge_cli.clock import Clock, SystemClock
 from bridge_cli.config import Settings
-from bridge_cli.errors import BridgeError, EventNotFound, PermanentError, RefusedError, ValidationError
+from bridge_cli.errors import (
+    BridgeError,
+    EventNotFound,
+    NotInitialized,
+    PermanentError,
+    RefusedError,
+    ValidationError,
+)
 from bridge_cli.events import (
     TERMINAL_STATUSES,
     Event,
@@ -23,7 +30,7 @@ from bridge_cli.events import (
     build_job,
     event_from_request,
 )
-from bridge_cli.lakes import EventFilter, Lake, claim_order_key, target_line
+from bridge_cli.lakes import EventFilter, Lake, WorkerBeat, claim_order_key, target_line
 from bridge_cli.planning import check_allowed, plan_with_stores
 from bridge_cli.targets import Target
 
@@ -130,6 +137,63 @@ def wait_for_event(
         if on_poll is not None:
             on_poll(event, elapsed)
         clock.sleep(min(interval, max(timeout - elapsed, 0.0)))
+
+
+@dataclass(frozen=True)
+class WorkerState:
+    """A worker as its last heartbeat left it: alive, or gone (not heard from in time: killed,
+    or its host or network down)."""
+
+    beat: WorkerBeat
+    alive: bool
+
+
+def list_workers(lake: Lake, clock: Clock | None = None) -> list[WorkerState]:
+    """Every worker in the workers table, alive ones first."""
+    now = (clock or SystemClock()).now()
+    states = [WorkerState(beat, beat.alive(now)) for beat in lake.list_workers()]
+    return sorted(states, key=lambda s: (not s.alive, s.beat.worker_id))
+
+
+def event_progress(lake: Lake, event: Event, clock: Clock | None = None) -> WorkerState | None:
+    """The worker on a processing event, with its phase and rows so far; None when the event is
+    not being processed or its worker's heartbeat does not name it (yet)."""
+    if event.status != Status.PROCESSING.value or event.worker_id is None:
+        return None
+    try:
+        states = list_workers(lake, clock)
+    except NotInitialized:  # an install from before the workers table: no progress to show
+        return None
+    for state in states:
+        if state.beat.worker_id == event.worker_id and state.beat.event_id == event.event_id:
+            return state
+    return None
+
+
+@dataclass(frozen=True)
+class QueueView:
+    """What `bridge top` shows at one moment: counts by status, the workers, the events in hand."""
+
+    taken_at: datetime
+    counts: dict[str, int]
+    workers: list[WorkerState]
+    in_flight: list[tuple[Event, WorkerState | None]]  # processing events, each with its worker
+
+
+def queue_view(lake: Lake, clock: Clock | None = None, limit: int = 50) -> QueueView:
+    """Three queries: the counts, the workers table and the processing events."""
+    clock = clock or SystemClock()
+    counts = lake.count_by_status()
+    try:
+        workers = list_workers(lake, clock)
+    except NotInitialized:  # an install from before the workers table: no workers to show
+        workers = []
+    by_event = {w.beat.event_id: w for w in workers if w.beat.event_id is not None}
+    in_flight = []
+    for event in lake.list_events(Status.PROCESSING.value, limit):
+        state = by_event.get(event.event_id)
+        in_flight.append((event, state if state and state.beat.worker_id == event.worker_id else None))
+    return QueueView(clock.now(), counts, workers, in_flight)
 
 
 @dataclass(frozen=True)

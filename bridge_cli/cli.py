@@ -25,10 +25,13 @@ from bridge_cli.adapters import open_lake, open_target
 from bridge_cli.api import (
     WaitTimeout,
     cancel_events,
+    event_progress,
     events_ahead,
     get_event,
     init_stores,
+    list_workers,
     prune_events,
+    queue_view,
     recent_events,
     requeue_events,
     require_cancelled,
@@ -456,7 +459,8 @@ def status(
     with reported_errors():
         lake = open_lake(_state(ctx).settings())
         if event_id is not None:
-            reporting.print_event(get_event(lake, event_id), as_json)
+            event = get_event(lake, event_id)
+            reporting.print_event(event, as_json, event_progress(lake, event))
             return
         if summary:
             reporting.print_counts(lake.count_by_status(), as_json)
@@ -493,6 +497,47 @@ def wait(
     with reported_errors():
         lake = open_lake(_state(ctx).settings())
     _wait_and_exit(lake, event_id, timeout, interval, as_json, strict)
+
+
+@app.command(cls=_BridgeCommand)
+def workers(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """List the workers: alive, or gone (no heartbeat in time), with their event, phase and rows."""
+    with reported_errors():
+        states = list_workers(open_lake(_state(ctx).settings()))
+    reporting.print_workers(states, as_json)
+
+
+@app.command(cls=_BridgeCommand)
+def top(
+    ctx: typer.Context,
+    interval: Annotated[float, typer.Option(
+        "--interval", metavar="SECONDS", callback=in_range(0.5),
+        help="Seconds between refreshes (each is 3 queries on the lake).",
+    )] = 2.0,
+) -> None:
+    """A live view of the queue: counts by status, the workers, the events in hand; q quits."""
+    if not reporting.to_terminal():
+        raise typer.BadParameter(
+            "needs a terminal; for scripts use `bridge workers --json` and `bridge status --json`"
+        )
+    from bridge_cli.keys import keys_from_stdin
+
+    with reported_errors():
+        lake = open_lake(_state(ctx).settings())
+        view = queue_view(lake)  # a store that is not there says so before the screen opens
+    try:
+        with reporting.TopScreen(interval) as screen, keys_from_stdin() as keys:
+            problem = None
+            while True:
+                screen.show(view, problem)
+                if (keys.wait(interval) or "").lower() == "q":
+                    break
+                try:
+                    view, problem = queue_view(lake), None
+                except BridgeError as exc:  # shown on the screen; the next refresh tries again
+                    problem = str(exc)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C quits, as q does
 
 
 def _engine(

@@ -27,6 +27,7 @@ from bridge_cli.errors import (
     ValidationError,
 )
 from bridge_cli.events import Event, Job, Operation, Status, build_job, split_counts
+from bridge_cli.heartbeat import Heartbeats
 from bridge_cli.lakes import Lake, QueueStats
 from bridge_cli.observe import Observers, WorkerObserver
 from bridge_cli.planning import plan_with_stores
@@ -96,6 +97,7 @@ class Engine:
         # test can run an idle hour without sleeping through it.
         self.wait = wait or _wait_for_stop
         self._keeper: _LeaseKeeper | None = None  # the lease of the event in hand
+        self.beats: Heartbeats | None = None  # the worker's row in the workers table (run_worker)
         # Imported here, in one thread: a first import of pyarrow in the source-reader thread
         # while another thread opens a DuckDB connection has crashed the interpreter.
         import pyarrow  # noqa: F401
@@ -252,6 +254,8 @@ class Engine:
             return _Applied(entry.rows_affected, None, entry)
 
     def _phase(self, event: Event, phase: str, rows: int | None) -> None:
+        if self.beats is not None:
+            self.beats.phase(phase)
         if self.on_phase is not None:
             self.on_phase(event.event_id, phase, rows)
 
@@ -268,6 +272,8 @@ class Engine:
             for batch in batches:
                 self._check_lease()
                 rows += batch.num_rows
+                if self.beats is not None:
+                    self.beats.rows(rows)
                 if self.on_progress is not None:
                     self.on_progress(job.event_id, rows)
                 yield batch
@@ -372,6 +378,17 @@ class Engine:
         idle = IdleBackoff(interval, self.settings.idle_poll_max)
         watch = Observers([observer] if observer is not None else [])
 
+        beats = self.beats = Heartbeats(self.lake, self.worker_id, self.settings.lease_seconds, self.clock.now)
+        try:
+            return self._loop(stop, interval, idle, watch, beats, max_events, on_result)
+        finally:
+            self.beats = None
+            beats.forget()  # a clean stop (Ctrl-C too): the row goes
+
+    def _loop(
+        self, stop: threading.Event, interval: float, idle: IdleBackoff, watch: Observers,
+        beats: Heartbeats, max_events: int | None, on_result: Callable[[EventResult], None] | None,
+    ) -> int:
         def pause(seconds: float) -> None:
             watch.on_wait(seconds)
             self.wait(stop, seconds)
@@ -388,6 +405,7 @@ class Engine:
             # retried in the loop below
             log.warning("stores not ready at start: %s: %s (retrying)", type(exc).__name__, exc)
         next_status_check = self.clock.monotonic() + _STATUS_CHECK_SECONDS
+        beats.beat()  # registered at once, idle
         watch.on_start(interval)
         while not stop.is_set():
             try:
@@ -410,6 +428,7 @@ class Engine:
             if event is None:
                 wait = idle.next_wait()
                 log.debug("no event due; next poll in %gs", wait)
+                beats.beat(idle_wait=wait)  # one heartbeat per idle poll
                 if self.clock.monotonic() >= next_status_check:  # now and then, while idle
                     next_status_check = self.clock.monotonic() + _STATUS_CHECK_SECONDS
                     try:
@@ -420,6 +439,8 @@ class Engine:
                 continue
             idle.reset()  # work found: the next poll comes at the poll interval
             watch.on_event(event.event_id)
+            beats.event(event.event_id)
+            beats.beat_if_due()  # later ones ride on the lease renewals
             try:
                 result = self.process_event(event)
             except (KeyboardInterrupt, SystemExit):
@@ -432,6 +453,8 @@ class Engine:
                 )
                 pause(interval)
                 continue
+            finally:
+                beats.event(None)
             processed += 1
             watch.on_result(result)
             if on_result is not None:
@@ -591,3 +614,6 @@ class _LeaseKeeper:
                 self._lost = True
                 return
             self._renewed_at = time.monotonic()
+            beats = self.engine.beats
+            if beats is not None:  # the worker's heartbeat rides on the renewal
+                beats.beat_if_due()

@@ -17,12 +17,13 @@ from datetime import date, datetime, timezone
 from decimal import Decimal
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
 from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bridge_cli.api import CancelResult, PruneResult, RequeueResult
+from bridge_cli.api import CancelResult, PruneResult, QueueView, RequeueResult, WorkerState
 from bridge_cli.config import SettingSource
 from bridge_cli.doctor import CheckResult
 from bridge_cli.engine import EventResult
@@ -238,11 +239,26 @@ def _short(message: str | None, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def print_event(event: Event, as_json: bool) -> None:
+def progress_fields(state: WorkerState | None) -> dict[str, Any] | None:
+    """A processing event's progress, from its worker's last heartbeat."""
+    if state is None:
+        return None
+    beat = state.beat
+    return {"worker_id": beat.worker_id, "alive": state.alive, "phase": beat.phase, "rows": beat.rows,
+            "rows_per_second": beat.rows_per_second, "last_seen": beat.last_seen}
+
+
+def print_event(event: Event, as_json: bool, progress: WorkerState | None = None) -> None:
     fields = event_fields(event)
+    if event.status == "processing":  # what its worker is doing: null before its first heartbeat
+        fields["progress"] = progress_fields(progress)
     if as_json:
         print_json(fields)
         return
+    flat = {k: v for k, v in fields.items() if k != "progress"}
+    for key, value in (fields.get("progress") or {}).items():
+        flat[f"progress.{key}"] = value
+    fields = flat
     if not to_terminal():
         _print_rows(
             (key, json.dumps(v, ensure_ascii=False) if isinstance(v, dict | list) else v)
@@ -292,14 +308,109 @@ def print_counts(counts: dict[str, int], as_json: bool) -> None:
     elif not to_terminal():
         _print_rows([*known.items(), *((f"unknown:{k}", v) for k, v in unknown.items())])
     else:
-        summary = ", ".join(f"{_status(k)}: {v}" for k, v in known.items()) or "no events"
-        if unknown:
-            odd = ", ".join(f"{escape(repr(k))}: {v}" for k, v in unknown.items())
-            summary += (
-                f"; [bold red]unknown statuses, never processed:[/] {odd} "
-                "(set status to 'pending' to have them processed)"
-            )
-        stdout().print(f"counts by status: {summary}")
+        stdout().print(f"counts by status: {_counts_summary(counts)}")
+
+
+def _counts_summary(counts: dict[str, int]) -> str:
+    known, unknown = split_counts(counts)
+    summary = ", ".join(f"{_status(k)}: {v}" for k, v in known.items()) or "no events"
+    if unknown:
+        odd = ", ".join(f"{escape(repr(k))}: {v}" for k, v in unknown.items())
+        summary += (
+            f"; [bold red]unknown statuses, never processed:[/] {odd} "
+            "(set status to 'pending' to have them processed)"
+        )
+    return summary
+
+
+def worker_fields(state: WorkerState) -> dict[str, Any]:
+    return {"state": "alive" if state.alive else "gone", **asdict(state.beat)}
+
+
+def _worker_row(state: WorkerState) -> tuple[Any, ...]:
+    beat = state.beat
+    rate = None if beat.rows_per_second is None else f"{beat.rows_per_second:,.0f}"
+    rows = None if beat.rows is None else f"{beat.rows:,}"
+    return (beat.worker_id, "alive" if state.alive else "gone", beat.event_id or "idle", beat.phase,
+            rows, rate, beat.last_seen, beat.version)
+
+
+_WORKER_HEADERS = ("worker", "state", "event", "phase", "rows", "rows/s", "last seen (UTC)", "version")
+
+
+def workers_table(states: Sequence[WorkerState]) -> Table:
+    table = Table(title="workers", title_justify="left")
+    for name in _WORKER_HEADERS:
+        table.add_column(name, no_wrap=True, justify="right" if name in ("rows", "rows/s") else "left")
+    for state in states:
+        cells = [_cell(v) for v in _worker_row(state)]
+        cells[1] = "[green]alive[/]" if state.alive else "[red]gone[/]"
+        table.add_row(*cells)
+    return table
+
+
+def print_workers(states: Sequence[WorkerState], as_json: bool) -> None:
+    if as_json:
+        print_json([worker_fields(s) for s in states])
+        return
+    if not states:
+        info("no workers have sent a heartbeat (none running, or none since `bridge init`)")
+        return
+    if not to_terminal():
+        _print_rows(_worker_row(s) for s in states)
+        return
+    _print_table("workers", _WORKER_HEADERS, [_worker_row(s) for s in states],
+                 drop_first=("version", "last seen (UTC)", "rows/s", "phase"), flexible="version")
+
+
+class TopScreen:
+    """`bridge top`: counts by status, the workers and the events in hand, redrawn in place on the
+    terminal's alternate screen (left as it was on exit)."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.live = Live(console=stdout(), screen=True, auto_refresh=False, transient=True)
+
+    def __enter__(self) -> TopScreen:
+        self.live.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.live.stop()
+
+    def show(self, view: QueueView | None, problem: str | None = None) -> None:
+        self.live.update(top_renderable(view, self.interval, problem), refresh=True)
+
+
+def top_renderable(view: QueueView | None, interval: float, problem: str | None = None) -> RenderableType:
+    parts: list[RenderableType] = []
+    when = f"{view.taken_at:%Y-%m-%d %H:%M:%S} UTC" if view is not None else "-"
+    parts.append(f"[bold]bridge top[/]  {when}  every {interval:g}s  [dim]q or Ctrl-C quits[/]")
+    if problem:
+        parts.append(f"[bold red]refresh failed:[/] {escape(problem)} (retrying)")
+    if view is not None:
+        parts.append(f"counts by status: {_counts_summary(view.counts)}")
+        if view.workers:
+            parts.append(workers_table(view.workers))
+        else:
+            parts.append("workers: none has sent a heartbeat")
+        flight = Table(title="in flight", title_justify="left")
+        for name in ("event_id", "operation", "target", "worker", "phase", "rows", "rows/s"):
+            flight.add_column(name, no_wrap=True, justify="right" if name.startswith("rows") else "left")
+        for event, state in view.in_flight:
+            beat = state.beat if state is not None else None
+            rows = ""
+            if beat is not None and beat.rows is not None:
+                rows = f"{beat.rows:,}"
+                if event.rows_expected:
+                    rows += f" ({min(100, beat.rows * 100 // event.rows_expected)}%)"
+            rate = "" if beat is None or beat.rows_per_second is None else f"{beat.rows_per_second:,.0f}"
+            flight.add_row(*(_cell(v) for v in (
+                event.event_id, event.operation, event.target_table, event.worker_id,
+                beat.phase if beat is not None else "", rows, rate,
+            )))
+        parts.append(flight if view.in_flight else "in flight: no event is being processed")
+    return Group(*parts)
 
 
 def result_fields(result: EventResult) -> dict[str, Any]:

@@ -97,6 +97,10 @@ class LocalPair:
         where, params = ("WHERE event_id = ?", [event_id]) if event_id else ("", [])
         self.event_sql(f"UPDATE {{events}} SET {sets} {where}", [*fields.values(), *params])
 
+    def drop_workers_table(self) -> None:
+        """As an install from before the workers table."""
+        self.event_sql(f"DROP TABLE {self.lake._workers}")
+
     def recreate_seed_event_table(self) -> None:
         """Replace the event table by one with only the seed guide's columns."""
         from bridge_cli.events import SEED_COLUMNS
@@ -395,10 +399,14 @@ class DatabricksPair(LocalPair):
 
     def close(self) -> None:
         self.lake.execute(f"DROP TABLE IF EXISTS {self.lake._table}")  # type: ignore[attr-defined]
+        self.lake.execute(f"DROP TABLE IF EXISTS {self.lake._workers}")  # type: ignore[attr-defined]
         self.lake.close()  # type: ignore[attr-defined]
 
     def run(self, sql: str, params: dict[str, Any] | None = None, fetch: bool = False) -> list[Any]:
         return self.lake.execute(sql, params, fetch=fetch)  # type: ignore[attr-defined]
+
+    def drop_workers_table(self) -> None:
+        self.run(f"DROP TABLE IF EXISTS {self.lake._workers}")  # type: ignore[attr-defined]
 
     def create_source(self, name: str, columns: dict[str, str], rows: Sequence[Sequence[Any]]) -> None:
         from bridge_cli.identifiers import quote_backtick

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from bridge_cli.events import Status
+from bridge_cli.lakes import WorkerBeat
 from tests.backends import Col, LocalPair
 from tests.helpers import ManualClock, submit
 
@@ -587,3 +588,44 @@ def test_delete_ledger_entries_takes_ids_in_batches_as_parameters(pair: LocalPai
     assert pair.target.delete_ledger_entries(ids) == 1
     assert pair.ledger_ids() == []
     assert pair.target.delete_ledger_entries([]) == 0
+
+
+# -- workers table (issue 10 §2) -------------------------------------------------------------------
+def _beat(worker_id: str, seen: datetime, **fields) -> WorkerBeat:
+    values = {"host": "host-a", "pid": 41, "version": "0.1.0", "started_at": seen - timedelta(minutes=5),
+              "last_seen": seen, "expires_at": seen + timedelta(seconds=30), **fields}
+    return WorkerBeat(worker_id, **values)
+
+
+def test_worker_heartbeats_upsert_list_and_forget(pair: LocalPair) -> None:
+    seen = datetime(2026, 3, 1, 12, 0, 0)
+    odd = "host'; DROP TABLE x; --:7"  # values travel as parameters
+    assert pair.lake.list_workers() == []
+    pair.lake.heartbeat(_beat("host-a:41", seen))
+    pair.lake.heartbeat(_beat(odd, seen, pid=7))
+    later = seen + timedelta(seconds=10)
+    busy = _beat("host-a:41", later, event_id="insert-1", phase="staging", rows=12_000_000_000,
+                 rows_per_second=1234.5)
+    pair.lake.heartbeat(busy)  # the same worker again: its row replaced, not a second one
+    listed = {w.worker_id: w for w in pair.lake.list_workers()}
+    assert set(listed) == {"host-a:41", odd}
+    assert listed["host-a:41"] == busy
+    assert (listed[odd].pid, listed[odd].event_id, listed[odd].phase, listed[odd].rows) == (7, None, None, None)
+    assert busy.alive(later + timedelta(seconds=30)) and not busy.alive(later + timedelta(seconds=31))
+    pair.lake.forget_worker(odd)
+    pair.lake.forget_worker("no-such-worker")  # nothing to remove: no error
+    assert [w.worker_id for w in pair.lake.list_workers()] == ["host-a:41"]
+
+
+def test_init_adds_the_workers_table_to_an_existing_install(pair: LocalPair) -> None:
+    from bridge_cli.errors import NotInitialized
+
+    event = submit(pair.lake, "delete", "dbo.t", filter_conditions={"k": 1})
+    pair.drop_workers_table()
+    with pytest.raises(NotInitialized, match="bridge init"):
+        pair.lake.list_workers()
+    done = pair.lake.init_event_table(upgrade=False)
+    assert any("created workers table" in line for line in done), done
+    assert pair.lake.get_event(event.event_id) is not None  # the events stay
+    assert pair.lake.list_workers() == []
+    assert not any("workers" in line for line in pair.lake.init_event_table(upgrade=False))

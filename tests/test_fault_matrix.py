@@ -80,6 +80,13 @@ MATRIX: dict[str, list[Phase]] = {
     "lake.claimable_events": [Phase("lake.claimable_events", "claim", before_claim=True)],
     # Counted after each poll for the worker's metrics (the scenario's worker has them on).
     "lake.queue_stats": [Phase("lake.queue_stats", "poll")],
+    # The worker's heartbeat: at start and on idle polls (no event in hand), and riding on a lease
+    # renewal while an event is in hand; its row is removed when the worker stops.
+    "lake.heartbeat": [
+        Phase("lake.heartbeat", "idle", before_claim=True),  # the first: at start
+        Phase("lake.heartbeat", "busy"),
+    ],
+    "lake.forget_worker": [Phase("lake.forget_worker", "stop")],
     "lake.update_event_if": [
         Phase("lake.update_event_if", "claim", "before", before_claim=True),
         Phase("lake.update_event_if", "claim", "after"),  # claimed, but the worker never heard
@@ -125,6 +132,7 @@ NOT_CALLED_BY_WORKERS = {
     "lake.get_event",
     "lake.list_events",
     "lake.delete_finished_events",  # bridge prune
+    "lake.list_workers",  # bridge workers, status, top
     "target.init_ledger",
     "target.delete_ledger_entries",  # bridge prune
     "target.check_staging",  # bridge doctor
@@ -154,7 +162,8 @@ class Injector:
         self.commits: Counter[str] = Counter()  # event id -> applies that committed
         # Staging waits for a lease renewal (with a renewal fault: for the same lease keeper's next
         # renewal after the failed one), so that renewals happen while an event is in hand.
-        self.hold_for_renewal = plan is not None and plan.phase == "renew"
+        # A heartbeat while busy rides on a renewal: held the same way.
+        self.hold_for_renewal = plan is not None and plan.phase in ("renew", "busy")
         self.fault_token: str | None = None  # the claim whose renewal failed
         self.renewed = threading.Event()
         self.events: set[str] = set()  # the events of the scenario
@@ -246,6 +255,13 @@ class FaultyLake:
 
     def queue_stats(self) -> Any:
         return self._injector.call("lake.queue_stats", "poll", self._real.queue_stats)
+
+    def heartbeat(self, beat: Any) -> None:
+        phase = "busy" if beat.event_id is not None else "idle"
+        self._injector.call("lake.heartbeat", phase, self._real.heartbeat, beat)
+
+    def forget_worker(self, worker_id: str) -> None:
+        self._injector.call("lake.forget_worker", "stop", self._real.forget_worker, worker_id)
 
     def source_columns(self, *args: Any, **kwargs: Any) -> Any:
         return self._injector.call("lake.source_columns", "source", self._real.source_columns, *args, **kwargs)

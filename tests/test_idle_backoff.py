@@ -93,8 +93,11 @@ def test_an_idle_hour_costs_a_few_polls_instead_of_360(bridge_home: Path) -> Non
     assert waits.waits[:7] == [10, 20, 40, 80, 160, 300, 300]
     assert sum(waits.waits) >= HOUR
     assert lake.calls["claimable_events"] == waits.polls == 16
-    # Beside the polls: one count by status at start, and one every 10 minutes while idle.
-    assert sum(lake.calls.values()) == 16 + 1 + 5
+    # The worker's heartbeat: one at start and one per idle poll, no more; its row goes at the end.
+    assert lake.calls["heartbeat"] == 1 + 16
+    assert lake.calls["forget_worker"] == 1
+    # Beside those: one count by status at start, and one every 10 minutes while idle.
+    assert sum(lake.calls.values()) == 16 + 1 + 5 + 17 + 1
     assert "queue_stats" not in lake.calls  # no metrics, no counting query
 
 

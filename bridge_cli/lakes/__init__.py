@@ -33,6 +33,58 @@ class QueueStats:
 
 
 @dataclass(frozen=True)
+class WorkerBeat:
+    """One worker's row in the workers table, as its last heartbeat wrote it (times naive UTC)."""
+
+    worker_id: str
+    host: str
+    pid: int
+    version: str
+    started_at: datetime
+    last_seen: datetime
+    # When the worker counts as gone unless it is heard from again: last_seen + lease_seconds
+    # while it works (3 missed lease renewals), + its next idle wait too while idle.
+    expires_at: datetime
+    event_id: str | None = None  # the event in hand; None while idle
+    phase: str | None = None  # planning, reading, staging or applying (see engine.Heartbeats)
+    rows: int | None = None  # rows read and staged so far
+    rows_per_second: float | None = None
+
+    def alive(self, now: datetime) -> bool:
+        return now <= self.expires_at
+
+
+# The workers table's columns, in order, as WorkerBeat's fields; `rows` is `rows_done` in SQL.
+WORKER_COLUMNS = (
+    "worker_id", "host", "pid", "version", "started_at", "last_seen", "expires_at", "event_id",
+    "phase", "rows_done", "rows_per_second",
+)
+
+
+def beat_values(beat: WorkerBeat) -> list[Any]:
+    return [beat.worker_id, beat.host, beat.pid, beat.version, beat.started_at, beat.last_seen,
+            beat.expires_at, beat.event_id, beat.phase, beat.rows, beat.rows_per_second]
+
+
+def beat_from_row(row: Sequence[Any]) -> WorkerBeat:
+    (worker_id, host, pid, version, started, seen, expires, event_id, phase, rows, rate) = row
+    return WorkerBeat(
+        str(worker_id), str(host or ""), int(pid or 0), str(version or ""), started, seen,
+        expires if expires is not None else seen, event_id, phase,
+        None if rows is None else int(rows), None if rate is None else float(rate),
+    )
+
+
+def workers_table_name(event_table: TableName) -> TableName:
+    """The workers table beside the event table: `bridge_events` -> `bridge_workers`; any other
+    event table name gets `_workers` appended, so each queue has its own workers table."""
+    name = event_table.table
+    ends = name.lower().endswith("events")
+    workers = name[: -len("events")] + "workers" if ends else f"{name}_workers"
+    return TableName((*event_table.parts[:-1], workers))
+
+
+@dataclass(frozen=True)
 class SourceColumn:
     name: str
     type: str
@@ -43,7 +95,8 @@ class Lake(Protocol):
     event_table_name: str
 
     def init_event_table(self, upgrade: bool) -> list[str]:
-        """Create the event table (or add missing lifecycle columns); return what was done."""
+        """Create the event table (or add missing lifecycle columns) and the workers table beside
+        it (see `workers_table_name`); return what was done."""
         ...
 
     def insert_event(self, event: Event) -> None: ...
@@ -85,6 +138,18 @@ class Lake(Protocol):
         """Conditional update: set `changes` only where every `expected` column still holds
         (None means IS NULL). True when this call changed the row (confirmed by reading back
         where row counts are unreliable)."""
+        ...
+
+    def heartbeat(self, beat: WorkerBeat) -> None:
+        """Insert or replace the worker's row in the workers table (one statement)."""
+        ...
+
+    def list_workers(self) -> list[WorkerBeat]:
+        """Every row of the workers table, alive or gone, by worker id."""
+        ...
+
+    def forget_worker(self, worker_id: str) -> None:
+        """Delete the worker's row (a worker that stops cleanly)."""
         ...
 
     def source_columns(self, table: TableName) -> list[SourceColumn]:

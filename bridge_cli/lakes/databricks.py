@@ -31,16 +31,21 @@ from bridge_cli.lakes import (
     CLAIM_ORDER,
     FINISHED_AT,
     QUEUE_STATS_SELECT,
+    WORKER_COLUMNS,
     EventFilter,
     LakeCapabilities,
     QueueStats,
     SourceColumn,
+    WorkerBeat,
+    beat_from_row,
+    beat_values,
     claimable_condition,
     finished_statuses,
     first_in_line_condition,
     lifecycle_columns_to_add,
     list_conditions,
     queue_stats_from_rows,
+    workers_table_name,
 )
 
 if TYPE_CHECKING:
@@ -57,6 +62,13 @@ COLUMN_TYPES = {
     "lease_expires_at": "TIMESTAMP", "next_attempt_at": "TIMESTAMP", "updated_at": "TIMESTAMP",
 }
 assert tuple(COLUMN_TYPES) == ALL_COLUMNS
+
+WORKER_TYPES = {
+    "worker_id": "STRING", "host": "STRING", "pid": "INT", "version": "STRING",
+    "started_at": "TIMESTAMP", "last_seen": "TIMESTAMP", "expires_at": "TIMESTAMP",
+    "event_id": "STRING", "phase": "STRING", "rows_done": "BIGINT", "rows_per_second": "DOUBLE",
+}
+assert tuple(WORKER_TYPES) == WORKER_COLUMNS
 
 _CONFLICT_MARKERS = (
     "ConcurrentAppendException", "ConcurrentDeleteReadException", "ConcurrentDeleteDeleteException",
@@ -250,6 +262,10 @@ class DatabricksLake:
     def _table(self) -> str:
         return ".".join(quote_backtick(p) for p in self.event_table.parts)
 
+    @property
+    def _workers(self) -> str:
+        return ".".join(quote_backtick(p) for p in workers_table_name(self.event_table).parts)
+
     # -- event table -------------------------------------------------------------------------
     def _existing_columns(self) -> set[str] | None:
         try:
@@ -267,6 +283,9 @@ class DatabricksLake:
         return columns
 
     def init_event_table(self, upgrade: bool) -> list[str]:
+        return [*self._init_events(upgrade), *self._init_workers()]
+
+    def _init_events(self, upgrade: bool) -> list[str]:
         existing = self._existing_columns()
         if existing is None:
             catalog, schema = (quote_backtick(p) for p in self.event_table.parts[:2])
@@ -285,6 +304,20 @@ class DatabricksLake:
         added = ", ".join(f"{quote_backtick(c)} {COLUMN_TYPES[c]}" for c in missing)
         self.execute(f"ALTER TABLE {self._table} ADD COLUMNS ({added})")
         return [f"added column {c}" for c in missing]
+
+    def _init_workers(self) -> list[str]:
+        try:
+            self.execute(f"DESCRIBE TABLE {self._workers}", fetch=True)
+            return []
+        except PermanentError as exc:
+            if not _names_missing_object(exc):
+                raise
+        body = ", ".join(f"{quote_backtick(c)} {t}" for c, t in WORKER_TYPES.items())
+        self.execute(
+            f"CREATE TABLE IF NOT EXISTS {self._workers} ({body}) USING DELTA "
+            "TBLPROPERTIES ('delta.enableDeletionVectors' = 'true')"
+        )
+        return [f"created workers table {workers_table_name(self.event_table)}"]
 
     def _select(self, where: str, params: Mapping[str, Any], tail: str = "") -> list[Event]:
         columns = ", ".join(quote_backtick(c) for c in ALL_COLUMNS)
@@ -430,6 +463,43 @@ class DatabricksLake:
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 3.0)
         return None
+
+    # -- workers -----------------------------------------------------------------------------
+    def _on_workers(self, sql: str, params: Mapping[str, Any], fetch: bool = False) -> list[Any]:
+        try:
+            return list(self._with_conflict_retries(lambda: self.execute(sql, params, fetch=fetch)))
+        except PermanentError as exc:
+            if _names_missing_object(exc):
+                raise NotInitialized(
+                    f"workers table {workers_table_name(self.event_table)} does not exist: run "
+                    "`bridge init` (an existing install keeps its events and gains the table)"
+                ) from None
+            raise
+
+    def heartbeat(self, beat: WorkerBeat) -> None:
+        """One MERGE: the worker's row inserted or replaced."""
+        values = dict(zip(WORKER_COLUMNS, beat_values(beat), strict=True))
+        select = ", ".join(
+            f"CAST(:{c} AS {WORKER_TYPES[c]}) AS {quote_backtick(c)}" for c in WORKER_COLUMNS
+        )
+        sets = ", ".join(f"{quote_backtick(c)} = s.{quote_backtick(c)}" for c in WORKER_COLUMNS[1:])
+        columns = ", ".join(quote_backtick(c) for c in WORKER_COLUMNS)
+        inserted = ", ".join(f"s.{quote_backtick(c)}" for c in WORKER_COLUMNS)
+        self._on_workers(
+            f"MERGE INTO {self._workers} AS t USING (SELECT {select}) AS s "
+            "ON t.`worker_id` = s.`worker_id` "
+            f"WHEN MATCHED THEN UPDATE SET {sets} "
+            f"WHEN NOT MATCHED THEN INSERT ({columns}) VALUES ({inserted})",
+            values,
+        )
+
+    def list_workers(self) -> list[WorkerBeat]:
+        columns = ", ".join(quote_backtick(c) for c in WORKER_COLUMNS)
+        rows = self._on_workers(f"SELECT {columns} FROM {self._workers} ORDER BY worker_id", {}, fetch=True)
+        return [beat_from_row([_value(v) for v in row]) for row in rows]
+
+    def forget_worker(self, worker_id: str) -> None:
+        self._on_workers(f"DELETE FROM {self._workers} WHERE worker_id = :worker_id", {"worker_id": worker_id})
 
     # -- source tables -----------------------------------------------------------------------
     def _quoted(self, table: TableName) -> str:

@@ -32,16 +32,21 @@ from bridge_cli.lakes import (
     CLAIM_ORDER,
     FINISHED_AT,
     QUEUE_STATS_SELECT,
+    WORKER_COLUMNS,
     EventFilter,
     LakeCapabilities,
     QueueStats,
     SourceColumn,
+    WorkerBeat,
+    beat_from_row,
+    beat_values,
     claimable_condition,
     finished_statuses,
     first_in_line_condition,
     lifecycle_columns_to_add,
     list_conditions,
     queue_stats_from_rows,
+    workers_table_name,
 )
 
 if TYPE_CHECKING:
@@ -73,6 +78,13 @@ _COLUMN_TYPES = {
     "updated_at": "TIMESTAMP",
 }
 assert tuple(_COLUMN_TYPES) == ALL_COLUMNS
+
+_WORKER_TYPES = {
+    "worker_id": "VARCHAR PRIMARY KEY", "host": "VARCHAR", "pid": "INTEGER", "version": "VARCHAR",
+    "started_at": "TIMESTAMP", "last_seen": "TIMESTAMP", "expires_at": "TIMESTAMP",
+    "event_id": "VARCHAR", "phase": "VARCHAR", "rows_done": "BIGINT", "rows_per_second": "DOUBLE",
+}
+assert tuple(_WORKER_TYPES) == WORKER_COLUMNS
 
 # DuckDB's instance cache is per process; one lock keeps this process's threads from racing
 # to open the same file with different settings.
@@ -175,6 +187,11 @@ class DuckDBLake:
     def _table(self) -> str:
         return f"{quote_double(self.event_table.schema)}.{quote_double(self.event_table.table)}"
 
+    @property
+    def _workers(self) -> str:
+        workers = workers_table_name(self.event_table)
+        return f"{quote_double(workers.schema)}.{quote_double(workers.table)}"
+
     # -- event table -------------------------------------------------------------------------
     def init_event_table(self, upgrade: bool) -> list[str]:
         done: list[str] = []
@@ -184,16 +201,29 @@ class DuckDBLake:
                 con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_double(self.event_table.schema)}")
                 body = ", ".join(f"{quote_double(c)} {t}" for c, t in _COLUMN_TYPES.items())
                 con.execute(f"CREATE TABLE {self._table} ({body})")
-                return [f"created event table {self.event_table_name} in {self.catalog_path(self.event_table.catalog)}"]
-            missing = lifecycle_columns_to_add(self.event_table_name, existing, upgrade)
-            if not missing:
-                return [f"event table {self.event_table_name} is up to date"]
-            for column in missing:
-                con.execute(
-                    f"ALTER TABLE {self._table} ADD COLUMN {quote_double(column)} {_COLUMN_TYPES[column]}"
-                )
-                done.append(f"added column {column}")
+                done.append(f"created event table {self.event_table_name} in "
+                            f"{self.catalog_path(self.event_table.catalog)}")
+            else:
+                missing = lifecycle_columns_to_add(self.event_table_name, existing, upgrade)
+                for column in missing:
+                    con.execute(
+                        f"ALTER TABLE {self._table} ADD COLUMN {quote_double(column)} {_COLUMN_TYPES[column]}"
+                    )
+                    done.append(f"added column {column}")
+                if not missing:
+                    done.append(f"event table {self.event_table_name} is up to date")
+            workers = workers_table_name(self.event_table)
+            if not self._table_exists(con, workers.schema, workers.table):
+                body = ", ".join(f"{quote_double(c)} {t}" for c, t in _WORKER_TYPES.items())
+                con.execute(f"CREATE TABLE {self._workers} ({body})")
+                done.append(f"created workers table {workers}")
         return done
+
+    def _table_exists(self, con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+        return bool(con.execute(
+            "SELECT 1 FROM information_schema.tables WHERE lower(table_schema) = lower(?) "
+            "AND lower(table_name) = lower(?)", [schema, table],
+        ).fetchall())
 
     def _existing_columns(self, con: duckdb.DuckDBPyConnection) -> set[str]:
         rows = con.execute(
@@ -340,6 +370,40 @@ class DuckDBLake:
                 return bool(con.execute(sql, params).fetchall())
             except Exception as exc:
                 raise self._explain(exc, con) from None
+
+    # -- workers -----------------------------------------------------------------------------
+    def _on_workers(self, sql: str, params: list[Any]) -> list[Any]:
+        with self._events() as con:
+            try:
+                return con.execute(sql, params).fetchall()
+            except Exception as exc:
+                import duckdb
+
+                if isinstance(exc, duckdb.CatalogException):
+                    workers = workers_table_name(self.event_table)
+                    raise NotInitialized(
+                        f"workers table {workers} does not exist: run `bridge init` (an existing "
+                        "install keeps its events and gains the table)"
+                    ) from None
+                raise self._explain(exc, con) from None
+
+    def heartbeat(self, beat: WorkerBeat) -> None:
+        columns = ", ".join(quote_double(c) for c in WORKER_COLUMNS)
+        marks = ", ".join("?" for _ in WORKER_COLUMNS)
+        updates = ", ".join(f"{quote_double(c)} = excluded.{quote_double(c)}" for c in WORKER_COLUMNS[1:])
+        self._on_workers(
+            f"INSERT INTO {self._workers} ({columns}) VALUES ({marks}) "
+            f"ON CONFLICT ({quote_double('worker_id')}) DO UPDATE SET {updates}",
+            beat_values(beat),
+        )
+
+    def list_workers(self) -> list[WorkerBeat]:
+        columns = ", ".join(quote_double(c) for c in WORKER_COLUMNS)
+        rows = self._on_workers(f"SELECT {columns} FROM {self._workers} ORDER BY worker_id", [])
+        return [beat_from_row(row) for row in rows]
+
+    def forget_worker(self, worker_id: str) -> None:
+        self._on_workers(f"DELETE FROM {self._workers} WHERE worker_id = ?", [worker_id])
 
     # -- source tables -----------------------------------------------------------------------
     def source_columns(self, table: TableName) -> list[SourceColumn]:
