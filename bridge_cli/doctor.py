@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from bridge_cli.adapters import open_lake, open_target
+from bridge_cli.api import list_workers
 from bridge_cli.clock import Clock, SystemClock
 from bridge_cli.config import Settings, load_settings
 from bridge_cli.errors import BridgeError, ConnectionFailure, NotInitialized, TransientError
@@ -79,7 +80,7 @@ def run_checks(
         ("leftover stages", ("target",), lambda: _leftovers(state)),
         ("statuses", ("event table",), lambda: _statuses(state)),
         ("leases", ("event table",), lambda: _leases(state, clock)),
-        ("workers", ("event table",), _workers),
+        ("workers", ("event table",), lambda: _workers(state, clock)),
     ]
     results: dict[str, CheckResult] = {}
     for name, needs, check in checks:
@@ -236,8 +237,21 @@ def _leases(state: _State, clock: Clock) -> str:
     return f"{len(processing)} processing event(s), none with an expired lease"
 
 
-def _workers() -> str:
-    raise _Skip("no worker registry yet")
+def _workers(state: _State, clock: Clock) -> str:
+    """From the workers' heartbeats: before any worker has run (checking a configuration before
+    deploying it) there is nothing to judge; after, at least one must be alive."""
+    assert state.lake is not None
+    workers = list_workers(state.lake, clock)
+    if not workers:
+        raise _Skip("no worker has run against this event table yet")
+    alive = [w.beat.worker_id for w in workers if w.alive]
+    gone = [w.beat.worker_id for w in workers if not w.alive]
+    if not alive:
+        raise CheckFailed(
+            f"no worker alive; {len(gone)} gone (no heartbeat): {', '.join(gone[:5])}",
+            "start `bridge worker` (see `bridge workers`)",
+        )
+    return f"{len(alive)} alive: {', '.join(alive[:5])}" + (f"; {len(gone)} gone" if gone else "")
 
 
 def all_passed(results: list[CheckResult]) -> bool:

@@ -113,6 +113,7 @@ def test_doctor_after_init_on_the_embedded_default_is_all_ok(bridge_home: Path) 
     code, checks = doctor()
     assert code == 0, checks
     assert {n: s for n, s in statuses(checks).items() if n != "workers"} == dict.fromkeys(CHECKS[:-1], "ok")
+    assert checks["workers"]["status"] == "skipped"  # no worker has run yet
     assert all(c["seconds"] >= 0 for c in checks.values())
     table = run("doctor", env=TERMINAL)
     assert table.exit_code == 0, show(table)
@@ -228,3 +229,29 @@ def test_a_databricks_host_that_never_answers_fails_within_connect_timeout(tmp_p
     assert checks["lake"]["status"] == "failed" and checks["lake"]["seconds"] <= 5 + 1, checks["lake"]
     assert checks["event table"]["status"] == "skipped"
     assert seconds < 30
+
+
+def test_doctor_checks_that_a_worker_is_alive_once_one_has_run(bridge_home: Path, tmp_path: Path) -> None:
+    assert run("init").exit_code == 0
+    assert doctor()[1]["workers"]["status"] == "skipped"  # before deploying: nothing to judge
+    env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "NO_COLOR")}
+    env.update(BRIDGE_LEASE_SECONDS="2", BRIDGE_IDLE_POLL_MAX="0.5")
+    worker = subprocess.Popen([*BRIDGE, "worker", "--poll-interval", "0.1"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while doctor()[1]["workers"]["status"] != "ok":
+            assert time.monotonic() < deadline, "the worker never showed as alive"
+            time.sleep(0.2)
+        assert "1 alive" in doctor()[1]["workers"]["detail"]
+        worker.kill()
+        worker.wait(timeout=30)
+        while doctor()[1]["workers"]["status"] != "failed":  # gone once its heartbeat is stale
+            assert time.monotonic() < deadline, "the killed worker never showed as gone"
+            time.sleep(0.2)
+        code, checks = doctor()
+        assert code == 5 and "no worker alive" in checks["workers"]["detail"]
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(timeout=30)
