@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -437,6 +437,21 @@ def test_lake_retry_budget_is_bounded_and_checked(value: Any) -> None:
         lake(connect_timeout=value)
 
 
+def outage_after_three_batches(
+    front: StandinFront, seconds: float, outage: list[int], back: list[threading.Timer]
+) -> Callable[[str, int], None]:
+    """An on_progress hook: once 3 batches are read, stop the warehouse's front for `seconds`."""
+
+    def hook(event_id: str, rows_read: int) -> None:
+        if not outage and rows_read >= 3 * BATCH_ROWS:
+            outage.append(rows_read)
+            front.stop()
+            back.append(threading.Timer(seconds, front.start))  # the outage's length, not a bound
+            back[0].start()
+
+    return hook
+
+
 def test_databricks_warehouse_gone_for_a_moment_mid_read_is_ridden_out(databricks: Any) -> None:
     """The warehouse's front stops while the source is read, batch by batch, and starts again a
     few seconds later: the worker rides it out and the event is applied once."""
@@ -444,14 +459,7 @@ def test_databricks_warehouse_gone_for_a_moment_mid_read_is_ridden_out(databrick
     event = databricks_insert(databricks, 500)
     outage: list[int] = []
     back: list[threading.Timer] = []
-
-    def outage_mid_read(event_id: str, rows_read: int) -> None:
-        if not outage and rows_read >= 3 * BATCH_ROWS:
-            outage.append(rows_read)
-            front.stop()
-            back.append(threading.Timer(3.0, front.start))  # the length of the outage, not a bound
-            back[0].start()
-
+    outage_mid_read = outage_after_three_batches(front, 3.0, outage, back)
     try:
         results = run_worker_until(databricks.engine(on_progress=outage_mid_read),
                                    lambda done: done[-1].status in ("completed", "failed"))
@@ -484,18 +492,10 @@ def test_databricks_warehouse_gone_longer_than_the_lake_retries_fails_over_to_a_
     )
     engine = databricks.engine()
     engine.settings = settings
-    engine.lake = DatabricksLake(settings)
+    engine.lake = DatabricksLake(settings, patient=True)  # a worker's lake
     outage: list[int] = []
     back: list[threading.Timer] = []
-
-    def outage_mid_read(event_id: str, rows_read: int) -> None:
-        if not outage and rows_read >= 3 * BATCH_ROWS:
-            outage.append(rows_read)
-            front.stop()
-            back.append(threading.Timer(8.0, front.start))  # the length of the outage, not a bound
-            back[0].start()
-
-    engine.on_progress = outage_mid_read
+    engine.on_progress = outage_after_three_batches(front, 8.0, outage, back)
     try:
         results = run_worker_until(engine, lambda done: done[-1].status in ("completed", "failed"))
     finally:
