@@ -55,6 +55,7 @@ class CampaignSpec:
     ordering: str = "per_target"
     seed: int = 1
     timeout: float = 900.0
+    pause: tuple[float, float] = (0.1, 0.6)  # seconds between two faults, drawn at random
 
 
 @dataclass(frozen=True)
@@ -300,7 +301,7 @@ def run_campaign(home: Path, spec: CampaignSpec, say: Any = None) -> CampaignRes
         faults = ["kill"] * spec.kills + ["term"] * spec.sigterms
         rng.shuffle(faults)
         while faults and unfinished() and time.monotonic() < deadline:
-            time.sleep(rng.uniform(0.1, 0.6))
+            time.sleep(rng.uniform(*spec.pause))
             result.problems.extend(workers.died_by_themselves())
             # Aim at a worker in the middle of an event.
             busy = [

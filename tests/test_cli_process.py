@@ -77,6 +77,12 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
+def ctrl_c_as_in_a_terminal() -> None:
+    """In the child: SIGINT does what it does for a command run at a terminal. A test suite run in
+    the background (`.ci/run &`) inherits SIGINT ignored, which would make Ctrl-C tests meaningless."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture
 def spawn(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]:
     """Start `bridge worker` processes; any still running at the end are killed."""
@@ -87,7 +93,7 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]:
         out = (tmp_path / f"worker{n}.out").open("w")
         err = (tmp_path / f"worker{n}.err").open("w")
         proc = subprocess.Popen([*BRIDGE, *args], env=env or cli_env(), stdout=out, stderr=err,
-                                text=True)
+                                text=True, preexec_fn=ctrl_c_as_in_a_terminal)
         out.close()
         err.close()
         started.append(proc)

@@ -239,8 +239,10 @@ def test_init_creates_a_delta_table_with_deletion_vectors_recording_fake() -> No
         (_ for _ in ()).throw(Exception("[TABLE_OR_VIEW_NOT_FOUND] no table"))
         if sql.startswith("DESCRIBE") else None,
     )
-    assert lake.init_event_table(upgrade=False) == [f"created event table {lake.event_table_name}"]
-    schema, table = (sql for sql, _ in connection.sent[1:])
+    done = lake.init_event_table(upgrade=False)
+    assert done[0] == f"created event table {lake.event_table_name}"
+    assert done[1].startswith("created workers table")  # the heartbeats' table beside it
+    schema, table = (sql for sql, _ in connection.sent[1:3])
     assert schema == "CREATE SCHEMA IF NOT EXISTS `000-sql-databricks-bridge`.`events`"
     assert table.startswith("CREATE TABLE IF NOT EXISTS `000-sql-databricks-bridge`.`events`.`bridge_events` (")
     assert "`primary_keys` ARRAY<STRING>" in table and "`claim_token` STRING" in table
@@ -253,7 +255,7 @@ def test_upgrade_adds_only_missing_lifecycle_columns_recording_fake() -> None:
     lake, connection = recording_lake([seed_rows])
     done = lake.init_event_table(upgrade=True)
     assert "added column attempts" not in done and "added column claim_token" in done
-    sql = connection.sent[-1][0]
+    sql = next(sql for sql, _ in connection.sent if sql.startswith("ALTER TABLE"))
     assert sql.startswith("ALTER TABLE `000-sql-databricks-bridge`.`events`.`bridge_events` ADD COLUMNS (")
     assert "`attempts`" not in sql and "`lease_expires_at` TIMESTAMP" in sql
 

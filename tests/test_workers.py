@@ -25,7 +25,7 @@ from tests.test_worker_process import SLOW, big_event, status
 
 spawn = test_cli_process.spawn  # the fixture: `bridge` processes, killed at the end
 
-SLOWER = {**SLOW, "BRIDGE_BATCH_ROWS": "100"}  # the big event takes several seconds
+SLOWER = {**SLOW, "BRIDGE_BATCH_ROWS": "40"}  # the big event takes several seconds, even on a fast machine
 
 
 def workers() -> list[dict[str, Any]]:
@@ -104,8 +104,10 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\x1b[=>78]")
 
 def _own_terminal() -> None:
     """In the child, after setsid: the pseudo-terminal becomes its controlling terminal, so that
-    Ctrl-C typed there is a SIGINT, as in a real terminal."""
+    Ctrl-C typed there is a SIGINT, as in a real terminal (not ignored, even when the suite runs
+    in the background)."""
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 class Terminal:
