@@ -174,6 +174,18 @@ def lifecycle_columns_to_add(event_table: str, existing: set[str], upgrade: bool
     return missing
 
 
+def event_table_problem(event_table: str, existing: set[str] | None, cause: object) -> NotInitialized:
+    """Why an event table a query failed on cannot be used, as `bridge init` would say it: it is
+    missing, it lacks the lifecycle columns (made from the guide), or it is otherwise out of date."""
+    if not existing:
+        return NotInitialized(f"event table {event_table} does not exist: run `bridge init`")
+    try:
+        lifecycle_columns_to_add(event_table, existing, upgrade=False)
+    except NotInitialized as missing:
+        return missing
+    return NotInitialized(f"event table {event_table} is out of date ({cause}): run `bridge init --upgrade`")
+
+
 def claimable_condition(now_mark: str, due_only: bool = True) -> str:
     """Which events a worker may claim, in any lake's SQL: pending and due, or processing with an
     expired lease (its worker died). `now_mark` is the placeholder for the current time. Without

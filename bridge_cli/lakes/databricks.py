@@ -40,6 +40,7 @@ from bridge_cli.lakes import (
     beat_from_row,
     beat_values,
     claimable_condition,
+    event_table_problem,
     finished_statuses,
     first_in_line_condition,
     lifecycle_columns_to_add,
@@ -331,16 +332,7 @@ class DatabricksLake:
         """Say what is wrong with the event table, as `bridge init` would."""
         if not _names_missing_object(exc):
             return exc
-        existing = self._existing_columns()
-        if existing is None:
-            return NotInitialized(f"event table {self.event_table_name} does not exist: run `bridge init`")
-        try:
-            lifecycle_columns_to_add(self.event_table_name, existing, upgrade=False)
-        except NotInitialized as missing:
-            return missing
-        return NotInitialized(
-            f"event table {self.event_table_name} is out of date ({exc}): run `bridge init --upgrade`"
-        )
+        return event_table_problem(self.event_table_name, self._existing_columns(), exc)
 
     def insert_event(self, event: Event) -> None:
         values = event.to_dict()

@@ -41,6 +41,7 @@ from bridge_cli.lakes import (
     beat_from_row,
     beat_values,
     claimable_condition,
+    event_table_problem,
     finished_statuses,
     first_in_line_condition,
     lifecycle_columns_to_add,
@@ -251,18 +252,7 @@ class DuckDBLake:
                 existing = self._existing_columns(con)
             except duckdb.Error:
                 existing = set()
-            if not existing:
-                return NotInitialized(
-                    f"event table {self.event_table_name} does not exist in {where}: run `bridge init`"
-                )
-            try:
-                lifecycle_columns_to_add(self.event_table_name, existing, upgrade=False)
-            except NotInitialized as missing:
-                return missing
-            return NotInitialized(
-                f"event table {self.event_table_name} in {where} is out of date ({exc}): "
-                "run `bridge init --upgrade`"
-            )
+            return event_table_problem(f"{self.event_table_name} in {where}", existing, exc)
         if isinstance(exc, duckdb.Error):  # e.g. an IOException: worth another try, never a crash
             return TransientError(f"event table {self.event_table_name}: {type(exc).__name__}: {exc}")
         return exc
