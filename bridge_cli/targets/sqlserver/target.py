@@ -301,17 +301,8 @@ class SQLServerSession:
 
     # -- staging -----------------------------------------------------------------------------
     def stage_rows(self, plan: ApplyPlan, batches: Iterable[pa.RecordBatch]) -> int:
-        try:
-            return self._stage_rows(plan, batches)
-        finally:
-            # The source holds its file lock or connection until it is closed. After a failed load,
-            # the driver error's traceback keeps these frames, and so the source, in a reference
-            # cycle until a garbage collection: the retry waited 30 s for the embedded lake's lock.
-            close = getattr(batches, "close", None)
-            if close is not None:
-                close()
-
-    def _stage_rows(self, plan: ApplyPlan, batches: Iterable[pa.RecordBatch]) -> int:
+        # The engine closes `batches` (and the source behind them) as soon as this returns or
+        # raises, for every target: a failed load must not keep the source's lock until collected.
         methods = self.target.methods_for(plan)
         source = (batch for batch in batches if batch.num_rows)
         first = next(source, None)
