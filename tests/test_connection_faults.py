@@ -160,16 +160,21 @@ def connection_lost(message: str | None) -> bool:
                                    "tcp provider", "connection"))
 
 
+def insert_to_kill(mssql: MssqlPair, table: str) -> tuple[str, Any, int, Killer]:
+    """After a warm-up event (see warm_up), an INSERT of ROWS into `table`, the spid of the
+    session the worker will use for it, and a second session to kill that one."""
+    warm = warm_up(mssql)
+    mssql.create_source("c.s.t", {"k": "int", "v": "text"}, ROWS)
+    event = submit(mssql.lake, "insert", table, source_table="c.s.t", primary_keys=["k"],
+                   rows_expected=len(ROWS))
+    return warm, event, worker_spid(mssql), Killer(mssql)
+
+
 @needs_mssql
 def test_sqlserver_session_killed_while_staging_is_retried_and_applied_once(mssql: MssqlPair) -> None:
     table = target_table(mssql)
     try:
-        warm = warm_up(mssql)
-        mssql.create_source("c.s.t", {"k": "int", "v": "text"}, ROWS)
-        event = submit(mssql.lake, "insert", table, source_table="c.s.t", primary_keys=["k"],
-                       rows_expected=len(ROWS))
-        spid = worker_spid(mssql)
-        killer = Killer(mssql)
+        warm, event, spid, killer = insert_to_kill(mssql, table)
 
         def kill_mid_staging(event_id: str, rows_read: int) -> None:
             # Called as each source batch is read, a few batches ahead of the one being staged.
@@ -194,12 +199,7 @@ def test_sqlserver_session_killed_during_the_apply_is_retried_and_applied_once(m
     ledger row written; that is when its session is killed. Nothing of it may survive."""
     table = target_table(mssql)
     try:
-        warm = warm_up(mssql)
-        mssql.create_source("c.s.t", {"k": "int", "v": "text"}, ROWS)
-        event = submit(mssql.lake, "insert", table, source_table="c.s.t", primary_keys=["k"],
-                       rows_expected=len(ROWS))
-        spid = worker_spid(mssql)
-        killer = Killer(mssql)
+        warm, event, spid, killer = insert_to_kill(mssql, table)
         results: list[EventResult] = []
         worker = threading.Thread(target=lambda: results.extend(mssql.engine().process_once()))
         try:

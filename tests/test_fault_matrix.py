@@ -230,10 +230,13 @@ def update_phase(changes: dict[str, Any]) -> str:
     return "record"
 
 
-class FaultyLake:
-    """The real lake behind a proxy: every protocol method goes through the injector."""
+class _Faulty:
+    """A real adapter behind a proxy: every method not defined here goes through the injector,
+    named `<prefix>.<method>`."""
 
-    def __init__(self, real: Lake, injector: Injector) -> None:
+    prefix = ""
+
+    def __init__(self, real: Any, injector: Injector) -> None:
         self._real = real
         self._injector = injector
 
@@ -243,9 +246,15 @@ class FaultyLake:
             return value
 
         def wrapped(*args: Any, **kwargs: Any) -> Any:
-            return self._injector.call(f"lake.{name}", "call", value, *args, **kwargs)
+            return self._injector.call(f"{self.prefix}.{name}", "call", value, *args, **kwargs)
 
         return wrapped
+
+
+class FaultyLake(_Faulty):
+    """The real lake behind a proxy: every protocol method goes through the injector."""
+
+    prefix = "lake"
 
     def count_by_status(self) -> dict[str, int]:
         return cast(dict[str, int], self._injector.call("lake.count_by_status", "start", self._real.count_by_status))
@@ -358,20 +367,8 @@ class FaultySessionContext:
         return result
 
 
-class FaultyTarget:
-    def __init__(self, real: Target, injector: Injector) -> None:
-        self._real = real
-        self._injector = injector
-
-    def __getattr__(self, name: str) -> Any:
-        value = getattr(self._real, name)
-        if not callable(value):
-            return value
-
-        def wrapped(*args: Any, **kwargs: Any) -> Any:
-            return self._injector.call(f"target.{name}", "call", value, *args, **kwargs)
-
-        return wrapped
+class FaultyTarget(_Faulty):
+    prefix = "target"
 
     def check_ready(self) -> None:
         # The first call is the worker's check at start; the loop's calls are numbered apart.
