@@ -42,6 +42,18 @@ ADAPTER_OPTIONS: dict[str, frozenset[str]] = {
         "bulk_timeout", "batch_rows", "ledger_table",
     }),
 }
+SPARK_KINDS = ("local", "databricks")
+# Every option of a `spark:` section, by kind (bridge_cli/spark/settings.py reads them).
+_SPARK_COMMON = frozenset({
+    "partitions", "batch_size", "jdbc_driver", "jdbc_url", "jdbc_properties", "poll_seconds",
+})
+SPARK_OPTIONS: dict[str, frozenset[str]] = {
+    "local": _SPARK_COMMON | {"master", "jars", "spark_conf", "python", "work_dir"},
+    "databricks": _SPARK_COMMON | {
+        "cluster_id", "serverless", "job_id", "wheel", "password_secret", "host", "token", "profile",
+        "run_name",
+    },
+}
 # Table names an adapter section may hold, and how many parts each takes.
 _TABLE_OPTIONS = {"event_table": (3, 3), "ledger_table": (1, 2)}
 # ${NAME}, ${NAME:-default}, or $$ for a literal $; any other $ is a mistake worth saying so.
@@ -86,6 +98,10 @@ class Settings:
     allowed_targets: tuple[str, ...] = ("*",)
     # per_target: events for one target table apply one at a time, in claim order.
     ordering: str = "per_target"
+    # INSERT / UPDATE events whose source has at least this many rows stage through the `spark:`
+    # section's Spark job instead of this process; 0 = only when an event's metadata asks for it.
+    spark_min_rows: int = 0
+    spark: AdapterConfig | None = None  # the profile's `spark:` section (kind local | databricks)
 
 
 ORDERINGS = ("per_target", "none")
@@ -104,6 +120,7 @@ _TUNABLE: dict[str, type] = {
     "lock_timeout": float,
     "allowed_targets": tuple,
     "ordering": str,
+    "spark_min_rows": int,
 }
 _MINIMUM = {"max_attempts": 1, "batch_rows": 1, "max_delete_rows": 0}
 _MAXIMUM = {"metrics_port": 65535}
@@ -173,10 +190,10 @@ def _build(
     expanded = _expand(raw, f"{prefix}", where, env)
     values: dict[str, Any] = {}
     for key, value in expanded.items():
-        if key in ("lake", "target"):
+        if key in ("lake", "target", "spark"):
             continue
         if key not in _TUNABLE:
-            known = ", ".join(["lake", "target", *_TUNABLE])
+            known = ", ".join(["lake", "target", "spark", *_TUNABLE])
             raise ConfigError(f"{where}: {prefix}.{key}: unknown setting (known: {known})")
         values[key] = _coerce(key, value, f"{prefix}.{key}", where)
     for key in _TUNABLE:
@@ -185,15 +202,19 @@ def _build(
             values[key] = _coerce(key, override, f"BRIDGE_{key.upper()}", "the environment")
     lake = _adapter(expanded.get("lake"), "lake", LAKE_KINDS, prefix, where)
     target = _adapter(expanded.get("target"), "target", TARGET_KINDS, prefix, where)
+    spark = None
+    if expanded.get("spark") is not None:
+        spark = _adapter(expanded["spark"], "spark", SPARK_KINDS, prefix, where, SPARK_OPTIONS)
     settings_fields = {f.name for f in fields(Settings)}
     assert set(_TUNABLE) <= settings_fields
     return Settings(
-        profile=name, home=home, lake=lake, target=target, config_file=path, **values
+        profile=name, home=home, lake=lake, target=target, config_file=path, spark=spark, **values
     )
 
 
 def _adapter(
-    section: Any, which: str, kinds: tuple[str, ...], prefix: str, where: str
+    section: Any, which: str, kinds: tuple[str, ...], prefix: str, where: str,
+    registry: Mapping[str, frozenset[str]] = ADAPTER_OPTIONS,
 ) -> AdapterConfig:
     if section is None:
         raise ConfigError(f"{where}: {prefix}.{which}: missing (needs at least 'kind:')")
@@ -205,7 +226,7 @@ def _adapter(
             f"{where}: {prefix}.{which}.kind: {kind!r} is not one of {', '.join(kinds)}"
         )
     options = {str(k): v for k, v in section.items() if k != "kind"}
-    known = ADAPTER_OPTIONS[str(kind)]
+    known = registry[str(kind)]
     for key in options:
         if key not in known:
             close = difflib.get_close_matches(key, sorted(known), n=1)
@@ -324,9 +345,12 @@ def describe_settings(
         value = list(value) if isinstance(value, tuple) else value
         from_env = env.get(variable) not in (None, "")
         sources.append(SettingSource(key, value, f"{variable} (environment)" if from_env else origin(key)))
-    for which, adapter in (("lake", settings.lake), ("target", settings.target)):
+    sections = [("lake", settings.lake, ADAPTER_OPTIONS), ("target", settings.target, ADAPTER_OPTIONS)]
+    if settings.spark is not None:
+        sections.append(("spark", settings.spark, SPARK_OPTIONS))
+    for which, adapter, registry in sections:
         sources.append(SettingSource(f"{which}.kind", adapter.kind, origin(f"{which}.kind")))
-        for option in sorted(ADAPTER_OPTIONS[adapter.kind], key=lambda o: (o not in adapter.options, o)):
+        for option in sorted(registry[adapter.kind], key=lambda o: (o not in adapter.options, o)):
             value = adapter.options.get(option)
             if value is not None and option in SECRET_KEYS:
                 value = "***"
@@ -344,7 +368,7 @@ def _profile_lines(path: Path, profile: str) -> dict[str, tuple[int, Any]]:
         return found
     for key, value in node.value:
         name = str(key.value)
-        if name in ("lake", "target") and isinstance(value, yaml.MappingNode):
+        if name in ("lake", "target", "spark") and isinstance(value, yaml.MappingNode):
             for inner_key, inner in value.value:
                 raw = inner.value if isinstance(inner, yaml.ScalarNode) else None
                 found[f"{name}.{inner_key.value}"] = (inner.start_mark.line + 1, raw)

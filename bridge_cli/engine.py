@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from bridge_cli import logcontext
 from bridge_cli.clock import Clock, SystemClock
@@ -25,6 +25,7 @@ from bridge_cli.errors import (
     PermanentError,
     TransientError,
     ValidationError,
+    WorkerStopping,
 )
 from bridge_cli.events import Event, Job, Operation, Status, build_job, split_counts
 from bridge_cli.heartbeat import Heartbeats
@@ -32,10 +33,14 @@ from bridge_cli.lakes import Lake, QueueStats
 from bridge_cli.observe import Observers, WorkerObserver
 from bridge_cli.planning import plan_with_stores
 from bridge_cli.prefetch import read_ahead
-from bridge_cli.targets import LedgerEntry, Target
+from bridge_cli.spark.route import choose_route
+from bridge_cli.targets import ApplyPlan, ExternalStaging, LedgerEntry, Target
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+    from bridge_cli.lakes import SourceColumn
+    from bridge_cli.spark import SparkStager
 
 log = logging.getLogger("bridge")
 
@@ -65,6 +70,7 @@ class _Applied:
     rows_affected: int
     rows_read: int | None
     from_ledger: LedgerEntry | None = None
+    note: str | None = None  # for the event's warning (e.g. it asked for Spark and could not have it)
 
 
 def default_worker_id() -> str:
@@ -84,6 +90,7 @@ class Engine:
         on_phase: PhaseCallback | None = None,
         rng: random.Random | None = None,
         wait: Callable[[threading.Event, float], object] | None = None,
+        spark: SparkStager | None = None,
     ) -> None:
         self.settings = settings
         self.lake = lake
@@ -98,6 +105,14 @@ class Engine:
         self.wait = wait or _wait_for_stop
         self._keeper: _LeaseKeeper | None = None  # the lease of the event in hand
         self.beats: Heartbeats | None = None  # the worker's row in the workers table (run_worker)
+        self._stop: threading.Event | None = None  # run_worker's: a Spark run is cancelled when set
+        # Huge events stage on Spark (the profile's `spark:` section); checked at start, so a wrong
+        # section stops the worker before it claims anything.
+        if spark is None and settings.spark is not None:
+            from bridge_cli.spark import SparkStager
+
+            spark = SparkStager(settings)
+        self.spark = spark
         # Imported here, in one thread: a first import of pyarrow in the source-reader thread
         # while another thread opens a DuckDB connection has crashed the interpreter.
         import pyarrow  # noqa: F401
@@ -146,6 +161,8 @@ class Engine:
             outcome = self._retry_or_fail(event, str(exc))
         except (PermanentError, ValidationError) as exc:
             outcome = self._failed(str(exc))
+        except WorkerStopping as exc:
+            outcome = self._released(event, str(exc))
         except BridgeError as exc:  # e.g. the lake went away mid-event: worth another try
             outcome = self._retry_or_fail(event, str(exc))
         except (KeyboardInterrupt, SystemExit):
@@ -200,6 +217,15 @@ class Engine:
         if released:
             log.warning("event %s: interrupted; rolled back and released", event.event_id)
 
+    def _released(self, event: Event, why: str) -> dict[str, Any]:
+        """Back to the queue as it was claimed: the worker chose to stop, so no attempt is spent."""
+        return {
+            "status": Status.PENDING.value, "claim_token": None, "lease_expires_at": None,
+            "next_attempt_at": None, "updated_at": self.clock.now(),
+            "attempts": max((event.attempts or 1) - 1, 0),
+            "warning": f"{why}; nothing was applied and the event was released for another worker",
+        }
+
     def _apply(self, event: Event) -> _Applied:
         # Exactly once: an event whose id is in the target's ledger was applied already.
         entry = self.target.ledger_entry(event.event_id)
@@ -223,6 +249,9 @@ class Engine:
                     rows = session.apply(plan, self.clock.now())
                 return _Applied(rows, None)
             assert job.source is not None
+            route = choose_route(job, plan, self.settings, self.spark, self.lake)
+            if route.spark:
+                return self._apply_on_spark(event, job, plan, source_columns)
             self._phase(event, "reading", event.rows_expected)
             batches = self.lake.read_source(
                 job.source, [c.name for c in source_columns], self.settings.batch_rows
@@ -233,8 +262,7 @@ class Engine:
                 with self.target.session() as session:
                     staged = session.stage_rows(plan, rows_in)
                     if staged == 0:
-                        verb = "insert" if job.operation is Operation.INSERT else "update"
-                        raise PermanentError(f"No data to {verb}: source table {job.source} is empty")
+                        raise _no_data(job)
                     self._check_lease()
                     self._phase(event, "writing", staged)
                     rows = session.apply(plan, self.clock.now())
@@ -246,12 +274,37 @@ class Engine:
                     close = getattr(opened, "close", None)
                     if close is not None:
                         close()
-            return _Applied(rows, staged)
+            return _Applied(rows, staged, note=route.note)
         except AlreadyApplied:
             entry = self.target.ledger_entry(event.event_id)
             if entry is None:  # the ledger row vanished between two reads: let a retry decide
                 raise TransientError("ledger conflict without a ledger row") from None
             return _Applied(entry.rows_affected, None, entry)
+
+    def _apply_on_spark(
+        self, event: Event, job: Job, plan: ApplyPlan, source_columns: list[SourceColumn]
+    ) -> _Applied:
+        """A Spark run loads the session's stage; the check, the apply and the ledger row are the
+        worker's, as for every event."""
+        stager = self.spark
+        assert stager is not None
+        self._phase(event, "spark", event.rows_expected)
+        with self.target.session() as session:
+            staged = cast(ExternalStaging, session).stage_external(
+                plan, lambda stage: stager.stage(job, plan, source_columns, self.lake, stage, self._while_staging)
+            )
+            if staged == 0:
+                raise _no_data(job)
+            self._check_lease()
+            self._phase(event, "writing", staged)
+            rows = session.apply(plan, self.clock.now())
+        return _Applied(rows, staged)
+
+    def _while_staging(self) -> None:
+        """Between polls of a long staging run: stop it if the lease is going or the worker is."""
+        self._check_lease()
+        if self._stop is not None and self._stop.is_set():
+            raise WorkerStopping("the worker stopped while Spark staged this event; the run was cancelled")
 
     def _phase(self, event: Event, phase: str, rows: int | None) -> None:
         if self.beats is not None:
@@ -297,7 +350,7 @@ class Engine:
 
     def _completed(self, event: Event, applied: _Applied) -> dict[str, Any]:
         outcome = self._finished(Status.COMPLETED)
-        warnings = []
+        warnings = [applied.note] if applied.note else []
         if applied.from_ledger is not None:
             warnings.append(
                 f"already applied to the target at {applied.from_ledger.applied_at} "
@@ -379,9 +432,11 @@ class Engine:
         watch = Observers([observer] if observer is not None else [])
 
         beats = self.beats = Heartbeats(self.lake, self.worker_id, self.settings.lease_seconds, self.clock.now)
+        self._stop = stop
         try:
             return self._loop(stop, interval, idle, watch, beats, max_events, on_result)
         finally:
+            self._stop = None
             self.beats = None
             beats.forget()  # a clean stop (Ctrl-C too): the row goes
 
@@ -476,6 +531,11 @@ class Engine:
 
 
 _STATUS_CHECK_SECONDS = 600.0
+
+
+def _no_data(job: Job) -> PermanentError:
+    verb = "insert" if job.operation is Operation.INSERT else "update"
+    return PermanentError(f"No data to {verb}: source table {job.source} is empty")
 
 
 def _wait_for_stop(stop: threading.Event, seconds: float) -> bool:

@@ -42,3 +42,8 @@ class TransientError(BridgeError):
 
 class AlreadyApplied(BridgeError):
     """The target's ledger already holds this event: it was applied once and never will twice."""
+
+
+class WorkerStopping(BridgeError):
+    """The worker was asked to stop while a long staging run (Spark) was under way: the run was
+    cancelled, nothing was applied, and the event goes back to the queue as it was."""

@@ -113,6 +113,13 @@ class Job:
     def identity_insert(self) -> bool:
         return self.metadata.get("identity_insert") is True
 
+    @property
+    def engine(self) -> str | None:
+        """metadata {"engine": "spark"} stages through the profile's Spark job, "worker" in the
+        worker's own process; None lets the profile's spark_min_rows decide."""
+        value = self.metadata.get("engine")
+        return None if value is None else str(value).lower()
+
 
 def new_event_id(operation: Operation) -> str:
     # Same shape as the seed's helpers: insert-1a2b3c4d5e6f
@@ -163,6 +170,9 @@ def _check_scalar(key: str, value: object) -> None:
         )
 
 
+ENGINES = ("spark", "worker")  # metadata {"engine": ...}: where an event's rows are staged
+
+
 def parse_metadata(text: str | dict[str, Any] | None) -> dict[str, Any]:
     if text is None or (isinstance(text, str) and not text.strip()):
         return {}
@@ -196,6 +206,9 @@ def build_job(event: Event) -> Job:
         check_identifier(key, "primary key column")
     filters = parse_filter_conditions(event.filter_conditions)
     metadata = parse_metadata(event.metadata)
+    engine = metadata.get("engine")
+    if engine is not None and str(engine).lower() not in ENGINES:
+        raise ValidationError(f"metadata engine {engine!r} is not one of {', '.join(ENGINES)}")
     if event.rows_expected is not None and event.rows_expected < 0:
         raise ValidationError(f"rows_expected must not be negative, got {event.rows_expected}")
     source: TableName | None = None

@@ -23,7 +23,7 @@ log = logging.getLogger("bridge")
 
 # The engine's phases (on_phase) as the workers table names them: the source is read and staged
 # into the target at the same time, so "reading" lasts until the first rows are staged.
-PHASES = {"reading": "reading", "writing": "applying", "deleting": "applying"}
+PHASES = {"reading": "reading", "spark": "staging on spark", "writing": "applying", "deleting": "applying"}
 
 
 class Heartbeats:

@@ -527,7 +527,8 @@ class CopyProgress:
         self._timer: threading.Timer | None = None
 
     def phase(self, event_id: str, phase: str, rows: int | None) -> None:
-        """`reading` (rows: rows_expected, if known), `writing` (rows: staged) or `deleting`."""
+        """`reading` (rows: rows_expected, if known), `spark` (a Spark run stages the rows),
+        `writing` (rows: staged) or `deleting`."""
         if not self.enabled:
             return
         if event_id != self._event:
@@ -538,6 +539,9 @@ class CopyProgress:
         elif phase == "writing":
             self._expected = None
             self._show(f"{event_id}: {rows or 0:,} rows read, writing", None)
+        elif phase == "spark":
+            self._expected = None
+            self._show(f"{event_id}: staging on Spark", None)
         else:
             self._expected = None
             self._show(f"{event_id}: deleting", None)

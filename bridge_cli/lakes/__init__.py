@@ -162,6 +162,11 @@ class Lake(Protocol):
         """Stream the listed columns in batches of at most batch_rows rows."""
         ...
 
+    def count_rows(self, table: TableName) -> int:
+        """The source's row count (asked only when a profile sets spark_min_rows; Delta answers
+        it from the table's metadata)."""
+        ...
+
 
 def lifecycle_columns_to_add(event_table: str, existing: set[str], upgrade: bool) -> list[str]:
     """The lifecycle columns an existing event table lacks (e.g. one made from the seed guide);

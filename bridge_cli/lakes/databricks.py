@@ -516,6 +516,10 @@ class DatabricksLake:
             raise PermanentError(f"source table {table} has no columns")
         return columns
 
+    def count_rows(self, table: TableName) -> int:
+        rows = self.execute(f"SELECT COUNT(*) FROM {self._quoted(table)}", fetch=True)
+        return int(rows[0][0]) if rows else 0
+
     def read_source(
         self, table: TableName, columns: list[str], batch_rows: int
     ) -> Iterator[pa.RecordBatch]:

@@ -425,6 +425,15 @@ class DuckDBLake:
         except _MissingCatalog:
             raise PermanentError(f"source table {table} does not exist") from None
 
+    def count_rows(self, table: TableName) -> int:
+        source = f"{quote_double(table.schema)}.{quote_double(table.table)}"
+        try:
+            with self.connect(table.catalog) as con:
+                row = con.execute(f"SELECT COUNT(*) FROM {source}").fetchone()
+        except _MissingCatalog:
+            raise PermanentError(f"source table {table} does not exist") from None
+        return int(row[0]) if row else 0
+
 
 class _MissingCatalog(Exception):
     def __init__(self, catalog: str) -> None:

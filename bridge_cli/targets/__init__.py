@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,6 +13,8 @@ from bridge_cli.identifiers import TableName
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+    from bridge_cli.spark.spec import StageFigures
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,16 @@ class TargetSession(Protocol):
     def apply(self, plan: ApplyPlan, applied_at: datetime) -> int:
         """One transaction: the set-based statement plus the ledger row. Returns rows affected.
         Raises AlreadyApplied when the ledger already holds the event (nothing changed)."""
+        ...
+
+
+class ExternalStaging(Protocol):
+    """A session whose stage another process can load (the Spark path): a uniquely named
+    permanent staging table, checked against the loader's figures before `apply`."""
+
+    def stage_external(self, plan: ApplyPlan, load: Callable[[str], StageFigures]) -> int:
+        """Create the stage, call `load` with its quoted name, check it against the figures `load`
+        returns; return rows staged. Nothing is applied; `apply` follows as for `stage_rows`."""
         ...
 
 

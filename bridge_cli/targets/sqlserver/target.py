@@ -12,7 +12,7 @@ import contextlib
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +35,8 @@ from bridge_cli.targets.sqlserver.verify import StageCheck, base_type
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+    from bridge_cli.spark.spec import StageFigures
 
 log = logging.getLogger("bridge")
 
@@ -333,6 +335,18 @@ class SQLServerSession:
                                  f"nothing was applied{hint}")
         return check.rows
 
+    def stage_external(self, plan: ApplyPlan, load: Callable[[str], StageFigures]) -> int:
+        """A shared stage that another process loads (a Spark run over JDBC), then the same check
+        as every stage. A stopped load leaves nothing: the session's close drops the stage."""
+        self._create_stage(plan, "external", shared=True)
+        check = StageCheck.from_figures(plan, load(self.stage))
+        self.method_used = "spark"
+        problems = self._differences(check)
+        if problems:
+            raise PermanentError(f"the Spark run staged rows that differ from the source "
+                                 f"({'; '.join(problems[:5])}); nothing was applied")
+        return check.rows
+
     def _first_batch(self, plan: ApplyPlan, batch: pa.RecordBatch, methods: list[str]) -> tuple[str, StageCheck]:
         """auto: load the first batch by bulk and verify it; on a refusal or a wrong stage, drop it,
         remember, and stage with the fallback method (nothing is applied either way)."""
@@ -385,9 +399,9 @@ class SQLServerSession:
         """Whether this method loads through a connection of its own (it needs a shared stage)."""
         return method == "bulk" and self.driver.capabilities.bulk_on_own_connection
 
-    def _create_stage(self, plan: ApplyPlan, method: str) -> None:
+    def _create_stage(self, plan: ApplyPlan, method: str, shared: bool = False) -> None:
         self._drop_stage()
-        if self._on_own_connection(method):
+        if shared or self._on_own_connection(method):
             self.stage = tsql.shared_stage_name(self.target.ledger.schema, uuid.uuid4().hex)
         else:
             self.stage = tsql.STAGE

@@ -19,6 +19,8 @@ from bridge_cli.targets.sqlserver.tsql import ROW, q
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from bridge_cli.spark.spec import StageFigures
+
 INTEGER_TYPES = frozenset({"tinyint", "smallint", "int", "bigint", "bit"})
 
 
@@ -44,6 +46,16 @@ class StageCheck:
 
     def __post_init__(self) -> None:
         self.nulls = [0 for _ in self.plan.columns]
+
+    @classmethod
+    def from_figures(cls, plan: ApplyPlan, figures: StageFigures) -> StageCheck:
+        """The figures another process (a Spark run) took of what it sent."""
+        if len(figures.nulls) != len(plan.columns) and figures.rows:
+            raise ValueError(f"figures for {len(figures.nulls)} columns, plan has {len(plan.columns)}")
+        check = cls(plan, rows=figures.rows, ranges=dict(figures.ranges))
+        if figures.rows:
+            check.nulls = list(figures.nulls)
+        return check
 
     def add(self, batch: pa.RecordBatch) -> None:
         import pyarrow.compute as pc
