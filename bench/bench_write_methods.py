@@ -235,11 +235,13 @@ def bridge_stage(rows: list[tuple[Any, ...]], driver: str, method: str, **extra:
 
 
 def bridge_event(
-    rows: list[tuple[Any, ...]], driver: str, warm: bool = False, **extra: Any
+    rows: list[tuple[Any, ...]], driver: str, warm: bool = False, spark: AdapterConfig | None = None,
+    **extra: Any,
 ) -> tuple[float, list[tuple[Any, ...]], str]:
     """A whole INSERT event through the engine: DuckDB source -> claim -> stage -> apply -> record.
     warm: the same worker first processes a 10-row event (as a running worker has: its connection
-    open, and what `auto` learned about the server)."""
+    open, and what `auto` learned about the server). spark: the profile's `spark:` section; the
+    event then asks for it (metadata {"engine": "spark"})."""
     import duckdb
 
     from bridge_cli.api import submit_event
@@ -251,7 +253,7 @@ def bridge_event(
     settings = load_settings(env={"BRIDGE_HOME": str(home)})
     ledger = f"bridge.bench_ledger_{uuid.uuid4().hex[:8]}"
     settings = dataclasses.replace(
-        settings, target=AdapterConfig("sqlserver", options(driver, ledger_table=ledger, **extra))
+        settings, target=AdapterConfig("sqlserver", options(driver, ledger_table=ledger, **extra)), spark=spark
     )
     lake, bridge = DuckDBLake(settings), SQLServerTarget(settings)
     lake.init_event_table(upgrade=False)
@@ -275,10 +277,12 @@ def bridge_event(
     engine = Engine(settings, lake, bridge)
     if warm:
         submit_event(lake, SubmitRequest(operation=Operation.INSERT, target_table="dbo.bench_warm",
-                                         source_table="lake.s.warm", primary_keys=("id",)))
+                                         source_table="lake.s.warm", primary_keys=("id",),
+                                         metadata={"engine": "worker"}))
         engine.process_once()
     submit_event(lake, SubmitRequest(operation=Operation.INSERT, target_table="dbo.bench_event",
-                                     source_table="lake.s.src", primary_keys=("id",), rows_expected=len(rows)))
+                                     source_table="lake.s.src", primary_keys=("id",), rows_expected=len(rows),
+                                     metadata={"engine": "spark"} if spark is not None else None))
     started = time.perf_counter()
     [result] = engine.process_once()
     seconds = time.perf_counter() - started

@@ -340,8 +340,48 @@ class MssqlPythonPair(MssqlPair):
         return [tuple(int(v) if isinstance(v, bool) else v for v in row) for row in rows]
 
 
+def spark_unavailable() -> str | None:
+    """Why the local Spark staging path cannot run here, or None: it needs pyspark, Java and a
+    JDBC driver jar (BRIDGE_TEST_JDBC_JAR, default Debian's jTDS)."""
+    import importlib.util
+    import shutil
+
+    if importlib.util.find_spec("pyspark") is None:
+        return "pyspark is not installed (pip install -e '.[spark]')"
+    if shutil.which("java") is None:
+        return "Java is not installed (the local Spark path needs a JVM)"
+    if not Path(spark_jar()).is_file():
+        return f"no JDBC driver jar at {spark_jar()} (apt-get install libjtds-java, or set BRIDGE_TEST_JDBC_JAR)"
+    return None
+
+
+def spark_jar() -> str:
+    import os
+
+    return os.environ.get("BRIDGE_TEST_JDBC_JAR") or "/usr/share/java/jtds-1.3.1.jar"
+
+
+def local_spark(partitions: int = 2, **options: Any) -> Any:
+    """A profile's `spark:` section for the local Spark path with the test JDBC jar."""
+    from bridge_cli.config import AdapterConfig
+
+    return AdapterConfig("local", {"jars": [spark_jar()], "partitions": partitions, "poll_seconds": 1, **options},
+                         source="test: spark")
+
+
+class MssqlSparkPair(MssqlPair):
+    """The same server, every INSERT and UPDATE with a row staged by local Spark over JDBC
+    (spark_min_rows: 1); DELETEs and empty sources stay on the worker's own path."""
+
+    name = "duckdb-sqlserver-spark"
+
+    def __init__(self, home: Path, **overrides: Any) -> None:
+        super().__init__(home, **{"spark": local_spark(), "spark_min_rows": 1, **overrides})
+
+
 PAIRS.append(MssqlPair)
 PAIRS.append(MssqlPythonPair)
+PAIRS.append(MssqlSparkPair)
 
 
 _SPARK_TYPES = {"int": "BIGINT", "text": "STRING", "bool": "BOOLEAN",

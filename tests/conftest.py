@@ -13,8 +13,10 @@ from tests.backends import (
     LocalPair,
     MssqlPair,
     MssqlPythonPair,
+    MssqlSparkPair,
     mssql_python_available,
     mssql_url,
+    spark_unavailable,
     standin_settings,
 )
 
@@ -59,6 +61,8 @@ def pair(request: pytest.FixtureRequest, bridge_home: Path) -> LocalPair:
         pytest.skip(MSSQL_SKIP)
     if request.param is MssqlPythonPair and not mssql_python_available():
         pytest.skip("mssql-python is not installed (pip install 'bridge-cli[mssql-python]')")
+    if request.param is MssqlSparkPair and spark_unavailable():
+        pytest.skip(f"the Spark staging path cannot run here: {spark_unavailable()}")
     if request.param is DatabricksPair and standin_settings() is None:
         pytest.skip(DATABRICKS_SKIP)
     pair = request.param(bridge_home)

@@ -338,7 +338,8 @@ class SQLServerSession:
     def stage_external(self, plan: ApplyPlan, load: Callable[[str], StageFigures]) -> int:
         """A shared stage that another process loads (a Spark run over JDBC), then the same check
         as every stage. A stopped load leaves nothing: the session's close drops the stage."""
-        self._create_stage(plan, "external", shared=True)
+        self._drop_earlier_attempts_stages(plan.event_id)
+        self._create_stage(plan, "external", shared=True, token=tsql.event_stage_token(plan.event_id))
         check = StageCheck.from_figures(plan, load(self.stage))
         self.method_used = "spark"
         problems = self._differences(check)
@@ -399,10 +400,24 @@ class SQLServerSession:
         """Whether this method loads through a connection of its own (it needs a shared stage)."""
         return method == "bulk" and self.driver.capabilities.bulk_on_own_connection
 
-    def _create_stage(self, plan: ApplyPlan, method: str, shared: bool = False) -> None:
+    def _drop_earlier_attempts_stages(self, event_id: str) -> None:
+        """This session holds the event's claim, so a stage an earlier attempt left (its worker was
+        killed mid-load) is nobody's: dropped now rather than by `init` a day later."""
+        schema = self.target.ledger.schema
+        cursor = self.connection.cursor()
+        try:
+            self.target.execute(cursor, tsql.event_stages_sql(),
+                                (schema, tsql.STAGE_PREFIX + tsql.event_stage_mark(event_id) + "%"))
+            for _, name in cursor.fetchall():
+                log.info("dropping staging table %s.%s left by an earlier attempt of %s", schema, name, event_id)
+                cursor.execute(tsql.drop_stage_sql(f"{tsql.q(schema)}.{tsql.q(str(name))}"))
+        except self.driver.errors() as exc:
+            raise self.driver.sort_error(exc, "dropping an earlier attempt's staging table") from None
+
+    def _create_stage(self, plan: ApplyPlan, method: str, shared: bool = False, token: str | None = None) -> None:
         self._drop_stage()
         if shared or self._on_own_connection(method):
-            self.stage = tsql.shared_stage_name(self.target.ledger.schema, uuid.uuid4().hex)
+            self.stage = tsql.shared_stage_name(self.target.ledger.schema, token or uuid.uuid4().hex)
         else:
             self.stage = tsql.STAGE
         cursor = self.connection.cursor()

@@ -6,7 +6,9 @@ statement, so an identifier holding '%' could be mistaken for one: such names ar
 
 from __future__ import annotations
 
+import hashlib
 import re
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -73,6 +75,24 @@ def shared_stage_name(schema: str, token: str) -> str:
     if not re.fullmatch(r"[0-9a-f]{8,32}", token):
         raise ValueError("stage token must be hex")
     return f"{q(schema)}.{q(STAGE_PREFIX + token)}"
+
+
+def event_stage_token(event_id: str) -> str:
+    """A stage token that starts with the event's own mark: a later attempt of the same event
+    finds the stages an earlier one left (a worker killed while Spark loaded its stage)."""
+    return event_stage_mark(event_id) + uuid.uuid4().hex[:16]
+
+
+def event_stage_mark(event_id: str) -> str:
+    return hashlib.sha1(event_id.encode("utf-8")).hexdigest()[:16]
+
+
+def event_stages_sql() -> str:
+    """The shared stages of one event's earlier attempts, by name prefix (a parameter)."""
+    return (
+        "SELECT s.name, t.name FROM sys.tables AS t JOIN sys.schemas AS s ON s.schema_id = t.schema_id "
+        "WHERE s.name = %s AND t.name LIKE %s"
+    )
 
 
 def stale_stages_sql() -> str:
