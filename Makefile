@@ -6,7 +6,7 @@ BRIDGE := $(BIN)/bridge
 export BRIDGE_HOME ?= .bridge
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-databricks lint typecheck check completions bench bench-sqlserver campaign clean
+.PHONY: help install demo test test-databricks lint typecheck check completions bench bench-sqlserver bench-spark campaign clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -31,7 +31,9 @@ demo: install ## Seed a sample lake and target under .bridge/, sync INSERT/UPDAT
 	$(BRIDGE) process-once
 	$(BRIDGE) status --limit 6
 
+# pyspark runs the Spark staging job's tests on a local SparkSession (they skip without Java).
 test: install ## Run the test suite
+	$(BIN)/python -m pip install --quiet -e '.[spark]'
 	$(BIN)/python -m pytest -q
 
 STANDIN ?= $(abspath ../shared/standins/databricks)
@@ -62,6 +64,11 @@ campaign: install ## Fault campaign: kill -9 workers mid-event on the embedded d
 bench-sqlserver: install ## SQL Server write methods, both drivers (needs BRIDGE_TEST_MSSQL_URL)
 	@test -n "$$BRIDGE_TEST_MSSQL_URL" || { echo "set BRIDGE_TEST_MSSQL_URL=mssql://user:pass@host:1433/db"; exit 2; }
 	$(BIN)/python bench/bench_write_methods.py $(BENCH_ARGS)
+
+bench-spark: install ## A 1,000,000-row event: worker vs local Spark, 1 and 2 partitions (needs BRIDGE_TEST_MSSQL_URL, Java, libjtds-java)
+	@test -n "$$BRIDGE_TEST_MSSQL_URL" || { echo "set BRIDGE_TEST_MSSQL_URL=mssql://user:pass@host:1433/db"; exit 2; }
+	$(BIN)/python -m pip install --quiet -e '.[spark]'
+	$(BIN)/python bench/bench_spark.py $(BENCH_ARGS)
 
 clean: ## Remove .venv, .bridge and caches
 	rm -rf $(VENV) .bridge .pytest_cache .mypy_cache .ruff_cache

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from bridge_cli.spark import job
+from bridge_cli.spark import is_permanent, job
 from bridge_cli.spark.local import export_parquet
 from bridge_cli.spark.spec import ROW, StageColumn, StageFailure, StageFigures, parse_output
 
@@ -115,9 +115,9 @@ def test_the_workers_parquet_export_reads_back_in_spark_numbered_with_time_as_te
 def test_a_missing_source_table_is_a_permanent_failure_in_one_line(spark: Any) -> None:
     with pytest.raises(Exception) as caught:
         spark.table("`no_such_catalog`.`x`.`y`").collect()
-    message, permanent = job.describe_failure(caught.value)
-    assert permanent
-    assert "\n" not in message and "no_such_catalog" in message.lower()
+    failure = job.describe_failure(caught.value)
+    assert failure["permanent"] and failure["code"] is None
+    assert "\n" not in failure["message"] and "no_such_catalog" in failure["message"].lower()
 
 
 def test_the_answer_is_the_last_marker_line_among_log_lines() -> None:
@@ -127,3 +127,18 @@ def test_the_answer_is_the_last_marker_line_among_log_lines() -> None:
     failed = parse_output('noise\nBRIDGE_STAGE_ERROR {"message": "boom", "permanent": false}\n')
     assert failed == StageFailure("boom", False)
     assert parse_output("a job that died before answering\n") is None
+
+
+@pytest.mark.parametrize("failure, permanent", [
+    (StageFailure("String or binary data would be truncated", False, 8152, "22001"), True),
+    (StageFailure("Transaction was deadlocked", False, 1205, "40001"), False),
+    (StageFailure("column is of type datetimeoffset", False, 33557097, "S1000"), True),  # Babelfish's number
+    (StageFailure("canceling statement due to lock timeout", False, 33557097, "S1000"), False),
+    (StageFailure("I/O Error: Connection reset", False, None, "08S01"), False),
+    (StageFailure("AnalysisException: table not found", True), True),
+    (StageFailure("Py4JError: the JVM went away", False), False),
+])
+def test_a_failed_run_is_sorted_as_the_workers_own_drivers_sort_server_errors(
+    failure: StageFailure, permanent: bool
+) -> None:
+    assert is_permanent(failure) is permanent

@@ -106,9 +106,23 @@ class SparkStager:
             run.cleanup()
         if isinstance(outcome, StageFailure):
             message = f"Spark staging run failed: {outcome.message} (run: {run.link})"
-            raise PermanentError(message) if outcome.permanent else TransientError(message)
+            raise PermanentError(message) if is_permanent(outcome) else TransientError(message)
         log.info("event %s: Spark staged %d rows in %.1fs", job.event_id, outcome.rows, outcome.seconds)
         return outcome
+
+
+def is_permanent(failure: StageFailure) -> bool:
+    """A refusal with a server error number is sorted as the worker's own drivers sort it
+    (deadlocks, lock timeouts and lost links retry; truncation, conversion, constraints fail); a
+    lost connection (SQLState 08…) retries; otherwise the job's own judgement."""
+    from bridge_cli.targets.sqlserver.pymssql_driver import TRANSIENT_NUMBERS, TRANSIENT_TEXT
+
+    if failure.code:
+        text = failure.message.lower()
+        return failure.code not in TRANSIENT_NUMBERS and not any(m in text for m in TRANSIENT_TEXT)
+    if failure.state and failure.state.startswith("08"):
+        return False
+    return failure.permanent
 
 
 def _launcher(config: SparkSettings) -> SparkLauncher:

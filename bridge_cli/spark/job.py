@@ -179,31 +179,27 @@ def run(spec: StageSpec, spark: Any) -> StageFigures:
     return StageFigures(counted.rows, counted.nulls, counted.ranges, round(time.monotonic() - started, 3))
 
 
-# SQLSTATE classes no retry fixes: data (22), constraints (23), syntax or access (42), and the
-# "object not found" family some drivers report as S0xxx.
-_PERMANENT_STATES = ("22", "23", "42", "S0")
-
-
-def describe_failure(exc: BaseException) -> tuple[str, bool]:
-    """The root cause in one line, and whether it is permanent."""
+def describe_failure(exc: BaseException) -> dict[str, Any]:
+    """The root cause in one line, with the server's error number and SQLState when JDBC carried
+    them (the worker sorts those as its own drivers do), and whether Spark itself says a retry
+    cannot help (a missing table)."""
     java = getattr(exc, "java_exception", None)
-    if java is not None:  # Py4JJavaError: walk to the root cause; its SQLState classifies it
-        cause = java
-        state = None
+    if java is not None:  # Py4JJavaError: walk to the root cause, keeping the SQL facts on the way
+        cause, code, state = java, None, None
         while cause is not None:
             with contextlib.suppress(Exception):  # not every cause is an SQLException
-                state = cause.getSQLState() or state
+                code = int(cause.getErrorCode()) or code
+                state = str(cause.getSQLState() or "") or state
             deeper = cause.getCause()
             if deeper is None or deeper.equals(cause):
                 break
             cause = deeper
-        message = " ".join(str(cause.toString()).split())
-        return message[:1000], bool(state) and str(state).startswith(_PERMANENT_STATES)
+        message = " ".join(str(cause.toString()).split())[:1000]
+        return {"message": message, "permanent": False, "code": code, "state": state}
     name = type(exc).__name__
     text = " ".join(str(exc).split())[:1000]
-    if name in ("AnalysisException", "ParseException"):  # e.g. the source table does not exist
-        return f"{name}: {text}", True
-    return f"{name}: {text}", False
+    permanent = name in ("AnalysisException", "ParseException")  # e.g. the source table does not exist
+    return {"message": f"{name}: {text}", "permanent": permanent, "code": None, "state": None}
 
 
 def die_with_parent() -> None:
@@ -236,8 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         spark = session(spec)
         result = run(spec, spark)
     except Exception as exc:
-        message, permanent = describe_failure(exc)
-        print(ERROR_MARKER + json.dumps({"message": message, "permanent": permanent}), flush=True)
+        print(ERROR_MARKER + json.dumps(describe_failure(exc)), flush=True)
         return 1
     print(RESULT_MARKER + result.to_json(), flush=True)
     if spec.master:  # a local session is ours to stop; a cluster's is not

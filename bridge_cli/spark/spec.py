@@ -78,7 +78,9 @@ class StageFigures:
 @dataclass(frozen=True)
 class StageFailure:
     message: str
-    permanent: bool  # a retry cannot fix it (a missing table, a value the column cannot hold)
+    permanent: bool  # the job's own judgement: a missing table, a query Spark cannot run
+    code: int | None = None   # the server's error number, when SQL Server (through JDBC) refused
+    state: str | None = None  # the JDBC SQLState
 
 
 def parse_output(text: str) -> StageFigures | StageFailure | None:
@@ -89,5 +91,6 @@ def parse_output(text: str) -> StageFigures | StageFailure | None:
             return StageFigures.from_json(line[len(RESULT_MARKER):])
         if line.startswith(ERROR_MARKER):
             raw = json.loads(line[len(ERROR_MARKER):])
-            return StageFailure(str(raw["message"]), bool(raw["permanent"]))
+            return StageFailure(str(raw["message"]), bool(raw["permanent"]), raw.get("code") or None,
+                                raw.get("state") or None)
     return None

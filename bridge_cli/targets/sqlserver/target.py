@@ -283,6 +283,7 @@ class SQLServerSession:
         self.driver = target.driver
         self.connection = connection
         self.stage = tsql.STAGE
+        self.casts: dict[str, str] = {}  # stage columns staged as another type, cast back by the apply
         self.method_used: str | None = None
 
     def close(self) -> None:
@@ -339,7 +340,8 @@ class SQLServerSession:
         """A shared stage that another process loads (a Spark run over JDBC), then the same check
         as every stage. A stopped load leaves nothing: the session's close drops the stage."""
         self._drop_earlier_attempts_stages(plan.event_id)
-        self._create_stage(plan, "external", shared=True, token=tsql.event_stage_token(plan.event_id))
+        self._create_stage(plan, "external", shared=True, token=tsql.event_stage_token(plan.event_id),
+                           staged=tsql.text_staged_types(plan))
         check = StageCheck.from_figures(plan, load(self.stage))
         self.method_used = "spark"
         problems = self._differences(check)
@@ -414,8 +416,12 @@ class SQLServerSession:
         except self.driver.errors() as exc:
             raise self.driver.sort_error(exc, "dropping an earlier attempt's staging table") from None
 
-    def _create_stage(self, plan: ApplyPlan, method: str, shared: bool = False, token: str | None = None) -> None:
+    def _create_stage(
+        self, plan: ApplyPlan, method: str, shared: bool = False, token: str | None = None,
+        staged: dict[str, str] | None = None,
+    ) -> None:
         self._drop_stage()
+        self.casts = staged or {}
         if shared or self._on_own_connection(method):
             self.stage = tsql.shared_stage_name(self.target.ledger.schema, token or uuid.uuid4().hex)
         else:
@@ -424,7 +430,7 @@ class SQLServerSession:
         try:
             cursor.execute(tsql.drop_stage_sql(self.stage))
             server_numbers = method in self.driver.capabilities.server_numbered
-            cursor.execute(tsql.create_stage_sql(plan, self.stage, server_numbers))
+            cursor.execute(tsql.create_stage_sql(plan, self.stage, server_numbers, self.casts))
         except self.driver.errors() as exc:
             raise self.driver.sort_error(exc, "creating the staging table") from None
 
@@ -453,7 +459,7 @@ class SQLServerSession:
         cursor = self.connection.cursor()
         execute = self.target.execute
         ledger = tsql.table_sql(self.target.ledger)
-        statement, params = tsql.apply_sql(plan, self.stage)
+        statement, params = tsql.apply_sql(plan, self.stage, self.casts)
         try:
             cursor.execute("SET XACT_ABORT ON; BEGIN TRANSACTION")
             try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bridge_cli.errors import PermanentError
@@ -56,12 +56,23 @@ def column_type_sql(
     return text
 
 
-def create_stage_sql(plan: ApplyPlan, stage: str = STAGE, server_numbers: bool = False) -> str:
+def create_stage_sql(
+    plan: ApplyPlan, stage: str = STAGE, server_numbers: bool = False, staged: Mapping[str, str] | None = None,
+) -> str:
     """The order column comes first. Loads that map by position send it with the rows; a load of
-    ordered single-row executions (parameter arrays) lets the server number them (IDENTITY)."""
-    columns = ", ".join(f"{q(c.name)} {c.type} NULL" for c in plan.columns)
+    ordered single-row executions (parameter arrays) lets the server number them (IDENTITY).
+    `staged` types some columns otherwise in the stage (cast back by `apply_sql`'s `casts`)."""
+    staged = staged or {}
+    columns = ", ".join(f"{q(c.name)} {staged.get(c.name, c.type)} NULL" for c in plan.columns)
     order = "BIGINT IDENTITY(1,1) NOT NULL" if server_numbers else "BIGINT NOT NULL"
     return f"CREATE TABLE {stage} ({q(ROW)} {order}, {columns})"
+
+
+def text_staged_types(plan: ApplyPlan) -> dict[str, str]:
+    """Columns a JDBC load stages as text: a compatible server (Babelfish) converts no text
+    parameter to DATETIMEOFFSET implicitly, though SQL Server does; the apply's explicit CAST is
+    the same conversion on both."""
+    return {c.name: "nvarchar(40)" for c in plan.columns if c.type.split("(")[0].lower() == "datetimeoffset"}
 
 
 def drop_stage_sql(stage: str = STAGE) -> str:
@@ -118,8 +129,10 @@ def insert_values_sql(
     return f"INSERT INTO {stage} ({names}) VALUES " + ", ".join(row for _ in range(rows))
 
 
-def _first_per_key(plan: ApplyPlan, stage: str) -> str:
-    columns = ", ".join(q(c.name) for c in plan.columns)
+def _first_per_key(plan: ApplyPlan, stage: str, casts: Mapping[str, str]) -> str:
+    columns = ", ".join(
+        f"CAST({q(c.name)} AS {c.type}) AS {q(c.name)}" if c.name in casts else q(c.name) for c in plan.columns
+    )
     keys = ", ".join(q(k.name) for k in plan.keys)
     return (
         f"(SELECT {columns}, ROW_NUMBER() OVER (PARTITION BY {keys} ORDER BY {q(ROW)}) AS {q(RANK)} "
@@ -131,15 +144,17 @@ def _key_match(plan: ApplyPlan) -> str:
     return " AND ".join(f"d.{q(k.name)} = s.{q(k.name)}" for k in plan.keys)
 
 
-def apply_sql(plan: ApplyPlan, stage: str = STAGE) -> tuple[str, list[Any]]:
-    """The one set-based statement of an event, with its parameters."""
+def apply_sql(plan: ApplyPlan, stage: str = STAGE, casts: Mapping[str, str] | None = None) -> tuple[str, list[Any]]:
+    """The one set-based statement of an event, with its parameters; `casts` names the stage
+    columns staged as another type (`create_stage_sql`'s `staged`), cast back to the target's."""
+    casts = casts or {}
     target = table_sql(plan.table.name)
     if plan.operation is Operation.INSERT:
         columns = ", ".join(q(c.name) for c in plan.columns)
         selected = ", ".join(f"s.{q(c.name)}" for c in plan.columns)
         # UPDLOCK+HOLDLOCK: a concurrent writer cannot slip the same key in between check and insert.
         return (
-            f"INSERT INTO {target} ({columns}) SELECT {selected} FROM {_first_per_key(plan, stage)} "
+            f"INSERT INTO {target} ({columns}) SELECT {selected} FROM {_first_per_key(plan, stage, casts)} "
             f"WHERE s.{q(RANK)} = 1 AND NOT EXISTS "
             f"(SELECT 1 FROM {target} AS d WITH (UPDLOCK, HOLDLOCK) WHERE {_key_match(plan)})",
             [],
@@ -147,7 +162,7 @@ def apply_sql(plan: ApplyPlan, stage: str = STAGE) -> tuple[str, list[Any]]:
     if plan.operation is Operation.UPDATE:
         sets = ", ".join(f"d.{q(c.name)} = s.{q(c.name)}" for c in plan.set_columns)
         return (
-            f"UPDATE d SET {sets} FROM {target} AS d INNER JOIN {_first_per_key(plan, stage)} "
+            f"UPDATE d SET {sets} FROM {target} AS d INNER JOIN {_first_per_key(plan, stage, casts)} "
             f"ON s.{q(RANK)} = 1 AND {_key_match(plan)}",
             [],
         )

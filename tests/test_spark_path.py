@@ -1,0 +1,236 @@
+"""Whole events through the Spark staging path: local Spark (jTDS over JDBC) into a real SQL Server.
+
+Needs BRIDGE_TEST_MSSQL_URL, pyspark, Java and a JDBC jar (tests/backends.spark_unavailable says
+which is missing). The contract suite runs every INSERT and UPDATE scenario through this path too
+(the duckdb-sqlserver-spark pair); this file adds the fidelity matrix, the documented driver limit,
+a failing run, and real workers stopped and killed while Spark writes their stage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bridge_cli.targets.sqlserver.tsql import q
+from tests.backends import MssqlPair, local_spark, mssql_url, spark_jar, spark_unavailable
+from tests.helpers import submit
+from tests.test_cli_process import BRIDGE, cli_env, ctrl_c_as_in_a_terminal, wait_until
+from tests.test_sqlserver_fidelity import MATRIX, mismatches
+
+pytestmark = [
+    pytest.mark.skipif(mssql_url() is None, reason="BRIDGE_TEST_MSSQL_URL is not set: the Spark path was not tested"),
+    pytest.mark.skipif(spark_unavailable() is not None, reason=f"Spark path: {spark_unavailable()}"),
+]
+
+# jTDS breaks the connection on (MAX) columns: the one documented limit of this driver.
+SPARK_MATRIX = {name: spec for name, spec in MATRIX.items() if "(MAX)" not in spec[0]}
+
+
+@pytest.fixture
+def pair(bridge_home: Path) -> Iterator[MssqlPair]:
+    """A DuckDB lake and the real server, with the Spark path on; the ledger in a schema of its
+    own so that the staging tables found there are this test's."""
+    schema = f"bridge_sp_{uuid.uuid4().hex[:8]}"
+    made = MssqlPair(bridge_home, spark=local_spark(), lock_timeout=30.0,
+                     target_options={"ledger_table": f"{schema}.applied_events"})
+    yield made
+    made.target.close()  # type: ignore[attr-defined]
+    for (name,) in made._run("SELECT t.name FROM sys.tables AS t WHERE t.schema_id = SCHEMA_ID(%s)",
+                             [schema], fetch=True):
+        made._run(f"DROP TABLE {q(schema)}.{q(str(name))}")
+    made._run(f"DROP SCHEMA {q(schema)}")
+
+
+def stages(pair: MssqlPair) -> list[str]:
+    schema = pair.target.ledger.schema  # type: ignore[attr-defined]
+    rows = pair._run("SELECT t.name FROM sys.tables AS t WHERE t.schema_id = SCHEMA_ID(%s) "
+                     "AND t.name LIKE N'bridge[_]stage[_]%%'", [schema], fetch=True)
+    return [str(r[0]) for r in rows]
+
+
+def fresh_table(pair: MssqlPair, ddl: str) -> str:
+    name = f"sp_{uuid.uuid4().hex[:10]}"
+    pair._run(f"CREATE TABLE [dbo].[{name}] ({ddl})")
+    return name
+
+
+def test_every_type_but_max_round_trips_exactly_through_spark(pair: MssqlPair) -> None:
+    table = fresh_table(pair, "[id] INT NOT NULL PRIMARY KEY, " + ", ".join(
+        f"[{name}] {sql_type} NULL" for name, (sql_type, _, _) in SPARK_MATRIX.items()))
+    lake_columns = ", ".join(f'"{name}" {duck}' for name, (_, duck, _) in SPARK_MATRIX.items())
+    rows = [[i + 1, *(values[i] for _, _, values in SPARK_MATRIX.values())] for i in range(4)]
+    rows.append([5, *(None for _ in SPARK_MATRIX)])
+    with pair.lake.connect("lake", create=True) as con:
+        con.execute("CREATE SCHEMA IF NOT EXISTS s")
+        con.execute(f"CREATE OR REPLACE TABLE s.fidelity (id INTEGER, {lake_columns})")
+        con.executemany(f"INSERT INTO s.fidelity VALUES ({', '.join('?' for _ in range(len(SPARK_MATRIX) + 1))})",
+                        rows)
+    event = submit(pair.lake, "insert", f"dbo.{table}", source_table="lake.s.fidelity", primary_keys=["id"],
+                   metadata={"engine": "spark"})
+    pair.engine().process_once()
+    stored = pair.lake.get_event(event.event_id)
+    assert stored.status == "completed", stored.error_message
+    assert stored.warning is None  # staged on Spark, not by the worker
+    names = ", ".join(f"[{n}]" for n in SPARK_MATRIX)
+    got = pair._run(f"SELECT [id], {names} FROM [dbo].[{table}] ORDER BY [id]", fetch=True)
+    assert len(got) == 5
+    assert mismatches(got, SPARK_MATRIX) == []
+    assert stages(pair) == []
+
+
+def test_a_max_column_is_staged_by_the_worker_and_the_event_says_why(pair: MssqlPair) -> None:
+    table = fresh_table(pair, "[id] INT NOT NULL PRIMARY KEY, [body] NVARCHAR(MAX) NULL")
+    long_text = "ñ" + "x" * 9000
+    pair.create_source("lake.s.wide", {"id": "int", "body": "text"}, [(1, long_text), (2, None)])
+    event = submit(pair.lake, "insert", f"dbo.{table}", source_table="lake.s.wide", primary_keys=["id"],
+                   metadata={"engine": "spark"})
+    pair.engine().process_once()
+    stored = pair.lake.get_event(event.event_id)
+    assert stored.status == "completed", stored.error_message
+    assert "jTDS" in (stored.warning or "") and "staged by the worker itself" in (stored.warning or "")
+    assert pair._run(f"SELECT [id], [body] FROM [dbo].[{table}] ORDER BY [id]", fetch=True) == [
+        (1, long_text), (2, None)]
+
+
+def test_a_run_the_server_refuses_fails_the_event_having_applied_nothing(pair: MssqlPair) -> None:
+    table = fresh_table(pair, "[id] INT NOT NULL PRIMARY KEY, [name] NVARCHAR(10) NULL")
+    pair.create_source("lake.s.narrow", {"id": "int", "name": "text"}, [(1, "short"), (2, "ñ" * 11)])
+    event = submit(pair.lake, "insert", f"dbo.{table}", source_table="lake.s.narrow", primary_keys=["id"],
+                   metadata={"engine": "spark"})
+    pair.engine().process_once()
+    stored = pair.lake.get_event(event.event_id)
+    message = stored.error_message or ""
+    assert stored.status == "failed", (stored.status, stored.warning)
+    assert "Spark staging run failed" in message, message
+    assert "truncat" in message.lower() or "too long" in message.lower(), message  # SQL Server's words, or Babelfish's
+    assert stored.attempts == 1  # the server's refusal is permanent: no Spark run is wasted on retries
+    assert "spark.log" in message  # where to read the whole run
+    assert pair._run(f"SELECT COUNT(*) FROM [dbo].[{table}]", fetch=True) == [(0,)]
+    assert stages(pair) == []
+
+
+# -- real workers stopped and killed while Spark writes their stage --------------------------------
+BIG = 300_000
+
+
+def big_event(pair: MssqlPair) -> tuple[str, str]:
+    table = fresh_table(pair, "[id] BIGINT NOT NULL PRIMARY KEY, [name] NVARCHAR(40) NULL, [amount] DECIMAL(18,4) NULL")
+    with pair.lake.connect("lake", create=True) as con:
+        con.execute("CREATE SCHEMA IF NOT EXISTS s")
+        con.execute("CREATE OR REPLACE TABLE s.big AS SELECT range + 1 AS id, 'fila ñ ' || range AS name, "
+                    "CAST(range / 7 AS DECIMAL(18,4)) AS amount FROM range(?)", [BIG])
+    event = submit(pair.lake, "insert", f"dbo.{table}", source_table="lake.s.big", primary_keys=["id"],
+                   metadata={"engine": "spark"}, rows_expected=BIG)
+    return event.event_id, table
+
+
+def write_profile(pair: MssqlPair, home: Path, lease_seconds: int) -> dict[str, str]:
+    options = {k: v for k, v in pair.settings.target.options.items()}
+    profile = {"profiles": {"t": {
+        "lease_seconds": lease_seconds, "retry_backoff": 0, "lock_timeout": 30,
+        "lake": {"kind": "duckdb"},
+        "target": {"kind": "sqlserver", **options},
+        "spark": {"kind": "local", "jars": [spark_jar()], "partitions": 2, "poll_seconds": 1},
+    }}}
+    path = home.parent / "bridge.yaml"
+    path.write_text(json.dumps(profile), encoding="utf-8")  # JSON is YAML
+    return cli_env(BRIDGE_CONFIG=str(path))
+
+
+def spark_processes() -> list[int]:
+    """Pids of this machine's running staging jobs and their JVMs (by command line)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if b"bridge_cli.spark.job" in command or (b"java" in command and b"pyspark-shell" in command):
+            found.append(int(entry.name))
+    return found
+
+
+def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    handle = log.open("wb")
+    try:
+        return subprocess.Popen([*BRIDGE, "worker", "--poll-interval", "1"], env=env, stdout=handle,
+                                stderr=subprocess.STDOUT, preexec_fn=ctrl_c_as_in_a_terminal)
+    finally:
+        handle.close()
+
+
+def wait_for_spark_writing(pair: MssqlPair) -> None:
+    """The stage exists and the job's JVM has been up a few seconds: the run is under way."""
+    wait_until(lambda: bool(stages(pair)) and len(spark_processes()) >= 2, 120, "the Spark run to start", every=0.5)
+    time.sleep(4)
+
+
+def test_a_worker_stopped_mid_run_cancels_spark_drops_the_stage_and_releases_the_event(
+    pair: MssqlPair, bridge_home: Path, tmp_path: Path
+) -> None:
+    event_id, table = big_event(pair)
+    env = write_profile(pair, bridge_home, lease_seconds=60)
+    worker = start_worker(env, tmp_path / "worker.log")
+    try:
+        wait_for_spark_writing(pair)
+        assert pair.lake.get_event(event_id).status == "processing"
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=90)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    log = (tmp_path / "worker.log").read_text(errors="replace")
+    assert worker.returncode == 0, log
+    assert "cancelling the Spark staging run" in log
+    wait_until(lambda: spark_processes() == [], 30, "the Spark job and its JVM to be gone")
+    assert stages(pair) == []
+    assert pair._run(f"SELECT COUNT(*) FROM [dbo].[{table}]", fetch=True) == [(0,)]
+    stored = pair.lake.get_event(event_id)
+    assert (stored.status, stored.attempts) == ("pending", 0), stored
+    assert "the worker stopped while Spark staged this event" in (stored.warning or "")
+    # The next worker applies it, once and whole.
+    done = subprocess.run([*BRIDGE, "process-once", "--event-id", event_id], env=env, capture_output=True,
+                          timeout=600, check=False)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    stored = pair.lake.get_event(event_id)
+    assert (stored.status, stored.rows_affected, stored.discrepancy) == ("completed", BIG, 0), stored.error_message
+    assert pair._run(f"SELECT COUNT(*), COUNT(DISTINCT [id]), MIN([id]), MAX([id]) FROM [dbo].[{table}]",
+                     fetch=True) == [(BIG, BIG, 1, BIG)]
+    assert stages(pair) == []
+
+
+def test_a_worker_killed_mid_run_takes_spark_with_it_and_the_next_attempt_drops_its_stage(
+    pair: MssqlPair, bridge_home: Path, tmp_path: Path
+) -> None:
+    event_id, table = big_event(pair)
+    env = write_profile(pair, bridge_home, lease_seconds=5)
+    worker = start_worker(env, tmp_path / "worker.log")
+    try:
+        wait_for_spark_writing(pair)
+        left = stages(pair)
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=30)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    # No orphan keeps writing: the job dies with its worker, and the JVM with the job.
+    wait_until(lambda: spark_processes() == [], 30, "the Spark job and its JVM to die with the worker")
+    assert stages(pair) == left and len(left) == 1  # left behind, for now
+    time.sleep(6)  # the killed worker's lease runs out
+    done = subprocess.run([*BRIDGE, "process-once", "--event-id", event_id], env=env, capture_output=True,
+                          timeout=600, check=False)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    stored = pair.lake.get_event(event_id)
+    assert (stored.status, stored.rows_affected, stored.attempts) == ("completed", BIG, 2), stored.error_message
+    assert pair._run(f"SELECT COUNT(*), COUNT(DISTINCT [id]) FROM [dbo].[{table}]", fetch=True) == [(BIG, BIG)]
+    assert stages(pair) == []  # the earlier attempt's stage went with the second attempt
