@@ -81,6 +81,7 @@ def run_checks(
         ("statuses", ("event table",), lambda: _statuses(state)),
         ("leases", ("event table",), lambda: _leases(state, clock)),
         ("workers", ("event table",), lambda: _workers(state, clock)),
+        ("spark", ("config",), lambda: _spark(state)),
     ]
     results: dict[str, CheckResult] = {}
     for name, needs, check in checks:
@@ -211,6 +212,33 @@ def _leftovers(state: _State) -> str:
         raise CheckFailed(f"{len(left)} staging table(s) left by stopped workers: {', '.join(left)}",
                           "run `bridge init`: it drops them")
     return "no leftover staging tables"
+
+
+def _spark(state: _State) -> str:
+    """The `spark:` section: valid, and what a run needs is here (local: pyspark and Java; on
+    Databricks: the SDK signs in)."""
+    import importlib.util
+    import shutil
+
+    from bridge_cli.spark.settings import spark_settings
+
+    settings = state.settings
+    assert settings is not None
+    if settings.spark is None:
+        raise _Skip("no spark: section: every event is staged by the worker")
+    config = spark_settings(settings)
+    if config.kind == "local":
+        if importlib.util.find_spec("pyspark") is None:
+            raise CheckFailed("pyspark is not installed", "pip install 'bridge-cli[spark]'")
+        if shutil.which("java") is None:
+            raise CheckFailed("Java is not on PATH: a local SparkSession needs a JVM", "install a JRE (17)")
+        return f"local Spark, {config.partitions} JDBC writers ({config.jdbc.driver}); {config.jdbc.url}"
+    from bridge_cli.spark.databricks import DatabricksLauncher
+
+    user = DatabricksLauncher(config)._client().current_user.me()
+    where = (f"cluster {config.cluster_id}" if config.cluster_id else
+             f"job {config.job_id}" if config.job_id else "serverless compute")
+    return f"Databricks runs on {where} as {getattr(user, 'user_name', None) or 'the configured identity'}"
 
 
 def _statuses(state: _State) -> str:

@@ -94,7 +94,7 @@ def test_config_show_of_the_embedded_default_and_of_a_broken_config(bridge_home:
 
 # -- bridge doctor ---------------------------------------------------------------------------------
 CHECKS = ["config", "lake", "event table", "target", "ledger", "staging", "allowed targets",
-          "leftover stages", "statuses", "leases", "workers"]
+          "leftover stages", "statuses", "leases", "workers", "spark"]
 
 
 def doctor(*args: str, env: dict[str, str | None] | None = None) -> tuple[int, dict[str, dict[str, Any]]]:
@@ -112,8 +112,10 @@ def test_doctor_after_init_on_the_embedded_default_is_all_ok(bridge_home: Path) 
     assert run("init").exit_code == 0
     code, checks = doctor()
     assert code == 0, checks
-    assert {n: s for n, s in statuses(checks).items() if n != "workers"} == dict.fromkeys(CHECKS[:-1], "ok")
+    expected = {n: "ok" for n in CHECKS if n not in ("workers", "spark")}
+    assert {n: s for n, s in statuses(checks).items() if n not in ("workers", "spark")} == expected
     assert checks["workers"]["status"] == "skipped"  # no worker has run yet
+    assert checks["spark"]["status"] == "skipped" and "no spark: section" in checks["spark"]["detail"]
     assert all(c["seconds"] >= 0 for c in checks.values())
     table = run("doctor", env=TERMINAL)
     assert table.exit_code == 0, show(table)
@@ -255,3 +257,24 @@ def test_doctor_checks_that_a_worker_is_alive_once_one_has_run(bridge_home: Path
         if worker.poll() is None:
             worker.kill()
             worker.wait(timeout=30)
+
+
+def test_doctor_checks_the_spark_section_before_any_event_needs_it(bridge_home: Path, tmp_path: Path) -> None:
+    import importlib.util
+    import shutil
+
+    path = tmp_path / "bridge.yaml"
+    spark = "    spark:\n      kind: local\n      jdbc_driver: jtds\n      partitions: 3\n"
+    path.write_text(CONFIG.replace("${LAKE_DIR}", str(tmp_path / "lake")).replace("${DB_PASSWORD}", "pw")
+                    .replace("host: db.example", "host: 127.0.0.1\n      port: 1\n      login_timeout: 2") + spark)
+    code, checks = doctor("--config", str(path))
+    assert code == 5  # the target cannot be reached; the spark check does not need it
+    ready = importlib.util.find_spec("pyspark") is not None and shutil.which("java") is not None
+    assert checks["spark"]["status"] == ("ok" if ready else "failed"), checks["spark"]
+    if ready:
+        assert checks["spark"]["detail"] == "local Spark, 3 JDBC writers (jtds); jdbc:jtds:sqlserver://127.0.0.1:1/sales"
+    path.write_text(path.read_text().replace("partitions: 3", "partitions: 0"))
+    code, checks = doctor("--config", str(path))
+    assert code == 5
+    assert checks["config"]["status"] == "ok"  # the profile itself loads
+    assert checks["spark"]["status"] == "failed" and "partitions: must be at least 1" in checks["spark"]["detail"]

@@ -185,3 +185,17 @@ def test_counting_a_missing_source_fails_the_event_clearly(tmp_path: Path) -> No
     job, plan = plan_for("INSERT", None)
     with pytest.raises(PermanentError, match="a.b.c does not exist"):
         choose_route(job, plan, settings, SparkStager(settings), MissingLake())  # type: ignore[arg-type]
+
+
+def test_config_show_lists_the_spark_section_with_where_each_value_came_from(tmp_path: Path) -> None:
+    from bridge_cli.config import describe_settings
+
+    settings_with(tmp_path, "    spark:\n      kind: local\n      partitions: 3\n", extra="    spark_min_rows: 500\n")
+    _, sources = describe_settings(config=str(tmp_path / "bridge.yaml"), env={"BRIDGE_HOME": str(tmp_path)})
+    shown = {s.key: (s.value, s.source) for s in sources}
+    path = tmp_path / "bridge.yaml"
+    assert shown["spark_min_rows"] == (500, f"{path}:14")
+    assert shown["spark.kind"] == ("local", f"{path}:16")
+    assert shown["spark.partitions"] == (3, f"{path}:17")
+    assert shown["spark.master"] == (None, "default")
+    assert shown["target.password"][0] == "***"
