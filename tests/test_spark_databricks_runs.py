@@ -358,11 +358,17 @@ def test_a_workspace_that_cannot_be_reached_is_transient_and_keeps_the_token_out
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import databricks.sdk
+    import databricks.sdk.core
 
-    def broken(**kwargs: Any) -> None:
-        assert kwargs == {"host": "x.cloud.databricks.com", "token": "dapi-secret", "profile": None}
+    def recording_config(**kwargs: Any) -> dict[str, Any]:  # no network: the SDK's Config would look the host up
+        return kwargs
+
+    def broken(config: dict[str, Any]) -> None:
+        assert config == {"host": "https://x.cloud.databricks.com", "token": "dapi-secret", "profile": None,
+                          "retry_timeout_seconds": 60, "http_timeout_seconds": 60}  # bounded, not the SDK's 300 s
         raise ValueError("default auth: cannot configure default credentials.\nConfig: token=dapi-secret")
 
+    monkeypatch.setattr(databricks.sdk.core, "Config", recording_config)
     monkeypatch.setattr(databricks.sdk, "WorkspaceClient", broken)
     settings = write_profile(tmp_path, CLUSTER)
     s = staging(tmp_path, succeeded(), answered())

@@ -94,9 +94,17 @@ class DatabricksLauncher:
             workspace = self.config.workspace
             try:
                 from databricks.sdk import WorkspaceClient
+                from databricks.sdk.core import Config
 
-                self.client = WorkspaceClient(host=workspace.get("host") or None, token=workspace.get("token") or None,
-                                              profile=workspace.get("profile") or None)
+                host = workspace.get("host") or None
+                if host and "://" not in host:
+                    host = f"https://{host}"
+                # A bounded budget: the SDK's default (300 s of retries) would hang a worker's event
+                # on an unreachable workspace.
+                self.client = WorkspaceClient(config=Config(
+                    host=host, token=workspace.get("token") or None, profile=workspace.get("profile") or None,
+                    retry_timeout_seconds=60, http_timeout_seconds=60,
+                ))
             except Exception as exc:
                 message = _failure(f"{self.config.source}: cannot connect to the Databricks workspace", exc)
                 token = workspace.get("token")
