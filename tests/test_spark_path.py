@@ -9,7 +9,6 @@ a failing run, and real workers stopped and killed while Spark writes their stag
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time
@@ -23,7 +22,7 @@ from bridge_cli.targets.sqlserver.tsql import q
 from tests.backends import MssqlPair, local_spark, mssql_url, spark_jar, spark_unavailable
 from tests.helpers import submit
 from tests.test_cli_process import BRIDGE, cli_env, ctrl_c_as_in_a_terminal, wait_until
-from tests.test_sqlserver_fidelity import MATRIX, mismatches
+from tests.test_sqlserver_fidelity import MATRIX, mismatches, seed_fidelity_source
 
 pytestmark = [
     pytest.mark.skipif(mssql_url() is None, reason="BRIDGE_TEST_MSSQL_URL is not set: the Spark path was not tested"),
@@ -65,14 +64,7 @@ def fresh_table(pair: MssqlPair, ddl: str) -> str:
 def test_every_type_but_max_round_trips_exactly_through_spark(pair: MssqlPair) -> None:
     table = fresh_table(pair, "[id] INT NOT NULL PRIMARY KEY, " + ", ".join(
         f"[{name}] {sql_type} NULL" for name, (sql_type, _, _) in SPARK_MATRIX.items()))
-    lake_columns = ", ".join(f'"{name}" {duck}' for name, (_, duck, _) in SPARK_MATRIX.items())
-    rows = [[i + 1, *(values[i] for _, _, values in SPARK_MATRIX.values())] for i in range(4)]
-    rows.append([5, *(None for _ in SPARK_MATRIX)])
-    with pair.lake.connect("lake", create=True) as con:
-        con.execute("CREATE SCHEMA IF NOT EXISTS s")
-        con.execute(f"CREATE OR REPLACE TABLE s.fidelity (id INTEGER, {lake_columns})")
-        con.executemany(f"INSERT INTO s.fidelity VALUES ({', '.join('?' for _ in range(len(SPARK_MATRIX) + 1))})",
-                        rows)
+    seed_fidelity_source(pair, SPARK_MATRIX)
     event = submit(pair.lake, "insert", f"dbo.{table}", source_table="lake.s.fidelity", primary_keys=["id"],
                    metadata={"engine": "spark"})
     pair.engine().process_once()
@@ -175,33 +167,43 @@ def wait_for_spark_writing(pair: MssqlPair) -> None:
     time.sleep(4)
 
 
+def signal_mid_run(pair: MssqlPair, event_id: str, env: dict[str, str], log: Path, sig: int) -> list[str]:
+    """Start a worker, wait until Spark writes the event's stage, send `sig`; the stages seen then."""
+    worker = start_worker(env, log)
+    try:
+        wait_for_spark_writing(pair)
+        assert pair.lake.get_event(event_id).status == "processing"
+        seen = stages(pair)
+        worker.send_signal(sig)
+        worker.wait(timeout=90)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    if sig != signal.SIGKILL:
+        assert worker.returncode == 0, log.read_text(errors="replace")
+    return seen
+
+
+def process_once(env: dict[str, str], event_id: str) -> None:
+    done = subprocess.run([*BRIDGE, "process-once", "--event-id", event_id], env=env, capture_output=True,
+                          timeout=600, check=False)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+
+
 def test_a_worker_stopped_mid_run_cancels_spark_drops_the_stage_and_releases_the_event(
     pair: MssqlPair, bridge_home: Path, tmp_path: Path
 ) -> None:
     event_id, table = big_event(pair)
     env = write_profile(pair, bridge_home, lease_seconds=60)
-    worker = start_worker(env, tmp_path / "worker.log")
-    try:
-        wait_for_spark_writing(pair)
-        assert pair.lake.get_event(event_id).status == "processing"
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(timeout=90)
-    finally:
-        if worker.poll() is None:
-            worker.kill()
-    log = (tmp_path / "worker.log").read_text(errors="replace")
-    assert worker.returncode == 0, log
-    assert "cancelling the Spark staging run" in log
+    signal_mid_run(pair, event_id, env, tmp_path / "worker.log", signal.SIGTERM)
+    assert "cancelling the Spark staging run" in (tmp_path / "worker.log").read_text(errors="replace")
     wait_until(lambda: spark_processes() == [], 30, "the Spark job and its JVM to be gone")
     assert stages(pair) == []
     assert pair._run(f"SELECT COUNT(*) FROM [dbo].[{table}]", fetch=True) == [(0,)]
     stored = pair.lake.get_event(event_id)
     assert (stored.status, stored.attempts) == ("pending", 0), stored
     assert "the worker stopped while Spark staged this event" in (stored.warning or "")
-    # The next worker applies it, once and whole.
-    done = subprocess.run([*BRIDGE, "process-once", "--event-id", event_id], env=env, capture_output=True,
-                          timeout=600, check=False)
-    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    process_once(env, event_id)  # the next worker applies it, once and whole
     stored = pair.lake.get_event(event_id)
     assert (stored.status, stored.rows_affected, stored.discrepancy) == ("completed", BIG, 0), stored.error_message
     assert pair._run(f"SELECT COUNT(*), COUNT(DISTINCT [id]), MIN([id]), MAX([id]) FROM [dbo].[{table}]",
@@ -214,23 +216,36 @@ def test_a_worker_killed_mid_run_takes_spark_with_it_and_the_next_attempt_drops_
 ) -> None:
     event_id, table = big_event(pair)
     env = write_profile(pair, bridge_home, lease_seconds=5)
-    worker = start_worker(env, tmp_path / "worker.log")
-    try:
-        wait_for_spark_writing(pair)
-        left = stages(pair)
-        os.kill(worker.pid, signal.SIGKILL)
-        worker.wait(timeout=30)
-    finally:
-        if worker.poll() is None:
-            worker.kill()
+    left = signal_mid_run(pair, event_id, env, tmp_path / "worker.log", signal.SIGKILL)
     # No orphan keeps writing: the job dies with its worker, and the JVM with the job.
     wait_until(lambda: spark_processes() == [], 30, "the Spark job and its JVM to die with the worker")
     assert stages(pair) == left and len(left) == 1  # left behind, for now
     time.sleep(6)  # the killed worker's lease runs out
-    done = subprocess.run([*BRIDGE, "process-once", "--event-id", event_id], env=env, capture_output=True,
-                          timeout=600, check=False)
-    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    process_once(env, event_id)
     stored = pair.lake.get_event(event_id)
     assert (stored.status, stored.rows_affected, stored.attempts) == ("completed", BIG, 2), stored.error_message
     assert pair._run(f"SELECT COUNT(*), COUNT(DISTINCT [id]) FROM [dbo].[{table}]", fetch=True) == [(BIG, BIG)]
     assert stages(pair) == []  # the earlier attempt's stage went with the second attempt
+
+
+def test_the_contract_suites_spark_pair_really_stages_on_spark(
+    bridge_home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The duckdb-sqlserver-spark pair runs the contract suite's INSERT and UPDATE scenarios: they
+    must go through Spark, not quietly through the worker."""
+    import logging
+
+    from tests.backends import Col, MssqlSparkPair
+
+    pair = MssqlSparkPair(bridge_home)
+    table = f"dbo.sp_{uuid.uuid4().hex[:10]}"
+    pair.create_target(table, [Col("k", "int", pk=True), Col("v")])
+    pair.create_source("lake.s.few", {"k": "int", "v": "text"}, [(1, "a"), (2, "b")])
+    first = submit(pair.lake, "insert", table, source_table="lake.s.few", primary_keys=["k"])
+    pair.create_source("lake.s.change", {"k": "int", "v": "text"}, [(2, "B")])
+    second = submit(pair.lake, "update", table, source_table="lake.s.change", primary_keys=["k"])
+    with caplog.at_level(logging.INFO, logger="bridge"):
+        pair.engine().process_once()
+    staged = [r.getMessage() for r in caplog.records if "Spark staged" in r.getMessage()]
+    assert [m.split(":")[0] for m in staged] == [f"event {first.event_id}", f"event {second.event_id}"]
+    assert pair.target_rows(table, ["k", "v"], order_by="k") == [(1, "a"), (2, "B")]

@@ -93,6 +93,12 @@ def matrix_pair(bridge_home: Path, request: pytest.FixtureRequest) -> MssqlPair:
     columns = ", ".join(f"[{name}] {sql_type} NULL" for name, (sql_type, _, _) in matrix.items())
     pair._run("IF OBJECT_ID(N'[dbo].[fidelity]', N'U') IS NOT NULL DROP TABLE [dbo].[fidelity]")
     pair._run(f"CREATE TABLE [dbo].[fidelity] ([id] INT NOT NULL PRIMARY KEY, {columns})")
+    seed_fidelity_source(pair, matrix)
+    return pair
+
+
+def seed_fidelity_source(pair: MssqlPair, matrix: dict[str, tuple[str, str, list[Any]]]) -> None:
+    """lake.s.fidelity: ids 1..4 with the matrix's values, and id 5 all NULL."""
     lake_columns = ", ".join(f'"{name}" {duck}' for name, (_, duck, _) in matrix.items())
     rows = [[i + 1, *(values[i] for _, _, values in matrix.values())] for i in range(4)]
     rows.append([5, *(None for _ in matrix)])
@@ -100,7 +106,6 @@ def matrix_pair(bridge_home: Path, request: pytest.FixtureRequest) -> MssqlPair:
         con.execute("CREATE SCHEMA IF NOT EXISTS s")
         con.execute(f"CREATE OR REPLACE TABLE s.fidelity (id INTEGER, {lake_columns})")
         con.executemany(f"INSERT INTO s.fidelity VALUES ({', '.join('?' for _ in range(len(matrix) + 1))})", rows)
-    return pair
 
 
 def written(pair: MssqlPair) -> tuple[str, list[tuple[Any, ...]]]:
