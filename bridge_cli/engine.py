@@ -251,7 +251,7 @@ class Engine:
             assert job.source is not None
             route = choose_route(job, plan, self.settings, self.spark, self.lake)
             if route.spark:
-                return self._apply_on_spark(event, job, plan, source_columns)
+                return self._apply_on_spark(event, job, plan, source_columns, route.note)
             self._phase(event, "reading", event.rows_expected)
             batches = self.lake.read_source(
                 job.source, [c.name for c in source_columns], self.settings.batch_rows
@@ -282,7 +282,7 @@ class Engine:
             return _Applied(entry.rows_affected, None, entry)
 
     def _apply_on_spark(
-        self, event: Event, job: Job, plan: ApplyPlan, source_columns: list[SourceColumn]
+        self, event: Event, job: Job, plan: ApplyPlan, source_columns: list[SourceColumn], note: str | None
     ) -> _Applied:
         """A Spark run loads the session's stage; the check, the apply and the ledger row are the
         worker's, as for every event."""
@@ -298,7 +298,7 @@ class Engine:
             self._check_lease()
             self._phase(event, "writing", staged)
             rows = session.apply(plan, self.clock.now())
-        return _Applied(rows, staged)
+        return _Applied(rows, staged, note=note)
 
     def _while_staging(self) -> None:
         """Between polls of a long staging run: stop it if the lease is going or the worker is."""

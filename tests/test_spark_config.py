@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from bridge_cli.config import load_settings
-from bridge_cli.errors import ConfigError, PermanentError, ValidationError
+from bridge_cli.errors import ConfigError, PermanentError
 from bridge_cli.events import Event, build_job
 from bridge_cli.identifiers import TableName, parse_target_table
 from bridge_cli.lakes import SourceColumn
@@ -99,11 +99,15 @@ def test_spark_staging_needs_a_sql_server_target(tmp_path: Path) -> None:
         spark_settings(settings)
 
 
-def test_an_unknown_engine_in_metadata_is_refused_at_submit() -> None:
-    event = Event(event_id="e1", operation="INSERT", source_table="a.b.c", target_table="dbo.t",
-                  primary_keys=["id"], metadata='{"engine": "flink"}')
-    with pytest.raises(ValidationError, match="metadata engine 'flink' is not one of spark, worker"):
-        build_job(event)
+def test_an_unknown_engine_in_metadata_is_noted_never_a_reason_to_fail(tmp_path: Path) -> None:
+    """Metadata is the jobs' own free JSON: a value bridge does not know is ignored, saying so."""
+    settings = settings_with(tmp_path, "    spark:\n      kind: local\n      jdbc_driver: jtds\n",
+                             extra="    spark_min_rows: 10\n")
+    job, plan = plan_for("INSERT", '{"engine": "sprak"}')
+    small = choose_route(job, plan, settings, SparkStager(settings), CountingLake(5))  # type: ignore[arg-type]
+    assert not small.spark and small.note == "metadata engine 'sprak' is not one of spark, worker: ignored"
+    big = choose_route(job, plan, settings, SparkStager(settings), CountingLake(50))  # type: ignore[arg-type]
+    assert big.spark and big.note == small.note  # the size rule still applies
 
 
 # -- which events go to Spark ------------------------------------------------------------------
