@@ -203,3 +203,18 @@ def test_config_show_lists_the_spark_section_with_where_each_value_came_from(tmp
     assert shown["spark.partitions"] == (3, f"{path}:17")
     assert shown["spark.master"] == (None, "default")
     assert shown["target.password"][0] == "***"
+
+
+def test_every_option_the_spark_section_is_read_for_is_a_known_option() -> None:
+    """spark/settings.py reads config.get("x") / _int(config, "x"), jdbc.py spark.get("x"): every key
+    must be in SPARK_OPTIONS for some kind, or a profile holding it would be refused as a typo."""
+    import re
+
+    from bridge_cli.config import SPARK_OPTIONS
+
+    root = Path(__file__).resolve().parent.parent / "bridge_cli" / "spark"
+    reads = re.compile(r'(?:config|spark)(?:\.get\(|, )"([a-z_]+)"')
+    found = {key for name in ("settings.py", "jdbc.py") for key in reads.findall((root / name).read_text())}
+    known = set().union(*SPARK_OPTIONS.values())
+    assert {"partitions", "jdbc_driver", "cluster_id", "password_secret"} <= found
+    assert found <= known, found - known
