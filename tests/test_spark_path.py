@@ -138,18 +138,34 @@ def write_profile(pair: MssqlPair, home: Path, lease_seconds: int) -> dict[str, 
 
 
 def spark_processes() -> list[int]:
-    """Pids of this machine's running staging jobs and their JVMs (by command line)."""
-    found = []
+    """Pids of the running staging jobs (by command line) and of the JVMs they started (their
+    children): not this test process's own JVM, which pyspark keeps after a SparkSession stops."""
+    table: dict[int, tuple[int, bytes]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             command = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
-        except OSError:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
             continue
-        if b"bridge_cli.spark.job" in command or (b"java" in command and b"pyspark-shell" in command):
-            found.append(int(entry.name))
-    return found
+        table[int(entry.name)] = (parent, command)
+    jobs = [pid for pid, (_, command) in table.items() if b"bridge_cli.spark.job" in command]
+    jvms = [pid for pid, (parent, command) in table.items() if parent in jobs and b"java" in command]
+    return jobs + jvms
+
+
+def alive(pids: list[int]) -> list[int]:
+    """Those of `pids` still running (a zombie has finished)."""
+    running = []
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z":
+            running.append(pid)
+    return running
 
 
 def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -161,17 +177,22 @@ def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
         handle.close()
 
 
-def wait_for_spark_writing(pair: MssqlPair) -> None:
-    """The stage exists and the job's JVM has been up a few seconds: the run is under way."""
+def wait_for_spark_writing(pair: MssqlPair) -> list[int]:
+    """The stage exists and the job's JVM has been up a few seconds: the run is under way. Returns
+    the job's and its JVM's pids."""
     wait_until(lambda: bool(stages(pair)) and len(spark_processes()) >= 2, 120, "the Spark run to start", every=0.5)
     time.sleep(4)
+    return spark_processes()
 
 
-def signal_mid_run(pair: MssqlPair, event_id: str, env: dict[str, str], log: Path, sig: int) -> list[str]:
-    """Start a worker, wait until Spark writes the event's stage, send `sig`; the stages seen then."""
+def signal_mid_run(
+    pair: MssqlPair, event_id: str, env: dict[str, str], log: Path, sig: int
+) -> tuple[list[str], list[int]]:
+    """Start a worker, wait until Spark writes the event's stage, send `sig`; the stages seen then,
+    and the Spark job's and JVM's pids."""
     worker = start_worker(env, log)
     try:
-        wait_for_spark_writing(pair)
+        pids = wait_for_spark_writing(pair)
         assert pair.lake.get_event(event_id).status == "processing"
         seen = stages(pair)
         worker.send_signal(sig)
@@ -181,7 +202,7 @@ def signal_mid_run(pair: MssqlPair, event_id: str, env: dict[str, str], log: Pat
             worker.kill()
     if sig != signal.SIGKILL:
         assert worker.returncode == 0, log.read_text(errors="replace")
-    return seen
+    return seen, pids
 
 
 def process_once(env: dict[str, str], event_id: str) -> None:
@@ -195,9 +216,9 @@ def test_a_worker_stopped_mid_run_cancels_spark_drops_the_stage_and_releases_the
 ) -> None:
     event_id, table = big_event(pair)
     env = write_profile(pair, bridge_home, lease_seconds=60)
-    signal_mid_run(pair, event_id, env, tmp_path / "worker.log", signal.SIGTERM)
+    _, pids = signal_mid_run(pair, event_id, env, tmp_path / "worker.log", signal.SIGTERM)
     assert "cancelling the Spark staging run" in (tmp_path / "worker.log").read_text(errors="replace")
-    wait_until(lambda: spark_processes() == [], 30, "the Spark job and its JVM to be gone")
+    wait_until(lambda: alive(pids) == [], 30, "the Spark job and its JVM to be gone")
     assert stages(pair) == []
     assert pair._run(f"SELECT COUNT(*) FROM [dbo].[{table}]", fetch=True) == [(0,)]
     stored = pair.lake.get_event(event_id)
@@ -216,9 +237,9 @@ def test_a_worker_killed_mid_run_takes_spark_with_it_and_the_next_attempt_drops_
 ) -> None:
     event_id, table = big_event(pair)
     env = write_profile(pair, bridge_home, lease_seconds=5)
-    left = signal_mid_run(pair, event_id, env, tmp_path / "worker.log", signal.SIGKILL)
+    left, pids = signal_mid_run(pair, event_id, env, tmp_path / "worker.log", signal.SIGKILL)
     # No orphan keeps writing: the job dies with its worker, and the JVM with the job.
-    wait_until(lambda: spark_processes() == [], 30, "the Spark job and its JVM to die with the worker")
+    wait_until(lambda: alive(pids) == [], 30, "the Spark job and its JVM to die with the worker")
     assert stages(pair) == left and len(left) == 1  # left behind, for now
     time.sleep(6)  # the killed worker's lease runs out
     process_once(env, event_id)
