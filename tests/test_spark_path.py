@@ -19,7 +19,15 @@ from pathlib import Path
 import pytest
 
 from bridge_cli.targets.sqlserver.tsql import q
-from tests.backends import MssqlPair, local_spark, mssql_url, spark_jar, spark_unavailable
+from tests.backends import (
+    MssqlPair,
+    MssqlPythonPair,
+    local_spark,
+    mssql_python_available,
+    mssql_url,
+    spark_jar,
+    spark_unavailable,
+)
 from tests.helpers import submit
 from tests.test_cli_process import BRIDGE, cli_env, ctrl_c_as_in_a_terminal, wait_until
 from tests.test_sqlserver_fidelity import MATRIX, mismatches, seed_fidelity_source
@@ -33,13 +41,17 @@ pytestmark = [
 SPARK_MATRIX = {name: spec for name, spec in MATRIX.items() if "(MAX)" not in spec[0]}
 
 
-@pytest.fixture
-def pair(bridge_home: Path) -> Iterator[MssqlPair]:
-    """A DuckDB lake and the real server, with the Spark path on; the ledger in a schema of its
-    own so that the staging tables found there are this test's."""
+@pytest.fixture(params=["pymssql", "mssql-python"])
+def pair(bridge_home: Path, request: pytest.FixtureRequest) -> Iterator[MssqlPair]:
+    """A DuckDB lake and the real server through each worker driver (the worker creates, checks
+    and applies the stage Spark loads), with the Spark path on; the ledger in a schema of its own
+    so that the staging tables found there are this test's."""
+    if request.param == "mssql-python" and not mssql_python_available():
+        pytest.skip("mssql-python is not installed (pip install 'bridge-cli[mssql-python]')")
+    pair_class = MssqlPythonPair if request.param == "mssql-python" else MssqlPair
     schema = f"bridge_sp_{uuid.uuid4().hex[:8]}"
-    made = MssqlPair(bridge_home, spark=local_spark(), lock_timeout=30.0,
-                     target_options={"ledger_table": f"{schema}.applied_events"})
+    made = pair_class(bridge_home, spark=local_spark(), lock_timeout=30.0,
+                      target_options={"ledger_table": f"{schema}.applied_events"})
     yield made
     made.target.close()  # type: ignore[attr-defined]
     for (name,) in made._run("SELECT t.name FROM sys.tables AS t WHERE t.schema_id = SCHEMA_ID(%s)",

@@ -204,3 +204,27 @@ def test_init_drops_staging_tables_that_stopped_workers_left_behind(bridge_home:
     assert pair.target.drop_stale_stages(hours=24) == []  # a fresh one may belong to a running worker
     assert pair.target.drop_stale_stages(hours=0) == [f"{schema}.bridge_stage_00000000deadbeef"]
     assert pair._run(f"SELECT OBJECT_ID(N'{leftover}', N'U')", fetch=True) == [(None,)]
+
+
+@pytest.mark.parametrize("driver,method", [("pymssql", "values"), ("pymssql", "auto"), ("mssql-python", "arrays"),
+                                           ("mssql-python", "auto")])
+def test_a_long_max_value_beside_a_null_is_staged_exactly(bridge_home: Path, driver: str, method: str) -> None:
+    """mssql-python sends such rows one by one and asks the server the type of a NULL; on Babelfish
+    that question cannot see a temp table and ended the load's transaction ("COMMIT can only be
+    used in transaction blocks"), so these loads use a permanent stage."""
+    if driver == "mssql-python" and not mssql_python_available():
+        pytest.skip("mssql-python is not installed (pip install 'bridge-cli[mssql-python]')")
+    pair = (MssqlPythonPair if driver == "mssql-python" else MssqlPair)(
+        bridge_home, target_options={"write_method": method})
+    pair._run("IF OBJECT_ID(N'[dbo].[long_max]', N'U') IS NOT NULL DROP TABLE [dbo].[long_max]")
+    pair._run("CREATE TABLE [dbo].[long_max] ([id] INT NOT NULL PRIMARY KEY, [body] NVARCHAR(MAX) NULL)")
+    rows = [(1, LONG), (2, None), (3, "a"), (4, "")]
+    pair.create_source("lake.s.long_max", {"id": "int", "body": "text"}, rows)
+    event = submit(pair.lake, "insert", "dbo.long_max", source_table="lake.s.long_max", primary_keys=["id"])
+    pair.engine().process_once()
+    stored = pair.lake.get_event(event.event_id)
+    assert stored.status == "completed", stored.error_message
+    assert pair._run("SELECT [id], [body] FROM [dbo].[long_max] ORDER BY [id]", fetch=True) == rows
+    schema = pair.target.ledger.schema  # type: ignore[attr-defined]
+    assert pair._run("SELECT COUNT(*) FROM sys.tables WHERE schema_id = SCHEMA_ID(%s) AND name LIKE N'bridge[_]stage[_]%%'",
+                     [schema], fetch=True) == [(0,)]

@@ -56,6 +56,11 @@ class Driver(Protocol):
 
     def load(self, method: str, connection: Any, plan: ApplyPlan, stage: str) -> StageLoad: ...
 
+    def needs_shared_stage(self, method: str, plan: ApplyPlan) -> bool:
+        """Whether this load must go into a permanent stage rather than the session's temp table
+        (besides a load on a connection of its own)."""
+        ...
+
 
 PASS_THROUGH = (KeyboardInterrupt, SystemExit, GeneratorExit)
 

@@ -261,6 +261,14 @@ class MssqlPythonDriver:
         # are refused), so the translation is exact.
         return text.replace("%s", "?").replace("%%", "%")
 
+    def needs_shared_stage(self, method: str, plan: ApplyPlan) -> bool:
+        """A (MAX) column may hold a value too long for a parameter array; mssql-python then sends
+        row by row and asks the server (sp_describe_undeclared_parameters) for a NULL's type. On
+        Babelfish that lookup cannot see the session's temp table, fails, and ends the load's
+        transaction: the rows sent before are lost and the COMMIT fails. A permanent stage is
+        visible to it (seen on Babelfish 4.3 with mssql-python 1.16)."""
+        return method == "arrays" and any("(max)" in c.type.lower() for c in plan.columns)
+
     def load(self, method: str, connection: Any, plan: ApplyPlan, stage: str) -> ArraysLoad | ArrowBulkLoad:
         if method == "bulk":
             return ArrowBulkLoad(self, connection, plan, stage)

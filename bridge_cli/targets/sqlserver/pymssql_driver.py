@@ -224,6 +224,9 @@ class PymssqlDriver:
     def sql(self, text: str) -> str:
         return text
 
+    def needs_shared_stage(self, method: str, plan: ApplyPlan) -> bool:
+        return False  # values are rendered by pymssql; the server never describes parameters
+
     def load(self, method: str, connection: Any, plan: ApplyPlan, stage: str) -> ValuesLoad | BulkCopyLoad:
         if method == "bulk":
             return BulkCopyLoad(self, connection, plan, stage)

@@ -422,7 +422,7 @@ class SQLServerSession:
     ) -> None:
         self._drop_stage()
         self.casts = staged or {}
-        if shared or self._on_own_connection(method):
+        if shared or self._on_own_connection(method) or self.driver.needs_shared_stage(method, plan):
             self.stage = tsql.shared_stage_name(self.target.ledger.schema, token or uuid.uuid4().hex)
         else:
             self.stage = tsql.STAGE
