@@ -143,15 +143,22 @@ def figures(df: Any, columns: tuple[StageColumn, ...]) -> StageFigures:
 def jdbc_password(spec: StageSpec, spark: Any) -> str | None:
     if spec.password_secret:
         scope, _, key = spec.password_secret.partition("/")
-        from pyspark.dbutils import DBUtils  # only on a Databricks cluster
+        try:  # a job's dbutils, serverless included (databricks-sdk comes with the bridge wheel)
+            from databricks.sdk.runtime import dbutils
+        except ImportError:
+            from pyspark.dbutils import DBUtils  # a classic cluster's
 
-        return str(DBUtils(spark).secrets.get(scope=scope, key=key))
+            dbutils = DBUtils(spark)
+        return str(dbutils.secrets.get(scope=scope, key=key))
     return os.environ.get(PASSWORD_ENV)
 
 
 def write_stage(df: Any, spec: StageSpec, password: str | None) -> None:
-    partitions = df.rdd.getNumPartitions()
-    if partitions > spec.partitions:
+    try:
+        partitions = df.rdd.getNumPartitions()
+    except Exception:  # serverless and shared clusters have no RDD API: never more writers than asked
+        partitions = None
+    if partitions is None or partitions > spec.partitions:
         df = df.coalesce(spec.partitions)
     elif partitions < spec.partitions:
         df = df.repartition(spec.partitions)
