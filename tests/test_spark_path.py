@@ -82,10 +82,10 @@ def test_every_type_but_max_round_trips_exactly_through_spark(pair: MssqlPair) -
     pair.engine().process_once()
     stored = pair.lake.get_event(event.event_id)
     assert stored.status == "completed", stored.error_message
-    assert stored.warning is None  # staged on Spark, not by the worker
+    assert stored.warning is None, stored.warning  # staged on Spark, not by the worker
     names = ", ".join(f"[{n}]" for n in SPARK_MATRIX)
     got = pair._run(f"SELECT [id], {names} FROM [dbo].[{table}] ORDER BY [id]", fetch=True)
-    assert len(got) == 5
+    assert len(got) == 5, got
     assert mismatches(got, SPARK_MATRIX) == []
     assert stages(pair) == []
 
