@@ -148,17 +148,23 @@ def test_forced_bulk_is_exact_or_fails_having_applied_nothing(matrix_pair: Mssql
     assert mismatches(rows, matrix_pair.matrix) == []  # type: ignore[attr-defined]
 
 
+def driver_pair(bridge_home: Path, driver: str, method: str, table: str, columns: str) -> MssqlPair:
+    """The server through one driver and write method, with a fresh dbo table keyed by [id]."""
+    if driver == "mssql-python" and not mssql_python_available():
+        pytest.skip("mssql-python is not installed (pip install 'bridge-cli[mssql-python]')")
+    pair = (MssqlPythonPair if driver == "mssql-python" else MssqlPair)(
+        bridge_home, target_options={"write_method": method})
+    pair._run(f"IF OBJECT_ID(N'[dbo].[{table}]', N'U') IS NOT NULL DROP TABLE [dbo].[{table}]")
+    pair._run(f"CREATE TABLE [dbo].[{table}] ([id] INT NOT NULL PRIMARY KEY, {columns})")
+    return pair
+
+
 @pytest.mark.parametrize("driver,method", [("pymssql", "values"), ("mssql-python", "arrays"),
                                            ("mssql-python", "auto")])
 def test_a_value_too_long_for_its_column_fails_the_event_and_is_never_cut(
     bridge_home: Path, driver: str, method: str
 ) -> None:
-    if driver == "mssql-python" and not mssql_python_available():
-        pytest.skip("mssql-python is not installed (pip install 'bridge-cli[mssql-python]')")
-    pair = (MssqlPythonPair if driver == "mssql-python" else MssqlPair)(
-        bridge_home, target_options={"write_method": method})
-    pair._run("IF OBJECT_ID(N'[dbo].[narrow]', N'U') IS NOT NULL DROP TABLE [dbo].[narrow]")
-    pair._run("CREATE TABLE [dbo].[narrow] ([id] INT NOT NULL PRIMARY KEY, [name] NVARCHAR(10) NULL)")
+    pair = driver_pair(bridge_home, driver, method, "narrow", "[name] NVARCHAR(10) NULL")
     pair.create_source("lake.s.narrow", {"id": "int", "name": "text"}, [(1, "short"), (2, "ñ" * 11)])
     event = submit(pair.lake, "insert", "dbo.narrow", source_table="lake.s.narrow", primary_keys=["id"])
     pair.engine().process_once()
@@ -212,12 +218,7 @@ def test_a_long_max_value_beside_a_null_is_staged_exactly(bridge_home: Path, dri
     """mssql-python sends such rows one by one and asks the server the type of a NULL; on Babelfish
     that question cannot see a temp table and ended the load's transaction ("COMMIT can only be
     used in transaction blocks"), so these loads use a permanent stage."""
-    if driver == "mssql-python" and not mssql_python_available():
-        pytest.skip("mssql-python is not installed (pip install 'bridge-cli[mssql-python]')")
-    pair = (MssqlPythonPair if driver == "mssql-python" else MssqlPair)(
-        bridge_home, target_options={"write_method": method})
-    pair._run("IF OBJECT_ID(N'[dbo].[long_max]', N'U') IS NOT NULL DROP TABLE [dbo].[long_max]")
-    pair._run("CREATE TABLE [dbo].[long_max] ([id] INT NOT NULL PRIMARY KEY, [body] NVARCHAR(MAX) NULL)")
+    pair = driver_pair(bridge_home, driver, method, "long_max", "[body] NVARCHAR(MAX) NULL")
     rows = [(1, LONG), (2, None), (3, "a"), (4, "")]
     pair.create_source("lake.s.long_max", {"id": "int", "body": "text"}, rows)
     event = submit(pair.lake, "insert", "dbo.long_max", source_table="lake.s.long_max", primary_keys=["id"])
