@@ -21,14 +21,14 @@ spawn = test_cli_process.spawn  # the fixture: `bridge` processes, killed at the
 SLOW = {"BRIDGE_BATCH_ROWS": "500"}  # small batches: the big event takes seconds, not a blink
 
 
-def big_event(local: LocalPair) -> str:
+def big_event(local: LocalPair, rows: int = BIG_ROWS) -> str:
     local.lake_sql("bigcat", "CREATE SCHEMA IF NOT EXISTS s")
     local.lake_sql("bigcat", "CREATE OR REPLACE TABLE s.rows AS "
-                   f"SELECT range AS id, 'name-' || range::VARCHAR AS name FROM range({BIG_ROWS})")
+                   f"SELECT range AS id, 'name-' || range::VARCHAR AS name FROM range({int(rows)})")
     local.create_target("dbo.big", [Col("id", "int"), Col("name")])  # no key: dupes would show
     return submit_event(local.lake, SubmitRequest(
         operation=Operation.INSERT, target_table="dbo.big", source_table="bigcat.s.rows",
-        primary_keys=("id",), rows_expected=BIG_ROWS,
+        primary_keys=("id",), rows_expected=rows,
     )).event_id
 
 

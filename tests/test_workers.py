@@ -20,12 +20,15 @@ from typing import Any
 
 from tests import test_cli_process
 from tests.backends import LocalPair
-from tests.test_cli_process import BIG_ROWS, BRIDGE, cli_env, ok, stderr_of, wait_until
+from tests.test_cli_process import BRIDGE, cli_env, ok, stderr_of, wait_until
 from tests.test_worker_process import SLOW, big_event, status
 
 spawn = test_cli_process.spawn  # the fixture: `bridge` processes, killed at the end
 
-SLOWER = {**SLOW, "BRIDGE_BATCH_ROWS": "40"}  # the big event takes several seconds, even on a fast machine
+SLOWER = {**SLOW, "BRIDGE_BATCH_ROWS": "40"}
+# The event watched in flight: big enough to outlast a few CLI calls on a fast, idle machine
+# (300,000 rows finished in about 2 s on one).
+WATCHED_ROWS = 3_000_000
 
 
 def workers() -> list[dict[str, Any]]:
@@ -60,10 +63,10 @@ def test_a_busy_worker_is_listed_with_its_event_phase_and_rows_and_leaves_on_sig
     wait_until(lambda: the_worker(worker.pid) is not None, 30, "the worker's first heartbeat")
     idle = the_worker(worker.pid)
     assert idle is not None and (idle["state"], idle["event_id"], idle["phase"]) == ("alive", None, None)
-    event_id = big_event(local)
+    event_id = big_event(local, WATCHED_ROWS)
     row = wait_busy(worker.pid, event_id)
     assert row["state"] == "alive" and row["phase"] in ("staging", "applying")
-    assert 0 < row["rows"] <= BIG_ROWS and row["rows_per_second"] > 0
+    assert 0 < row["rows"] <= WATCHED_ROWS and row["rows_per_second"] > 0
     assert row["worker_id"].endswith(f":{worker.pid}") and row["version"]
     # `status ID` on the processing event: its worker and progress.
     shown = json.loads(ok("status", event_id, "--json").stdout)
@@ -151,7 +154,7 @@ def test_top_shows_counts_workers_and_the_event_in_flight_and_quits_on_q(
     local: LocalPair, spawn: Callable[..., subprocess.Popen[str]], tmp_path: Path
 ) -> None:
     worker = spawn("worker", "--poll-interval", "0.1", env=cli_env(**SLOWER, BRIDGE_LEASE_SECONDS="1.5"))
-    event_id = big_event(local)
+    event_id = big_event(local, WATCHED_ROWS)
     row = wait_busy(worker.pid, event_id)
     screen = Terminal("top", "--interval", "0.5", env=cli_env())
     try:
