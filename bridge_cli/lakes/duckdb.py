@@ -418,21 +418,24 @@ class DuckDBLake:
         self, table: TableName, columns: list[str], batch_rows: int
     ) -> Iterator[pa.RecordBatch]:
         select = ", ".join(quote_double(c) for c in columns)
-        source = f"{quote_double(table.schema)}.{quote_double(table.table)}"
         try:
             with self.connect(table.catalog) as con:
-                yield from con.sql(f"SELECT {select} FROM {source}").to_arrow_reader(batch_rows)
+                yield from con.sql(f"SELECT {select} FROM {_in_catalog(table)}").to_arrow_reader(batch_rows)
         except _MissingCatalog:
             raise PermanentError(f"source table {table} does not exist") from None
 
     def count_rows(self, table: TableName) -> int:
-        source = f"{quote_double(table.schema)}.{quote_double(table.table)}"
         try:
             with self.connect(table.catalog) as con:
-                row = con.execute(f"SELECT COUNT(*) FROM {source}").fetchone()
+                row = con.execute(f"SELECT COUNT(*) FROM {_in_catalog(table)}").fetchone()
         except _MissingCatalog:
             raise PermanentError(f"source table {table} does not exist") from None
         return int(row[0]) if row else 0
+
+
+def _in_catalog(table: TableName) -> str:
+    """schema.table, quoted, inside the catalog's own database file."""
+    return f"{quote_double(table.schema)}.{quote_double(table.table)}"
 
 
 class _MissingCatalog(Exception):
