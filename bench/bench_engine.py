@@ -60,7 +60,7 @@ def run_engine(home: Path, batch_rows: int) -> float:
     lake.init_event_table(upgrade=False)
     target.init_ledger()
     make_target(target.schema_path("dbo"))
-    submit_event(lake, SubmitRequest(Operation.INSERT, "dbo.dst", ("id",), source_table="bench.s.src"))
+    submit_event(lake, SubmitRequest(Operation.INSERT, "dbo.dst", ("id",), source_table="bench.s.src"), settings)
     started = time.perf_counter()
     [result] = Engine(settings, lake, target).process_once()
     elapsed = time.perf_counter() - started

@@ -278,11 +278,11 @@ def bridge_event(
     if warm:
         submit_event(lake, SubmitRequest(operation=Operation.INSERT, target_table="dbo.bench_warm",
                                          source_table="lake.s.warm", primary_keys=("id",),
-                                         metadata={"engine": "worker"}))
+                                         metadata={"engine": "worker"}), settings)
         engine.process_once()
     submit_event(lake, SubmitRequest(operation=Operation.INSERT, target_table="dbo.bench_event",
                                      source_table="lake.s.src", primary_keys=("id",), rows_expected=len(rows),
-                                     metadata={"engine": "spark"} if spark is not None else None))
+                                     metadata={"engine": "spark"} if spark is not None else None), settings)
     started = time.perf_counter()
     [result] = engine.process_once()
     seconds = time.perf_counter() - started

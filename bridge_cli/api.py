@@ -31,7 +31,7 @@ from bridge_cli.events import (
     event_from_request,
 )
 from bridge_cli.lakes import EventFilter, Lake, WorkerBeat, claim_order_key, target_line
-from bridge_cli.planning import check_allowed, plan_with_stores
+from bridge_cli.planning import check_reach, plan_with_stores
 from bridge_cli.targets import Target
 
 
@@ -53,20 +53,19 @@ def init_stores(lake: Lake, target: Target, upgrade: bool = False) -> list[str]:
 def submit_event(
     lake: Lake,
     request: SubmitRequest,
+    settings: Settings,
     clock: Clock | None = None,
-    allowed_targets: tuple[str, ...] | None = None,
-    check_with: tuple[Target, Settings] | None = None,
+    check_with: Target | None = None,
 ) -> Event:
-    """Validate (as the worker will: the profile's allowed_targets too when given, and with
-    `check_with` every check against the real source and target) and write a pending event."""
+    """Validate as the worker will (the event itself, and the profile's allowed_sources,
+    allowed_targets and protected tables; with `check_with`, every check against the real source
+    and target too) and write a pending event."""
     event = event_from_request(request)
     job = build_job(event)
     try:
-        if allowed_targets is not None:
-            check_allowed(job.target, allowed_targets)
+        check_reach(job, settings)
         if check_with is not None:
-            target, settings = check_with
-            plan_with_stores(job, lake, target, settings)
+            plan_with_stores(job, lake, check_with, settings)
     except PermanentError as exc:  # the worker would fail it: refused before it is written
         raise ValidationError(str(exc)) from None
     now = (clock or SystemClock()).now()

@@ -364,10 +364,7 @@ def submit(
     with reported_errors():
         settings = _state(ctx).settings()
         lake = open_lake(settings)
-        check_with = (open_target(settings), settings) if check else None
-        event = submit_event(
-            lake, request, allowed_targets=settings.allowed_targets, check_with=check_with
-        )
+        event = submit_event(lake, request, settings, check_with=open_target(settings) if check else None)
     if quiet:
         typer.echo(event.event_id)
     elif as_json and not wait:

@@ -96,6 +96,8 @@ class Settings:
     batch_rows: int = 5000
     lock_timeout: float = 60.0
     allowed_targets: tuple[str, ...] = ("*",)
+    # Lake tables an event may read (patterns as for allowed_targets; see bridge_cli/policy.py).
+    allowed_sources: tuple[str, ...] = ("*",)
     # per_target: events for one target table apply one at a time, in claim order.
     ordering: str = "per_target"
     # INSERT / UPDATE events whose source has at least this many rows stage through the `spark:`
@@ -119,6 +121,7 @@ _TUNABLE: dict[str, type] = {
     "batch_rows": int,
     "lock_timeout": float,
     "allowed_targets": tuple,
+    "allowed_sources": tuple,
     "ordering": str,
     "spark_min_rows": int,
 }

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from bridge_cli import api
-from bridge_cli.config import DEFAULT_EVENT_TABLE
+from bridge_cli.config import DEFAULT_EVENT_TABLE, Settings, load_settings
 from bridge_cli.errors import EventNotFound
 from bridge_cli.events import ALL_COLUMNS, DEFAULT_PRIORITY, Event, Operation, SubmitRequest
 from bridge_cli.identifiers import parse_table_name, quote_backtick
@@ -88,22 +88,25 @@ class SparkEventTable:
 class _Context:
     store: Any = None  # a Lake or a SparkEventTable
     options: dict[str, Any] = field(default_factory=dict)
+    settings: Settings | None = None  # the profile whose policy a submission is checked against
 
 
 _context = _Context()
 
 
 def use(*, spark: Any = None, lake: Lake | None = None, event_table: str | None = None,
-        config: str | None = None, profile: str | None = None) -> None:
+        config: str | None = None, profile: str | None = None, settings: Settings | None = None) -> None:
     """Choose where events go: a SparkSession, a lake, or a bridge.yaml profile (default: the
-    active SparkSession if there is one, else the profile from the environment)."""
+    active SparkSession if there is one, else the profile from the environment). Submissions are
+    checked against `settings`, else the profile (its allowed_sources and allowed_targets)."""
+    _context.settings = settings
+    _context.options = {"config": config, "profile": profile}
     if spark is not None:
         _context.store = SparkEventTable(spark, event_table or DEFAULT_EVENT_TABLE)
     elif lake is not None:
         _context.store = lake
     else:
         _context.store = None
-        _context.options = {"config": config, "profile": profile}
 
 
 def _store() -> Any:
@@ -114,10 +117,17 @@ def _store() -> Any:
         _context.store = SparkEventTable(spark)
         return _context.store
     from bridge_cli.adapters import open_lake
-    from bridge_cli.config import load_settings
 
-    _context.store = open_lake(load_settings(_context.options.get("config"), _context.options.get("profile")))
+    _context.store = open_lake(_settings())
     return _context.store
+
+
+def _settings() -> Settings:
+    """The profile (bridge.yaml and BRIDGE_* variables, or the embedded default) whose policy
+    submissions are checked against, as `bridge submit` checks them."""
+    if _context.settings is None:
+        _context.settings = load_settings(_context.options.get("config"), _context.options.get("profile"))
+    return _context.settings
 
 
 def _active_spark() -> Any:
@@ -129,7 +139,7 @@ def _active_spark() -> Any:
 
 
 def _submit(request: SubmitRequest) -> str:
-    event = api.submit_event(_store(), request)
+    event = api.submit_event(_store(), request, _settings())
     print(f"[{request.operation.value}] Evento creado: {event.event_id}")
     return event.event_id
 

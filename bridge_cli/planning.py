@@ -2,32 +2,30 @@
 
 from __future__ import annotations
 
-from fnmatch import fnmatchcase
-
 from bridge_cli.config import Settings
 from bridge_cli.errors import PermanentError
 from bridge_cli.events import FilterValue, Job, Operation
-from bridge_cli.identifiers import TableName
 from bridge_cli.lakes import Lake, SourceColumn
+from bridge_cli.policy import table_policy
 from bridge_cli.targets import ApplyPlan, Target, TargetColumn, TargetTable
 
 
-def check_allowed(target: TableName, patterns: tuple[str, ...]) -> None:
-    name = str(target).lower()
-    if not any(fnmatchcase(name, p.lower()) for p in patterns):
-        raise PermanentError(
-            f"target table {target} is not allowed by this profile "
-            f"(allowed_targets: {', '.join(patterns)})"
-        )
+def check_reach(job: Job, settings: Settings) -> None:
+    """The event's tables against the profile's policy (allowed_sources, allowed_targets, and the
+    tables no event reaches): PermanentError saying which and why."""
+    policy = table_policy(settings)
+    policy.check_target(job.target)
+    if job.source is not None:
+        policy.check_source(job.source)
 
 
 def plan_with_stores(
     job: Job, lake: Lake, target: Target, settings: Settings
 ) -> tuple[ApplyPlan, list[SourceColumn] | None]:
-    """Every check the worker makes before a row moves (allowed target, both tables, key and
-    source columns, identity rules), against the real stores: the worker's own messages for
-    `bridge submit --check` as for the worker."""
-    check_allowed(job.target, settings.allowed_targets)
+    """Every check the worker makes before a row moves (allowed source and target, both tables,
+    key and source columns, identity rules), against the real stores: the worker's own messages
+    for `bridge submit --check` as for the worker."""
+    check_reach(job, settings)
     table = target.describe_table(job.target)
     if table is None:
         raise PermanentError(f"target table {job.target} does not exist in the target database")

@@ -131,7 +131,7 @@ def plan_events(pair: LocalPair, spec: CampaignSpec) -> list[PlannedEvent]:
             priority=rng.choice([1, 5, 5, 5, 9]),
             filter_conditions={"k": list(keys)} if operation is Operation.DELETE else None,
         )
-        event = submit_event(pair.lake, request)
+        event = submit_event(pair.lake, request, pair.settings)
         planned.append(PlannedEvent(i, event.event_id, table, operation, keys, big))
     return planned
 

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bridge_cli.api import submit_event
+from bridge_cli.config import load_settings
 from bridge_cli.events import Event, Operation, SubmitRequest
 from bridge_cli.lakes import Lake
 
@@ -39,4 +40,6 @@ def submit(lake: Lake, operation: str, target: str, **fields: Any) -> Event:
         primary_keys=tuple(fields.pop("primary_keys", ())),
         **fields,
     )
-    return submit_event(lake, request)
+    # The embedded default's policy (every table allowed but bridge's own): tests that check
+    # allowed_sources / allowed_targets call api.submit_event with their own settings.
+    return submit_event(lake, request, load_settings(env={}))

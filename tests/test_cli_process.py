@@ -215,7 +215,7 @@ def test_kill_9_mid_event_leaves_nothing_partial_and_is_recovered(
     event_id = submit_event(local.lake, SubmitRequest(
         operation=Operation.INSERT, target_table="dbo.big", source_table="bigcat.s.rows",
         primary_keys=("id",), rows_expected=BIG_ROWS,
-    )).event_id
+    ), local.settings).event_id
 
     worker = spawn("worker", "--poll-interval", "0.2",
                    env=cli_env(BRIDGE_BATCH_ROWS="1000", BRIDGE_LEASE_SECONDS="2"))
@@ -263,7 +263,7 @@ def test_two_workers_apply_each_event_exactly_once(
         event_ids.append(submit_event(local.lake, SubmitRequest(
             operation=Operation.INSERT, target_table="dbo.many", source_table=source,
             primary_keys=("id",),
-        )).event_id)
+        ), local.settings).event_id)
 
     workers = [spawn("worker", "--poll-interval", "0.1") for _ in range(2)]
 

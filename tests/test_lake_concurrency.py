@@ -50,7 +50,7 @@ WORKER = textwrap.dedent("""
                 if acknowledged % 10 == 0:
                     request = SubmitRequest(operation=Operation.DELETE, target_table="dbo.t", primary_keys=(),
                                             filter_conditions={"id": 1})
-                    submitted.append(submit_event(lake, request).event_id)
+                    submitted.append(submit_event(lake, request, settings).event_id)
             else:
                 lake.list_events(None, 50)
                 lake.count_by_status()

@@ -29,7 +29,7 @@ def big_event(local: LocalPair, rows: int = BIG_ROWS) -> str:
     return submit_event(local.lake, SubmitRequest(
         operation=Operation.INSERT, target_table="dbo.big", source_table="bigcat.s.rows",
         primary_keys=("id",), rows_expected=rows,
-    )).event_id
+    ), local.settings).event_id
 
 
 def status(local: LocalPair, event_id: str) -> str | None:
