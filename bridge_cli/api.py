@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import getpass
 import socket
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from bridge_cli.clock import Clock, SystemClock
@@ -76,10 +77,35 @@ def submit_event(
 
 
 def get_event(lake: Lake, event_id: str) -> Event:
-    event = lake.get_event(event_id)
-    if event is None:
+    """The event with this id. An id that several rows hold names no single event: what is read
+    then is the first row, as `failed` once every row is finished (the worker refuses to apply
+    any of them), with the reason as its error_message; `get_event_rows` lists them all."""
+    rows = get_event_rows(lake, event_id)
+    if len(rows) == 1:
+        return rows[0]
+    message = copies_message(event_id, rows)
+    unfinished = [row for row in rows if row.status not in TERMINAL_STATUSES]
+    if unfinished:
+        return replace(unfinished[0], error_message=message)
+    return replace(rows[0], status=Status.FAILED.value, rows_affected=None, discrepancy=None,
+                   warning=None, error_message=message)
+
+
+def copies_message(event_id: str, rows: list[Event]) -> str:
+    """What several rows with one id are, e.g. "event_id X appears 2 times in the event table
+    (1 completed, 1 failed); `bridge status X` lists them"."""
+    statuses = Counter(str(row.status) for row in rows)
+    listed = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items()))
+    return (f"event_id {event_id} appears {len(rows)} times in the event table ({listed}); "
+            f"`bridge status {event_id}` lists them")
+
+
+def get_event_rows(lake: Lake, event_id: str) -> list[Event]:
+    """Every row of the event table with this id (one, unless it was written twice)."""
+    rows = lake.get_events(event_id)
+    if not rows:
         raise EventNotFound(f"no event with id {event_id!r}")
-    return event
+    return rows
 
 
 def recent_events(

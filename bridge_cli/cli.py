@@ -25,9 +25,11 @@ from bridge_cli.adapters import open_lake, open_target
 from bridge_cli.api import (
     WaitTimeout,
     cancel_events,
+    copies_message,
     event_progress,
     events_ahead,
     get_event,
+    get_event_rows,
     init_stores,
     list_workers,
     prune_events,
@@ -456,8 +458,12 @@ def status(
     with reported_errors():
         lake = open_lake(_state(ctx).settings())
         if event_id is not None:
-            event = get_event(lake, event_id)
-            reporting.print_event(event, as_json, event_progress(lake, event))
+            rows = get_event_rows(lake, event_id)
+            if len(rows) > 1:  # an id names one event: show every row that holds it, and say so
+                reporting.print_events(rows, as_json)
+                reporting.error(copies_message(event_id, rows))
+                return
+            reporting.print_event(rows[0], as_json, event_progress(lake, rows[0]))
             return
         if summary:
             reporting.print_counts(lake.count_by_status(), as_json)

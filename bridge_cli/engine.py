@@ -27,7 +27,15 @@ from bridge_cli.errors import (
     ValidationError,
     WorkerStopping,
 )
-from bridge_cli.events import Event, Job, Operation, Status, build_job, split_counts
+from bridge_cli.events import (
+    Event,
+    Job,
+    Operation,
+    Status,
+    build_job,
+    duplicate_id_message,
+    split_counts,
+)
 from bridge_cli.heartbeat import Heartbeats
 from bridge_cli.lakes import Lake, QueueStats
 from bridge_cli.observe import Observers, WorkerObserver
@@ -63,6 +71,10 @@ class EventResult:
     error_message: str | None = None
     seconds: float = 0.0
     attempts: int = 0
+
+
+class DuplicateEventId(PermanentError):
+    """Several rows of the event table hold the claimed event's id: none of them is applied."""
 
 
 @dataclass(frozen=True)
@@ -159,6 +171,9 @@ class Engine:
             applied = self._apply(event)
         except TransientError as exc:
             outcome = self._retry_or_fail(event, str(exc))
+        except DuplicateEventId as exc:
+            outcome = self._failed(str(exc))
+            self._fail_other_copies(event, outcome)
         except (PermanentError, ValidationError) as exc:
             outcome = self._failed(str(exc))
         except WorkerStopping as exc:
@@ -202,6 +217,15 @@ class Engine:
             attempts=attempts,
         )
 
+    def _fail_other_copies(self, event: Event, outcome: dict[str, Any]) -> None:
+        """The other rows with the claimed event's id that are waiting (pending, unclaimed) fail
+        with it. A copy another worker holds, or one already finished, keeps what it has: it was
+        claimed while its id was still unique."""
+        try:
+            self.lake.update_event_if(event.event_id, {"status": Status.PENDING.value, "claim_token": None}, outcome)
+        except Exception as exc:  # each copy is refused again when it is claimed
+            log.warning("event %s: could not fail the other rows with its id: %s", event.event_id, exc)
+
     def _release_interrupted(self, event: Event) -> None:
         now = self.clock.now()
         try:
@@ -227,6 +251,12 @@ class Engine:
         }
 
     def _apply(self, event: Event) -> _Applied:
+        # An id names exactly one event. Delta has no unique constraint, so the claim checks: a
+        # second row with this id (written by hand, or by a hostile job) could otherwise be applied
+        # under the first one's id and ledger row, and both reported completed.
+        copies = self.lake.get_events(event.event_id)
+        if len(copies) > 1:
+            raise DuplicateEventId(duplicate_id_message(event.event_id, len(copies)))
         # Exactly once: an event whose id is in the target's ledger was applied already.
         entry = self.target.ledger_entry(event.event_id)
         if entry is not None:

@@ -15,6 +15,7 @@ from bridge_cli.identifiers import (
     check_identifier,
     parse_source_table,
     parse_target_table,
+    shown,
 )
 
 
@@ -91,8 +92,9 @@ class Event:
     def from_row(cls, columns: list[str], row: tuple[Any, ...]) -> Event:
         values = dict(zip(columns, row, strict=True))
         known: dict[str, Any] = {k: values.get(k) for k in ALL_COLUMNS}
-        if known["primary_keys"] is not None:
-            known["primary_keys"] = [str(k) for k in known["primary_keys"]]
+        if known["primary_keys"] is not None and isinstance(known["primary_keys"], list | tuple):
+            # A NULL element stays None: build_job refuses it, rather than a column named 'None'.
+            known["primary_keys"] = [None if k is None else str(k) for k in known["primary_keys"]]
         return cls(**known)
 
 
@@ -121,6 +123,11 @@ class Job:
         return None if value is None else str(value).lower()
 
 
+def duplicate_id_message(event_id: str, copies: int) -> str:
+    """Why an event whose id several rows hold is not applied (an id names exactly one event)."""
+    return f"event_id {event_id} appears {copies} times in the event table; nothing was applied"
+
+
 def new_event_id(operation: Operation) -> str:
     # Same shape as the seed's helpers: insert-1a2b3c4d5e6f
     return f"{operation.value.lower()}-{uuid.uuid4().hex[:12]}"
@@ -132,8 +139,101 @@ def parse_operation(value: object) -> Operation:
         return Operation(text)
     except ValueError:
         raise ValidationError(
-            f"unknown operation {value!r}: use INSERT, UPDATE or DELETE"
+            f"unknown operation {shown(str(value))}: use INSERT, UPDATE or DELETE"
         ) from None
+
+
+# Limits on what an event row may hold, so that a malformed or hostile row fails at once, with one
+# line naming the field, instead of exhausting memory or the stack (README, "Security").
+MAX_JSON_CHARS = 65536  # filter_conditions, metadata
+MAX_JSON_DEPTH = 32
+MAX_EVENT_ID_CHARS = 200  # the ledger's event_id column is NVARCHAR(200)
+MAX_FILTER_VALUES = 10000  # values in one IN list
+_INT64 = 2**63
+
+
+def text_problem(text: str) -> str | None:
+    """Why a text from an event row cannot be used as is: lone surrogates (bytes that were not
+    UTF-8) or NUL; None when it is fine."""
+    if "\x00" in text:
+        return "holds a NUL character"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid UTF-8"
+    return None
+
+
+def _nesting(text: str) -> int:
+    """How deeply the JSON text nests arrays and objects (strings skipped), without parsing it:
+    the parser would recurse once per level and a row of 100,000 '[' would overflow the stack."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def _strict_int(text: str) -> int:
+    value = int(text)
+    if not -_INT64 <= value < _INT64:
+        raise ValueError(f"number {text[:40]} is out of range (64-bit integers only)")
+    return value
+
+
+def _strict_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+def _no_constant(text: str) -> Any:
+    raise ValueError(f"{text} is not JSON")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"key {key[:40]!r} appears twice")
+        result[key] = value
+    return result
+
+
+def parse_json_field(text: str, field: str) -> Any:
+    """Strict JSON from an event row: ValidationError naming the field when the text is too long,
+    nests too deeply, is not valid UTF-8, has NaN or Infinity, a number out of range or a
+    repeated key. bridge never reads or writes anything but strict JSON."""
+    if len(text) > MAX_JSON_CHARS:
+        raise ValidationError(f"{field} is {len(text):,} characters long; at most {MAX_JSON_CHARS:,}")
+    problem = text_problem(text)
+    if problem:
+        raise ValidationError(f"{field} {problem}")
+    if _nesting(text) > MAX_JSON_DEPTH:
+        raise ValidationError(f"{field} nests deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        return json.loads(
+            text, parse_int=_strict_int, parse_float=_strict_float, parse_constant=_no_constant,
+            object_pairs_hook=_unique_keys,
+        )
+    except json.JSONDecodeError as exc:
+        raise ValidationError(f"{field} is not valid JSON: {exc.msg} (char {exc.pos})") from None
+    except (ValueError, RecursionError) as exc:
+        raise ValidationError(f"{field} is not valid JSON: {exc}") from None
 
 
 def parse_filter_conditions(text: str | dict[str, Any] | None) -> dict[str, FilterValue | list[FilterValue]]:
@@ -141,12 +241,9 @@ def parse_filter_conditions(text: str | dict[str, Any] | None) -> dict[str, Filt
     if text is None or (isinstance(text, str) and not text.strip()):
         return {}
     if isinstance(text, str):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValidationError(f"filter_conditions is not valid JSON: {exc.msg}") from None
+        data = parse_json_field(text, "filter_conditions")
     else:
-        data = text
+        data = parse_json_field(_to_json(text, "filter_conditions"), "filter_conditions")
     if not isinstance(data, dict):
         raise ValidationError('filter_conditions must be a JSON object like {"column": "value"}')
     result: dict[str, FilterValue | list[FilterValue]] = {}
@@ -155,6 +252,11 @@ def parse_filter_conditions(text: str | dict[str, Any] | None) -> dict[str, Filt
         if isinstance(value, list):
             if not value:
                 raise ValidationError(f"filter_conditions[{key!r}] is an empty list")
+            if len(value) > MAX_FILTER_VALUES:
+                raise ValidationError(
+                    f"filter_conditions[{key!r}] lists {len(value):,} values; at most "
+                    f"{MAX_FILTER_VALUES:,} (split the event)"
+                )
             for item in value:
                 _check_scalar(key, item)
         else:
@@ -175,18 +277,33 @@ def _check_scalar(key: str, value: object) -> None:
 ENGINES = ("spark", "worker")
 
 
+# metadata keys bridge reads, with the JSON type each must have when present; any other key is
+# the job's own and left alone.
+METADATA_TYPES: dict[str, tuple[type, str]] = {
+    "identity_insert": (bool, "true or false"),
+    "engine": (str, 'a string ("spark" or "worker")'),
+}
+
+
 def parse_metadata(text: str | dict[str, Any] | None) -> dict[str, Any]:
     if text is None or (isinstance(text, str) and not text.strip()):
         return {}
-    if isinstance(text, dict):
-        return text
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValidationError(f"metadata is not valid JSON: {exc.msg}") from None
+    source = text if isinstance(text, str) else _to_json(text, "metadata")
+    data = parse_json_field(source, "metadata")
     if not isinstance(data, dict):
         raise ValidationError("metadata must be a JSON object")
+    for key, (wanted, expected) in METADATA_TYPES.items():
+        if key in data and not isinstance(data[key], wanted):
+            raise ValidationError(f"metadata {key!r} must be {expected}, got {json.dumps(data[key])[:40]}")
     return data
+
+
+def _to_json(value: Any, field: str) -> str:
+    """A submitted dict as the JSON text the event row will hold (checked as a stored row is)."""
+    try:
+        return json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ValidationError(f"{field} cannot be stored as JSON: {exc}") from None
 
 
 def _check_priority(priority: int | None) -> int:
@@ -198,16 +315,65 @@ def _check_priority(priority: int | None) -> int:
 
 
 def build_job(event: Event) -> Job:
-    """Validate a stored event; raises ValidationError with a message fit for error_message."""
+    """Validate a stored event; raises ValidationError with a message fit for error_message.
+
+    The row is untrusted: any fault in it (a wrong type, bytes that are not text, a value out of
+    range) is a ValidationError here, so the event fails on its first attempt, never as a retry."""
+    try:
+        return _build_job(event)
+    except ValidationError:
+        raise
+    except (TypeError, ValueError, OverflowError, RecursionError, UnicodeError, AttributeError) as exc:
+        raise ValidationError(f"malformed event row: {type(exc).__name__}: {str(exc)[:200]}") from None
+
+
+def check_event_id(event_id: object) -> str:
+    if not isinstance(event_id, str) or not event_id.strip():
+        raise ValidationError("event_id is empty")
+    if len(event_id) > MAX_EVENT_ID_CHARS:
+        raise ValidationError(f"event_id is {len(event_id):,} characters long; at most {MAX_EVENT_ID_CHARS}")
+    problem = text_problem(event_id)
+    if problem is None and any(_is_control(c) for c in event_id):
+        problem = "holds control or bidirectional-override characters"
+    if problem:
+        raise ValidationError(f"event_id {problem}")
+    return event_id
+
+
+def _is_control(char: str) -> bool:
+    code = ord(char)
+    return code < 0x20 or 0x7F <= code <= 0x9F or 0x202A <= code <= 0x202E or 0x2066 <= code <= 0x2069
+
+
+def _build_job(event: Event) -> Job:
+    check_event_id(event.event_id)
+    for name in ("operation", "source_table", "target_table"):
+        value = getattr(event, name)
+        if value is not None and not isinstance(value, str):
+            raise ValidationError(f"{name} must be text, got {type(value).__name__}")
+        if isinstance(value, str) and (problem := text_problem(value)):
+            raise ValidationError(f"{name} {problem}")
     operation = parse_operation(event.operation)
     if not event.target_table:
         raise ValidationError("target_table is empty")
     target = parse_target_table(event.target_table)
+    if event.primary_keys is not None and not isinstance(event.primary_keys, list | tuple):
+        raise ValidationError("primary_keys must be an array of column names")
     keys = tuple(event.primary_keys or ())
+    if len(keys) > 64:
+        raise ValidationError(f"primary_keys lists {len(keys)} columns; at most 64")
     for key in keys:
+        if not isinstance(key, str):
+            raise ValidationError("primary_keys holds a null or a non-text value")
         check_identifier(key, "primary key column")
+    if len(set(k.lower() for k in keys)) != len(keys):
+        raise ValidationError("primary_keys names a column twice")
     filters = parse_filter_conditions(event.filter_conditions)
     metadata = parse_metadata(event.metadata)
+    if event.rows_expected is not None and (
+        isinstance(event.rows_expected, bool) or not isinstance(event.rows_expected, int)
+    ):
+        raise ValidationError("rows_expected must be an integer")
     if event.rows_expected is not None and event.rows_expected < 0:
         raise ValidationError(f"rows_expected must not be negative, got {event.rows_expected}")
     source: TableName | None = None
@@ -273,8 +439,8 @@ def event_from_request(request: SubmitRequest) -> Event:
         priority=_check_priority(request.priority),
         status=Status.PENDING.value,
         rows_expected=request.rows_expected,
-        filter_conditions=json.dumps(filters) if filters else None,
-        metadata=json.dumps(request.metadata) if request.metadata else None,
+        filter_conditions=_to_json(filters, "filter_conditions") if filters else None,
+        metadata=_to_json(request.metadata, "metadata") if request.metadata else None,
         attempts=0,
     )
     build_job(event)

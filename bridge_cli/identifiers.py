@@ -38,17 +38,19 @@ class TableName:
 
 
 def split_name(text: str) -> list[str]:
-    """Split `a`.`b`.c or a.b.c into parts; backticks may hold hyphens but not dots."""
+    """Split `a`.`b`.c, [a].[b].c or a.b.c into parts; quotes may hold hyphens but not dots."""
     parts: list[str] = []
     i = 0
     text = text.strip()
     if not text:
         raise ValidationError("table name is empty")
     while True:
-        if i < len(text) and text[i] == "`":
-            end = text.find("`", i + 1)
+        if i < len(text) and text[i] in "`[":  # `a` as in Databricks, [a] as in SQL Server
+            close = "`" if text[i] == "`" else "]"
+            end = text.find(close, i + 1)
             if end < 0:
-                raise ValidationError(f"unbalanced backtick in table name {text!r}")
+                what = "backtick" if close == "`" else "bracket"
+                raise ValidationError(f"unbalanced {what} in table name {shown(text)}")
             parts.append(text[i + 1 : end])
             i = end + 1
         else:
@@ -59,14 +61,20 @@ def split_name(text: str) -> list[str]:
         if i == len(text):
             return parts
         if text[i] != ".":
-            raise ValidationError(f"unexpected character {text[i]!r} in table name {text!r}")
+            raise ValidationError(f"unexpected character {text[i]!r} in table name {shown(text)}")
         i += 1
+
+
+def shown(text: str, limit: int = 80) -> str:
+    """A user-given name in a message: quoted, escaped (repr), and cut to `limit` characters, so
+    a hostile row's megabyte of text makes a one-line message."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"… ({len(text):,} characters)"
 
 
 def check_identifier(part: str, what: str = "identifier") -> str:
     if not _PART.fullmatch(part):
         raise ValidationError(
-            f"invalid {what} {part!r}: use letters, digits, '_', '$' or '-' (at most 128)"
+            f"invalid {what} {shown(part)}: use letters, digits, '_', '$' or '-' (at most 128)"
         )
     return part
 
@@ -76,11 +84,11 @@ def parse_table_name(text: str, *, min_parts: int, max_parts: int, what: str) ->
     parts = split_name(text)
     if not min_parts <= len(parts) <= max_parts:
         shape = "catalog.schema.table" if max_parts == 3 else "schema.table"
-        raise ValidationError(f"{what} {text!r} must be written as {shape}")
+        raise ValidationError(f"{what} {shown(text)} must be written as {shape}")
     for part in parts:
         if not _PART.fullmatch(part):
             raise ValidationError(
-                f"invalid {what} {text!r}: part {part!r} may only use letters, digits, "
+                f"invalid {what} {shown(text)}: part {shown(part)} may only use letters, digits, "
                 "'_', '$' or '-' (at most 128)"
             )
     return TableName(tuple(parts))

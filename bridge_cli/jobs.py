@@ -20,7 +20,7 @@ from bridge_cli.config import DEFAULT_EVENT_TABLE, Settings, load_settings
 from bridge_cli.errors import EventNotFound
 from bridge_cli.events import ALL_COLUMNS, DEFAULT_PRIORITY, Event, Operation, SubmitRequest
 from bridge_cli.identifiers import parse_table_name, quote_backtick
-from bridge_cli.lakes import Lake
+from bridge_cli.lakes import CLAIM_ORDER, MAX_COPIES_LISTED, Lake
 
 log = logging.getLogger("bridge")
 
@@ -66,6 +66,10 @@ class SparkEventTable:
         self.spark.sql(f"INSERT INTO {self.table} ({columns}) VALUES ({', '.join(marks)})", args=args)
 
     def get_event(self, event_id: str) -> Event | None:
+        rows = self.get_events(event_id)
+        return rows[0] if rows else None
+
+    def get_events(self, event_id: str) -> list[Event]:
         # Timestamps as UTC text: collect() would turn them into the driver's local wall time.
         columns = ", ".join(
             f"CAST(to_utc_timestamp({quote_backtick(c)}, current_timezone()) AS STRING)"
@@ -73,15 +77,17 @@ class SparkEventTable:
             for c in ALL_COLUMNS
         )
         rows = self.spark.sql(
-            f"SELECT {columns} FROM {self.table} WHERE event_id = :event_id LIMIT 1", args={"event_id": event_id}
+            f"SELECT {columns} FROM {self.table} WHERE event_id = :event_id ORDER BY {CLAIM_ORDER} "
+            f"LIMIT {MAX_COPIES_LISTED}", args={"event_id": event_id}
         ).collect()
-        if not rows:
-            return None
-        values = tuple(
-            datetime.fromisoformat(v) if v is not None and _SPARK_TYPES.get(c) == "TIMESTAMP" else v
-            for c, v in zip(ALL_COLUMNS, rows[0], strict=True)
-        )
-        return Event.from_row(list(ALL_COLUMNS), values)
+        events = []
+        for row in rows:
+            values = tuple(
+                datetime.fromisoformat(v) if v is not None and _SPARK_TYPES.get(c) == "TIMESTAMP" else v
+                for c, v in zip(ALL_COLUMNS, row, strict=True)
+            )
+            events.append(Event.from_row(list(ALL_COLUMNS), values))
+        return events
 
 
 @dataclass
@@ -198,9 +204,12 @@ def _status(event: Event) -> dict[str, Any]:
 
 
 def check_event_status(event_id: str) -> dict[str, Any] | None:
-    """The event's status fields, as the seed guide returns them; None when there is no such event."""
-    event = _store().get_event(event_id)
-    return None if event is None else _status(event)
+    """The event's status fields, as the seed guide returns them; None when there is no such event.
+    An id written more than once reads as failed (see api.get_event)."""
+    try:
+        return _status(api.get_event(_store(), event_id))
+    except EventNotFound:
+        return None
 
 
 def wait_for_event(event_id: str, timeout_seconds: float = 300, poll_interval: float = 10) -> dict[str, Any]:

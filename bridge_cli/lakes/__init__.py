@@ -15,6 +15,10 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 
+# get_events lists at most this many rows of one id (a flood of copies is still refused, whole).
+MAX_COPIES_LISTED = 100
+
+
 @dataclass(frozen=True)
 class LakeCapabilities:
     # Whether UPDATE reports affected rows; when not, claims are confirmed by reading back.
@@ -102,6 +106,11 @@ class Lake(Protocol):
     def insert_event(self, event: Event) -> None: ...
 
     def get_event(self, event_id: str) -> Event | None: ...
+
+    def get_events(self, event_id: str) -> list[Event]:
+        """Every row with this event_id, in claim order (at most MAX_COPIES_LISTED): one, unless
+        someone wrote the id twice (Delta has no unique constraint)."""
+        ...
 
     def list_events(
         self, status: str | None, limit: int, where: EventFilter | None = None

@@ -30,6 +30,7 @@ from bridge_cli.identifiers import TableName, parse_table_name, quote_backtick
 from bridge_cli.lakes import (
     CLAIM_ORDER,
     FINISHED_AT,
+    MAX_COPIES_LISTED,
     QUEUE_STATS_SELECT,
     WORKER_COLUMNS,
     EventFilter,
@@ -345,6 +346,12 @@ class DatabricksLake:
     def get_event(self, event_id: str) -> Event | None:
         rows = self._select("event_id = :event_id", {"event_id": event_id}, "LIMIT 1")
         return rows[0] if rows else None
+
+    def get_events(self, event_id: str) -> list[Event]:
+        return self._select(
+            "event_id = :event_id", {"event_id": event_id, "limit": MAX_COPIES_LISTED},
+            f"ORDER BY {CLAIM_ORDER} LIMIT :limit",
+        )
 
     def list_events(
         self, status: str | None, limit: int, where: EventFilter | None = None

@@ -31,6 +31,7 @@ from bridge_cli.identifiers import TableName, parse_table_name, quote_double
 from bridge_cli.lakes import (
     CLAIM_ORDER,
     FINISHED_AT,
+    MAX_COPIES_LISTED,
     QUEUE_STATS_SELECT,
     WORKER_COLUMNS,
     EventFilter,
@@ -274,6 +275,10 @@ class DuckDBLake:
         with self._events() as con:
             rows = self._select(con, "event_id = ?", [event_id], "LIMIT 1")
         return rows[0] if rows else None
+
+    def get_events(self, event_id: str) -> list[Event]:
+        with self._events() as con:
+            return self._select(con, "event_id = ?", [event_id, MAX_COPIES_LISTED], f"ORDER BY {CLAIM_ORDER} LIMIT ?")
 
     def list_events(
         self, status: str | None, limit: int, where: EventFilter | None = None
