@@ -95,6 +95,7 @@ MATRIX: dict[str, list[Phase]] = {
         Phase("lake.update_event_if", "record", "before", after_commit="insert"),  # result not recorded
         Phase("lake.update_event_if", "record", "after"),  # recorded, but the worker never heard
     ],
+    "lake.get_events": [Phase("lake.get_events", "call")],  # the one-row-per-id check after a claim
     "lake.source_columns": [Phase("lake.source_columns", "source")],
     "lake.read_source": [
         Phase("lake.read_source", "source", "call"),  # the call itself raises

@@ -27,13 +27,15 @@ from bridge_cli.identifiers import (
     ("`000-sql-databricks-bridge`.`events`.bridge_events",
      ["000-sql-databricks-bridge", "events", "bridge_events"]),
     ("  dbo.t  ", ["dbo", "t"]),
+    ("[dbo].[users]", ["dbo", "users"]),  # SQL Server's quoting
+    ("c.s.[t]", ["c", "s", "t"]),
 ])
 def test_split_name_accepts_backticks_or_not(text: str, parts: list[str]) -> None:
     assert split_name(text) == parts
 
 
 @pytest.mark.parametrize("text", [
-    "c.s.t; DROP TABLE x", "c.s.`t", "c.s.t'--", "c.s.[t]", "c..t", "c.s.t x", "`a.b`.s.t",
+    "c.s.t; DROP TABLE x", "c.s.`t", "c.s.t'--", "c.s.[t", "c.s.[t]x", "c.s.[t;x]", "c..t", "c.s.t x", "`a.b`.s.t",
     "c.s.t\nx", "c.s.t\n;", "c.s.ta\u00f1o",
 ])
 def test_hostile_or_broken_source_names_are_refused(text: str) -> None:

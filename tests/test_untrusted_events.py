@@ -88,8 +88,8 @@ def test_a_copy_of_a_completed_events_id_fails_and_the_completed_event_is_kept(p
 
 # -- 2. bridge's own tables and the servers' system tables ------------------------------------
 PROTECTED_TARGETS = [
-    ("ledger", "bridge.applied_events", "bridge's ledger"),
-    ("ledger-any-case", "[BRIDGE].[Applied_Events]", "bridge's ledger"),
+    ("ledger", "LEDGER", "bridge's ledger"),  # the pair's ledger_table
+    ("ledger-any-case", "[LEDGER-UPPER]", "bridge's ledger"),
     ("stage", "bridge.bridge_stage_0123456789abcdef", "staging tables"),
     ("event-table", "events.bridge_events", "event table"),
     ("workers-table", "events.bridge_workers", "workers table"),
@@ -105,6 +105,11 @@ def test_bridges_own_and_system_tables_are_refused_as_targets_whatever_allowed_t
     pair: LocalPair, target: str, why: str
 ) -> None:
     seeded(pair)
+    ledger = pair.target.ledger
+    if target == "LEDGER":
+        target = str(ledger)
+    elif target == "[LEDGER-UPPER]":
+        target = f"[{ledger.schema.upper()}].[{ledger.table.upper()}]"
     ledger_before = pair.ledger_ids()
     request = SubmitRequest(Operation.DELETE, target, ("event_id",), filter_conditions={"event_id": "x"})
     with pytest.raises(ValidationError, match=why):
