@@ -27,6 +27,7 @@ import yaml
 from bridge_cli import api
 from bridge_cli.config import Settings
 from bridge_cli.events import Operation, SubmitRequest
+from bridge_cli.lakes import workers_table_name
 from tests.backends import Col, DatabricksPair, LocalPair, MssqlPair
 
 TARGETS = [f"dbo.t{n}" for n in range(4)]
@@ -91,7 +92,7 @@ def hostile_rows(pair: LocalPair, legit_ids: list[str], rng: random.Random) -> l
     ledger = str(pair.target.ledger)
     events = pair.lake.event_table  # type: ignore[attr-defined]
     event_source = ".".join(f"`{p}`" for p in events.parts)
-    workers_source = event_source.replace(events.table, events.table.replace("events", "workers"))
+    workers_source = ".".join(f"`{p}`" for p in workers_table_name(events).parts)
     wipe = json.dumps({"k": list(range(400))})
     bad: list[dict[str, Any]] = []
 
@@ -107,6 +108,7 @@ def hostile_rows(pair: LocalPair, legit_ids: list[str], rng: random.Random) -> l
     # bridge's own tables and the servers' system tables, as targets and sources
     for target, keys in ((ledger, {"event_id": legit_ids}), ("bridge.bridge_stage_0123456789abcdef", {"k": 1}),
                          (f"{events.schema}.{events.table}", {"event_id": legit_ids}),
+                         (f"{workers_table_name(events).schema}.{workers_table_name(events).table}", {"k": 1}),
                          ("sys.objects", {"name": "t0"}), ("INFORMATION_SCHEMA.TABLES", {"TABLE_NAME": "t0"}),
                          ("guest.t", {"k": 1}), ("dbo.sqlite_sequence", {"name": "t0"})):
         row(target_table=target, primary_keys=list(keys), filter_conditions=json.dumps(keys))

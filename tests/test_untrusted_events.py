@@ -15,6 +15,7 @@ import pytest
 from bridge_cli import api
 from bridge_cli.errors import EventNotFound, ValidationError
 from bridge_cli.events import Operation, SubmitRequest
+from bridge_cli.lakes import workers_table_name
 from tests.backends import Col, LocalPair
 from tests.helpers import submit
 
@@ -91,8 +92,8 @@ PROTECTED_TARGETS = [
     ("ledger", "LEDGER", "bridge's ledger"),  # the pair's ledger_table
     ("ledger-any-case", "[LEDGER-UPPER]", "bridge's ledger"),
     ("stage", "bridge.bridge_stage_0123456789abcdef", "staging tables"),
-    ("event-table", "events.bridge_events", "event table"),
-    ("workers-table", "events.bridge_workers", "workers table"),
+    ("event-table", "EVENTS", "event table"),  # the pair's event table, as schema.table
+    ("workers-table", "WORKERS", "workers table"),
     ("sys", "sys.objects", "belongs to the server"),
     ("information-schema", "INFORMATION_SCHEMA.TABLES", "belongs to the server"),
     ("guest", "guest.t", "belongs to the server"),
@@ -110,6 +111,10 @@ def test_bridges_own_and_system_tables_are_refused_as_targets_whatever_allowed_t
         target = str(ledger)
     elif target == "[LEDGER-UPPER]":
         target = f"[{ledger.schema.upper()}].[{ledger.table.upper()}]"
+    elif target in ("EVENTS", "WORKERS"):
+        table = pair.lake.event_table  # type: ignore[attr-defined]
+        table = table if target == "EVENTS" else workers_table_name(table)
+        target = f"{table.schema}.{table.table}"
     ledger_before = pair.ledger_ids()
     request = SubmitRequest(Operation.DELETE, target, ("event_id",), filter_conditions={"event_id": "x"})
     with pytest.raises(ValidationError, match=why):
@@ -128,9 +133,9 @@ def test_bridges_own_and_system_tables_are_refused_as_targets_whatever_allowed_t
 
 def test_the_event_and_workers_tables_are_refused_as_sources(pair: LocalPair) -> None:
     seeded(pair)
-    events = ".".join(f"`{p}`" for p in pair.lake.event_table.parts)
-    for source, why in ((events, "bridge's event table"),
-                        (events.replace("bridge_events", "bridge_workers"), "bridge's workers table")):
+    events = pair.lake.event_table  # type: ignore[attr-defined]
+    for table, why in ((events, "bridge's event table"), (workers_table_name(events), "bridge's workers table")):
+        source = ".".join(f"`{p}`" for p in table.parts)
         request = SubmitRequest(Operation.INSERT, USERS, ("username",), source_table=source)
         with pytest.raises(ValidationError, match=why):
             api.submit_event(pair.lake, request, pair.settings)

@@ -77,6 +77,9 @@ _CONFLICT_MARKERS = (
     "ConcurrentTransactionException", "ConcurrentWriteException", "MetadataChangedException",
     "ProtocolChangedException", "DELTA_CONCURRENT", "ConcurrentModificationException",
     "org.apache.iceberg.exceptions.ValidationException", "CommitFailedException",
+    # Iceberg (the stand-in's tables): a row-level UPDATE whose scan snapshot was replaced by a
+    # concurrent commit (seen with 2 workers recording results at once).
+    "has been concurrently modified",
 )
 _MISSING_MARKERS = ("TABLE_OR_VIEW_NOT_FOUND", "SCHEMA_NOT_FOUND", "UNRESOLVED_COLUMN", "NoSuchTableException")
 _IDS_PER_STATEMENT = 200  # event ids bound as parameters in one DELETE or SELECT
@@ -444,10 +447,10 @@ class DatabricksLake:
         except LostRace:
             return False
         # The UPDATE's row count is not trusted: read the row back to see whether ours stands.
-        event = self.get_event(event_id)
-        if event is None:
-            return False
-        return all(_same(getattr(event, c), v) for c, v in changes.items())
+        # Every row with the id: when a job wrote the id twice, the first may not be ours.
+        return any(
+            all(_same(getattr(event, c), v) for c, v in changes.items()) for event in self.get_events(event_id)
+        )
 
     def _with_conflict_retries(self, action: Any) -> Any:
         """Retry a write that lost a concurrent-modification race; a conditional write stays
