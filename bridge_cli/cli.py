@@ -54,6 +54,7 @@ from bridge_cli.errors import (
 from bridge_cli.events import Event, Operation, Status, SubmitRequest
 from bridge_cli.notify import SystemdNotifier
 from bridge_cli.observe import Observers, WorkerObserver
+from bridge_cli.settings_spec import POLL_INTERVAL_FLOOR
 
 # Exit codes scripts branch on (documented in the README).
 EXIT_OK = 0
@@ -605,8 +606,8 @@ def worker(
         float | None, typer.Option(
             "--poll-interval",
             metavar="SECONDS",
-            callback=in_range(0),
-            help="Seconds between polls.",
+            callback=in_range(POLL_INTERVAL_FLOOR),
+            help=f"Seconds between polls (at least {POLL_INTERVAL_FLOOR:g}).",
         )
     ] = None,
     max_events: Annotated[

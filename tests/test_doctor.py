@@ -273,8 +273,14 @@ def test_doctor_checks_the_spark_section_before_any_event_needs_it(bridge_home: 
     assert checks["spark"]["status"] == ("ok" if ready else "failed"), checks["spark"]
     if ready:
         assert checks["spark"]["detail"] == "local Spark, 3 JDBC writers (jtds); jdbc:jtds:sqlserver://127.0.0.1:1/sales"
-    path.write_text(path.read_text().replace("partitions: 3", "partitions: 0"))
+    path.write_text(path.read_text().replace("partitions: 3", "partitions: 3\n      jars: [/no/such.jar]"))
     code, checks = doctor("--config", str(path))
     assert code == 5
     assert checks["config"]["status"] == "ok"  # the profile itself loads
-    assert checks["spark"]["status"] == "failed" and "partitions: must be at least 1" in checks["spark"]["detail"]
+    assert checks["spark"]["status"] == "failed" and "jars: /no/such.jar is not a file" in checks["spark"]["detail"]
+    # A value out of its range is the profile's own error (it no longer loads): the spark check waits for it.
+    path.write_text(path.read_text().replace("partitions: 3", "partitions: 0"))
+    code, checks = doctor("--config", str(path))
+    assert code == 5
+    assert checks["config"]["status"] == "failed" and "spark.partitions: must be at least 1" in checks["config"]["detail"]
+    assert checks["spark"]["status"] == "skipped"
