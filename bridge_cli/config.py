@@ -314,7 +314,9 @@ def describe_settings(
         specs = registry[adapter.kind]
         for option in sorted(specs, key=lambda o: (o not in adapter.options, o)):
             value = adapter.options.get(option)
-            if value is not None and option in SECRET_KEYS:
+            if value is None:  # the adapter's own default, where there is one
+                value = specs[option].default_for(settings, adapter.options)
+            elif option in SECRET_KEYS:
                 value = "***"
             sources.append(SettingSource(f"{which}.{option}", value, origin(f"{which}.{option}")))
     return settings, sources

@@ -58,7 +58,8 @@ def test_config_show_json_says_where_each_value_came_from(bridge_home: Path, tmp
     assert settings["lake.path"] == ("/srv/lake", f"${{LAKE_DIR}} in {path}:7")
     assert settings["target.password"] == ("***", f"${{DB_PASSWORD}} in {path}:13")
     assert settings["batch_rows"] == (5000, "default")
-    assert settings["target.login_timeout"] == (None, "default")  # every adapter option is listed
+    assert settings["target.login_timeout"] == (30, "default")  # every adapter option is listed
+    assert settings["target.encrypt"] == (None, "default")  # with its default where bridge knows it
     assert settings["target.kind"] == ("sqlserver", f"{path}:9")
 
 

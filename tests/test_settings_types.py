@@ -1,7 +1,7 @@
-"""Every setting has a type and a range, checked when the configuration loads (issue 16, items 4 and
-11): a value that would break a worker is one line naming the file, the profile and the key, and
-exit 5, before anything runs. Also: allowed_sources / allowed_targets are never empty and every
-pattern is checked on load."""
+"""Every setting has a type and a range, checked when the configuration loads (issue 16, items 4, 11
+and 12): a value that would break a worker is one line naming the file, the profile and the key,
+and exit 5, before anything runs. Also: allowed_sources / allowed_targets are never empty and every
+pattern is checked on load; `config show` shows the adapters' defaults."""
 
 from __future__ import annotations
 
@@ -290,3 +290,22 @@ def test_source_patterns_name_catalog_schema_table(pattern: str, allowed: list[s
     for name in refused_names:
         with pytest.raises(PermanentError, match="is not allowed by this profile"):
             policy.check_source(parse_source_table(name))
+
+
+# -- config show ---------------------------------------------------------------------------
+def test_config_show_gives_the_adapters_defaults(bridge_home: Path, tmp_path: Path) -> None:
+    """event_table and ledger_table showed blank; each option's default is shown, from "default"."""
+    result = run("config", "show", "--json")
+    assert result.exit_code == 0, show(result)
+    shown = {s["key"]: (s["value"], s["source"]) for s in json.loads(result.stdout)["settings"]}
+    assert shown["lake.event_table"] == ("`000-sql-databricks-bridge`.`events`.bridge_events", "default")
+    assert shown["target.ledger_table"] == ("bridge.applied_events", "default")
+    assert shown["lake.path"] == (str(bridge_home / "lake"), "default")
+    assert shown["allowed_sources"] == (["*"], "default")
+    path = write(tmp_path, target=SQLSERVER + "}")
+    result = run("--config", str(path), "config", "show", "--json")
+    shown = {s["key"]: (s["value"], s["source"]) for s in json.loads(result.stdout)["settings"]}
+    assert shown["target.port"] == (1433, "default") and shown["target.driver"] == ("pymssql", "default")
+    assert shown["target.batch_rows"] == (5000, "default")  # the profile's batch_rows
+    assert shown["target.encrypt"] == (None, "default")  # the driver's own: not known here
+    assert shown["target.password"] == ("***", f"{path}:4")
