@@ -741,7 +741,7 @@ def prune(
 
 @app.command(cls=_BridgeCommand)
 def doctor(ctx: typer.Context, as_json: JsonFlag = False) -> None:
-    """Check the config, lake, event table, target, ledger, staging and queue: exit 0 all ok, 5 not."""
+    """Check the config, lake, event table, target, ledger, staging and queue: exit 0 none failed, 5 not."""
     state = _state(ctx)
     results = run_checks(state.config, state.profile)
     reporting.print_checks(results, as_json)

@@ -1,7 +1,8 @@
-"""Every setting has a type and a range, checked when the configuration loads (issue 16, items 4, 11
-and 12): a value that would break a worker is one line naming the file, the profile and the key,
+"""Every setting has a type and a range, checked when the configuration loads (issue 16, items 3, 4,
+11 and 12): a value that would break a worker is one line naming the file, the profile and the key,
 and exit 5, before anything runs. Also: allowed_sources / allowed_targets are never empty and every
-pattern is checked on load; `config show` shows the adapters' defaults."""
+pattern is checked on load; doctor warns when either allows any table; `config show` shows the
+adapters' defaults."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 
 from bridge_cli.config import load_settings
 from bridge_cli.identifiers import parse_source_table, parse_target_table
-from tests.test_cli import run, show
+from tests.test_cli import TERMINAL, run, show
 
 SQLSERVER = "{kind: sqlserver, host: db.example, database: sales, user: loader, password: pw-secret-1"
 
@@ -292,7 +293,31 @@ def test_source_patterns_name_catalog_schema_table(pattern: str, allowed: list[s
             policy.check_source(parse_source_table(name))
 
 
-# -- config show ---------------------------------------------------------------------------
+# -- doctor and config show ---------------------------------------------------------------------------
+def _allowed_check(*args: str, env: dict[str, str | None] | None = None) -> tuple[int, dict[str, Any]]:
+    result = run(*args, "doctor", "--json", env=env)
+    checks = {c["name"]: c for c in json.loads(result.stdout)}
+    return result.exit_code, checks["allowed tables"]
+
+
+def test_doctor_warns_when_any_lake_table_may_be_copied(bridge_home: Path) -> None:
+    """allowed_sources left at "*": a warning (exit 0), naming both lists; set, the check is ok."""
+    assert run("init").exit_code == 0
+    code, check = _allowed_check()
+    assert code == 0 and check["status"] == "warning", check
+    assert "allowed_sources: *" in check["detail"] and "allowed_targets: *" in check["detail"]
+    assert "every lake table the credentials can read may be copied" in check["detail"]
+    assert "allowed_sources" in check["fix"]
+    code, check = _allowed_check(env={"BRIDGE_ALLOWED_SOURCES": "main.sales_exports.*",
+                                      "BRIDGE_ALLOWED_TARGETS": "dbo.*"})
+    assert code == 0 and check["status"] == "ok", check
+    assert check["detail"] == "allowed_sources: main.sales_exports.*; allowed_targets: dbo.*"
+    piped = run("doctor", env={"BRIDGE_ALLOWED_TARGETS": "dbo.*"})
+    assert piped.exit_code == 0 and "allowed tables\twarning" in piped.stdout, show(piped)
+    table = run("doctor", env=TERMINAL)
+    assert table.exit_code == 0 and "warning" in table.stdout, show(table)
+
+
 def test_config_show_gives_the_adapters_defaults(bridge_home: Path, tmp_path: Path) -> None:
     """event_table and ledger_table showed blank; each option's default is shown, from "default"."""
     result = run("config", "show", "--json")
