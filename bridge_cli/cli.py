@@ -56,6 +56,7 @@ from bridge_cli.errors import (
 from bridge_cli.events import Event, Operation, Status, SubmitRequest
 from bridge_cli.notify import SystemdNotifier
 from bridge_cli.observe import Observers, WorkerObserver
+from bridge_cli.settings_spec import POLL_INTERVAL_FLOOR
 
 # Exit codes scripts branch on (documented in the README).
 EXIT_OK = 0
@@ -611,8 +612,8 @@ def worker(
         float | None, typer.Option(
             "--poll-interval",
             metavar="SECONDS",
-            callback=in_range(0),
-            help="Seconds between polls.",
+            callback=in_range(POLL_INTERVAL_FLOOR),
+            help=f"Seconds between polls (at least {POLL_INTERVAL_FLOOR:g}).",
         )
     ] = None,
     max_events: Annotated[
@@ -746,7 +747,7 @@ def prune(
 
 @app.command(cls=_BridgeCommand)
 def doctor(ctx: typer.Context, as_json: JsonFlag = False) -> None:
-    """Check the config, lake, event table, target, ledger, staging and queue: exit 0 all ok, 5 not."""
+    """Check the config, lake, event table, target, ledger, staging and queue: exit 0 none failed, 5 not."""
     state = _state(ctx)
     results = run_checks(state.config, state.profile)
     reporting.print_checks(results, as_json)

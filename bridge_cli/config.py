@@ -17,45 +17,28 @@ from typing import Any
 
 import yaml
 
-from bridge_cli.errors import ConfigError, ValidationError
-from bridge_cli.identifiers import parse_table_name
+from bridge_cli.errors import ConfigError
+from bridge_cli.settings_spec import (
+    ADAPTER_SPECS,
+    ORDERED_PAIRS,
+    PROFILE_SETTINGS,
+    SPARK_SPECS,
+    Spec,
+    SpecError,
+)
+from bridge_cli.settings_spec import DEFAULT_EVENT_TABLE as DEFAULT_EVENT_TABLE  # the adapters read
+from bridge_cli.settings_spec import DEFAULT_LEDGER_TABLE as DEFAULT_LEDGER_TABLE  # them from here
 
-DEFAULT_EVENT_TABLE = "`000-sql-databricks-bridge`.`events`.bridge_events"
-DEFAULT_LEDGER_TABLE = "bridge.applied_events"
 LAKE_KINDS = ("duckdb", "databricks")
 TARGET_KINDS = ("sqlite", "sqlserver")
 SECRET_KEYS = frozenset({"password", "token", "client_secret", "access_token"})
-# Every option each adapter reads (tests/test_units.py checks this against the adapters' code):
-# any other key in a `lake:` or `target:` section is a typo, and an error.
-ADAPTER_OPTIONS: dict[str, frozenset[str]] = {
-    "duckdb": frozenset({"path", "event_table"}),
-    "databricks": frozenset({
-        "server_hostname", "http_path", "port", "token", "profile", "auth_timeout", "event_table",
-        "catalog", "schema", "session_configuration", "timestamp_zone", "conflict_retries",
-        "retry_seconds", "connect_timeout", "fetch_rows", "buffer_bytes",
-    }),
-    "sqlite": frozenset({"path", "ledger_table"}),
-    "sqlserver": frozenset({
-        "driver", "host", "port", "database", "user", "password", "authentication", "client_id",
-        "client_secret", "access_token", "encrypt", "trust_server_certificate", "login_timeout",
-        "timeout", "packet_size", "tds_version", "appname", "write_method", "rows_per_trip",
-        "bulk_timeout", "batch_rows", "ledger_table",
-    }),
-}
+# Every option each adapter reads (tests/test_config_errors.py checks this against the adapters'
+# code): any other key in a `lake:` or `target:` section is a typo, and an error. Each option's type,
+# range and default: bridge_cli/settings_spec.py.
+ADAPTER_OPTIONS: dict[str, frozenset[str]] = {kind: frozenset(specs) for kind, specs in ADAPTER_SPECS.items()}
 SPARK_KINDS = ("local", "databricks")
 # Every option of a `spark:` section, by kind (bridge_cli/spark/settings.py reads them).
-_SPARK_COMMON = frozenset({
-    "partitions", "batch_size", "jdbc_driver", "jdbc_url", "jdbc_properties", "poll_seconds",
-})
-SPARK_OPTIONS: dict[str, frozenset[str]] = {
-    "local": _SPARK_COMMON | {"master", "jars", "spark_conf", "python", "work_dir"},
-    "databricks": _SPARK_COMMON | {
-        "cluster_id", "serverless", "job_id", "wheel", "password_secret", "host", "token", "profile",
-        "run_name",
-    },
-}
-# Table names an adapter section may hold, and how many parts each takes.
-_TABLE_OPTIONS = {"event_table": (3, 3), "ledger_table": (1, 2)}
+SPARK_OPTIONS: dict[str, frozenset[str]] = {kind: frozenset(specs) for kind, specs in SPARK_SPECS.items()}
 # ${NAME}, ${NAME:-default}, or $$ for a literal $; any other $ is a mistake worth saying so.
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$")
 
@@ -106,27 +89,11 @@ class Settings:
     spark: AdapterConfig | None = None  # the profile's `spark:` section (kind local | databricks)
 
 
-ORDERINGS = ("per_target", "none")
-
-# Settings a profile (or BRIDGE_<NAME>) may set, with their types.
-_TUNABLE: dict[str, type] = {
-    "max_delete_rows": int,
-    "max_attempts": int,
-    "poll_interval": float,
-    "idle_poll_max": float,
-    "metrics_port": int,
-    "lease_seconds": float,
-    "retry_backoff": float,
-    "retry_backoff_max": float,
-    "batch_rows": int,
-    "lock_timeout": float,
-    "allowed_targets": tuple,
-    "allowed_sources": tuple,
-    "ordering": str,
-    "spark_min_rows": int,
-}
-_MINIMUM = {"max_attempts": 1, "batch_rows": 1, "max_delete_rows": 0}
-_MAXIMUM = {"metrics_port": 65535}
+# Settings a profile (or BRIDGE_<NAME>) may set; their types and ranges are in settings_spec.
+_TUNABLE: dict[str, Spec] = PROFILE_SETTINGS
+# An empty BRIDGE_<NAME> is taken as unset, except for these: an empty list must never widen to
+# the default "*" (any table).
+_NEVER_EMPTY = frozenset({"allowed_targets", "allowed_sources"})
 
 
 def bridge_home(env: Mapping[str, str]) -> Path:
@@ -192,22 +159,33 @@ def _build(
     prefix = f"profiles.{name}"
     expanded = _expand(raw, f"{prefix}", where, env)
     values: dict[str, Any] = {}
+    labels: dict[str, tuple[str, str]] = {}  # setting -> (label, where), for messages
     for key, value in expanded.items():
         if key in ("lake", "target", "spark"):
             continue
         if key not in _TUNABLE:
             known = ", ".join(["lake", "target", "spark", *_TUNABLE])
             raise ConfigError(f"{where}: {prefix}.{key}: unknown setting (known: {known})")
-        values[key] = _coerce(key, value, f"{prefix}.{key}", where)
+        labels[key] = (f"{prefix}.{key}", where)
+        values[key] = _coerce(_TUNABLE[key], value, *labels[key])
     for key in _TUNABLE:
-        override = env.get(f"BRIDGE_{key.upper()}")
-        if override is not None and override != "":
-            values[key] = _coerce(key, override, f"BRIDGE_{key.upper()}", "the environment")
+        variable = f"BRIDGE_{key.upper()}"
+        override = env.get(variable)
+        if override is not None and (override != "" or key in _NEVER_EMPTY):
+            labels[key] = (variable, "the environment")
+            values[key] = _coerce(_TUNABLE[key], override, *labels[key])
+    values = {key: value for key, value in values.items() if value is not None}
+    for smaller, larger in ORDERED_PAIRS:  # only when both are set: a default never stands in the way
+        if smaller in values and larger in values and values[larger] < values[smaller]:
+            label, at = labels[larger]
+            raise ConfigError(
+                f"{at}: {label}: must be at least {smaller} ({values[smaller]:g}), got {values[larger]:g}"
+            )
     lake = _adapter(expanded.get("lake"), "lake", LAKE_KINDS, prefix, where)
     target = _adapter(expanded.get("target"), "target", TARGET_KINDS, prefix, where)
     spark = None
     if expanded.get("spark") is not None:
-        spark = _adapter(expanded["spark"], "spark", SPARK_KINDS, prefix, where, SPARK_OPTIONS)
+        spark = _adapter(expanded["spark"], "spark", SPARK_KINDS, prefix, where, SPARK_SPECS)
     settings_fields = {f.name for f in fields(Settings)}
     assert set(_TUNABLE) <= settings_fields
     return Settings(
@@ -217,59 +195,39 @@ def _build(
 
 def _adapter(
     section: Any, which: str, kinds: tuple[str, ...], prefix: str, where: str,
-    registry: Mapping[str, frozenset[str]] = ADAPTER_OPTIONS,
+    registry: Mapping[str, Mapping[str, Spec]] = ADAPTER_SPECS,
 ) -> AdapterConfig:
     if section is None:
         raise ConfigError(f"{where}: {prefix}.{which}: missing (needs at least 'kind:')")
     if not isinstance(section, dict):
         raise ConfigError(f"{where}: {prefix}.{which}: must be a mapping with 'kind:'")
-    kind = section.get("kind")
-    if kind not in kinds:
+    given = section.get("kind")
+    kind = next((k for k in kinds if isinstance(given, str) and given.strip().lower() == k), None)
+    if kind is None:
         raise ConfigError(
-            f"{where}: {prefix}.{which}.kind: {kind!r} is not one of {', '.join(kinds)}"
+            f"{where}: {prefix}.{which}.kind: {given!r} is not one of {', '.join(kinds)}"
         )
-    options = {str(k): v for k, v in section.items() if k != "kind"}
-    known = registry[str(kind)]
-    for key in options:
-        if key not in known:
-            close = difflib.get_close_matches(key, sorted(known), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(sorted(known))})"
+    specs = registry[kind]
+    options: dict[str, Any] = {}
+    for key, value in section.items():
+        key = str(key)
+        if key == "kind":
+            continue
+        if key not in specs:
+            close = difflib.get_close_matches(key, sorted(specs), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(sorted(specs))})"
             raise ConfigError(f"{where}: {prefix}.{which}.{key}: unknown option for kind {kind}{hint}")
-    for key, (low, high) in _TABLE_OPTIONS.items():
-        if options.get(key) is not None:
-            try:
-                parse_table_name(str(options[key]), min_parts=low, max_parts=high, what=key)
-            except ValidationError as exc:
-                raise ConfigError(f"{where}: {prefix}.{which}.{key}: {exc}") from None
-    return AdapterConfig(kind=str(kind), options=options, source=f"{where}: {prefix}.{which}")
+        checked = None if value is None else _coerce(specs[key], value, f"{prefix}.{which}.{key}", where)
+        if checked is not None:  # unset (null, or "" for a number): the adapter's default applies
+            options[key] = checked
+    return AdapterConfig(kind=kind, options=options, source=f"{where}: {prefix}.{which}")
 
 
-def _coerce(key: str, value: Any, label: str, where: str) -> Any:
-    wanted = _TUNABLE[key]
-    if wanted is str:  # a choice
-        if value not in ORDERINGS:
-            raise ConfigError(f"{where}: {label}: expected one of {', '.join(ORDERINGS)}, got {value!r}")
-        return value
+def _coerce(spec: Spec, value: Any, label: str, where: str) -> Any:
     try:
-        if wanted is tuple:
-            if isinstance(value, str):
-                items = [v.strip() for v in value.split(",") if v.strip()]
-            elif isinstance(value, list):
-                items = [str(v) for v in value]
-            else:
-                raise ValueError
-            return tuple(items)
-        if isinstance(value, bool):
-            raise ValueError
-        number = wanted(value)
-    except (TypeError, ValueError):
-        kind = {int: "an integer", float: "a number", tuple: "a list"}[wanted]
-        raise ConfigError(f"{where}: {label}: expected {kind}, got {value!r}") from None
-    if number < _MINIMUM.get(key, 0):
-        raise ConfigError(f"{where}: {label}: must be at least {_MINIMUM.get(key, 0)}, got {value!r}")
-    if key in _MAXIMUM and number > _MAXIMUM[key]:
-        raise ConfigError(f"{where}: {label}: must be at most {_MAXIMUM[key]}, got {value!r}")
-    return number
+        return spec.coerce(value)
+    except SpecError as exc:
+        raise ConfigError(f"{where}: {label}: {exc}") from None
 
 
 def _expand(value: Any, label: str, where: str, env: Mapping[str, str]) -> Any:
@@ -348,14 +306,17 @@ def describe_settings(
         value = list(value) if isinstance(value, tuple) else value
         from_env = env.get(variable) not in (None, "")
         sources.append(SettingSource(key, value, f"{variable} (environment)" if from_env else origin(key)))
-    sections = [("lake", settings.lake, ADAPTER_OPTIONS), ("target", settings.target, ADAPTER_OPTIONS)]
+    sections = [("lake", settings.lake, ADAPTER_SPECS), ("target", settings.target, ADAPTER_SPECS)]
     if settings.spark is not None:
-        sections.append(("spark", settings.spark, SPARK_OPTIONS))
+        sections.append(("spark", settings.spark, SPARK_SPECS))
     for which, adapter, registry in sections:
         sources.append(SettingSource(f"{which}.kind", adapter.kind, origin(f"{which}.kind")))
-        for option in sorted(registry[adapter.kind], key=lambda o: (o not in adapter.options, o)):
+        specs = registry[adapter.kind]
+        for option in sorted(specs, key=lambda o: (o not in adapter.options, o)):
             value = adapter.options.get(option)
-            if value is not None and option in SECRET_KEYS:
+            if value is None:  # the adapter's own default, where there is one
+                value = specs[option].default_for(settings, adapter.options)
+            elif option in SECRET_KEYS:
                 value = "***"
             sources.append(SettingSource(f"{which}.{option}", value, origin(f"{which}.{option}")))
     return settings, sources

@@ -22,7 +22,8 @@ from bridge_cli.events import Status, split_counts
 from bridge_cli.lakes import Lake
 from bridge_cli.targets import Target
 
-OK, FAILED, SKIPPED = "ok", "failed", "skipped"
+# warning: worth changing, not a failure (exit 0); a check that needs it still runs.
+OK, WARNING, FAILED, SKIPPED = "ok", "warning", "failed", "skipped"
 DEFAULT_BOUND = 30.0  # seconds, when the lake has no connect_timeout (the embedded lake)
 STALE_LIMIT = 10000  # processing events looked at
 
@@ -30,7 +31,7 @@ STALE_LIMIT = 10000  # processing events looked at
 @dataclass(frozen=True)
 class CheckResult:
     name: str
-    status: str  # ok, failed or skipped
+    status: str  # ok, warning, failed or skipped
     seconds: float
     detail: str  # what was found
     fix: str = ""  # what to do when not ok
@@ -43,6 +44,10 @@ class CheckFailed(Exception):
         super().__init__(detail)
         self.detail = detail
         self.fix = fix
+
+
+class CheckWarning(CheckFailed):
+    """A finding that works but deserves a change: reported, and the command still exits 0."""
 
 
 @dataclass
@@ -76,7 +81,7 @@ def run_checks(
         ("target", ("config",), lambda: _target(state)),
         ("ledger", ("target",), lambda: _ledger(state)),
         ("staging", ("ledger",), lambda: _staging(state)),
-        ("allowed targets", ("config",), lambda: _allowed(state)),
+        ("allowed tables", ("config",), lambda: _allowed(state)),
         ("leftover stages", ("target",), lambda: _leftovers(state)),
         ("statuses", ("event table",), lambda: _statuses(state)),
         ("leases", ("event table",), lambda: _leases(state, clock)),
@@ -85,7 +90,7 @@ def run_checks(
     ]
     results: dict[str, CheckResult] = {}
     for name, needs, check in checks:
-        blocked = [n for n in needs if results[n].status != OK]
+        blocked = [n for n in needs if results[n].status not in (OK, WARNING)]
         if blocked:
             results[name] = CheckResult(name, SKIPPED, 0.0, f"skipped: the {blocked[0]} check did not pass")
             continue
@@ -104,6 +109,8 @@ def _timed(name: str, check: Callable[[], str], bound: float) -> CheckResult:
             outcome.append(CheckResult(name, OK, time.monotonic() - start, detail))
         except _Skip as skip:
             outcome.append(CheckResult(name, SKIPPED, time.monotonic() - start, str(skip)))
+        except CheckWarning as warned:
+            outcome.append(CheckResult(name, WARNING, time.monotonic() - start, warned.detail, warned.fix))
         except CheckFailed as failed:
             outcome.append(CheckResult(name, FAILED, time.monotonic() - start, failed.detail, failed.fix))
         except BridgeError as exc:
@@ -197,12 +204,27 @@ def _staging(state: _State) -> str:
 
 
 def _allowed(state: _State) -> str:
-    assert state.settings is not None
-    allowed = state.settings.allowed_targets
-    if not allowed:
-        raise CheckFailed("allowed_targets is empty: every event would fail",
-                          "set allowed_targets (e.g. ['dbo.*']) in the profile, or leave it out for any table")
-    return f"allowed_targets: {', '.join(allowed)}"
+    """Both lists (the profile refused an empty one or a malformed pattern when it loaded); a list
+    that allows any table is a warning: event rows are untrusted, and the worker's credentials
+    reach further than the jobs that submit should."""
+    from bridge_cli.patterns import parse_patterns
+
+    settings = state.settings
+    assert settings is not None
+    lists = {"allowed_sources": (settings.allowed_sources, 3), "allowed_targets": (settings.allowed_targets, 2)}
+    detail = "; ".join(f"{key}: {', '.join(items)}" for key, (items, _) in lists.items())
+    wide = [key for key, (items, parts) in lists.items()
+            if any(p.allows_any for p in parse_patterns(items, max_parts=parts))]
+    if not wide:
+        return detail
+    risks = {"allowed_sources": "every lake table the credentials can read may be copied",
+             "allowed_targets": "every target table the credentials can write may be written"}
+    examples = {"allowed_sources": "allowed_sources: ['main.sales_exports.*']",
+                "allowed_targets": "allowed_targets: ['dbo.*']"}
+    raise CheckWarning(
+        f"{detail}: {'; '.join(risks[key] for key in wide)}",
+        f"name the tables events may reach in the profile ({', '.join(examples[key] for key in wide)})",
+    )
 
 
 def _leftovers(state: _State) -> str:

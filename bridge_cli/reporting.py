@@ -622,7 +622,7 @@ def print_settings(profile: str, config_file: str | None, sources: Sequence[Sett
 
 
 def print_checks(results: Sequence[CheckResult], as_json: bool) -> None:
-    """`bridge doctor`: one row per check, in order: ok, failed or skipped, and what to do."""
+    """`bridge doctor`: one row per check, in order: ok, warning, failed or skipped, and what to do."""
     if as_json:
         print_json([asdict(r) for r in results])
         return
@@ -631,7 +631,7 @@ def print_checks(results: Sequence[CheckResult], as_json: bool) -> None:
     if not to_terminal():
         _print_rows(rows)
         return
-    style = {"ok": "green", "failed": "bold red", "skipped": "yellow"}
+    style = {"ok": "green", "warning": "bold yellow", "failed": "bold red", "skipped": "yellow"}
     table = Table(title="bridge doctor", title_justify="left")
     table.add_column("check", no_wrap=True)
     table.add_column("result", no_wrap=True)

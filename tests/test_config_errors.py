@@ -70,7 +70,7 @@ def test_an_invalid_event_table_names_the_file_and_key_and_exits_5(bridge_home: 
 
 @pytest.mark.parametrize("target,command,message", [
     ("{kind: sqlserver, host: h, database: d, user: u, password: secretpw, login_timeout: soon}", "init",
-     "profiles.p.target.login_timeout: 'soon' is not an integer"),
+     "profiles.p.target.login_timeout: expected an integer, got 'soon'"),
     ("{kind: sqlserver, host: h, database: d, user: u, password: secretpw, batch_rows: many}",
      "process-once", "profiles.p.target.batch_rows: expected an integer, got 'many'"),
 ])

@@ -58,7 +58,8 @@ def test_config_show_json_says_where_each_value_came_from(bridge_home: Path, tmp
     assert settings["lake.path"] == ("/srv/lake", f"${{LAKE_DIR}} in {path}:7")
     assert settings["target.password"] == ("***", f"${{DB_PASSWORD}} in {path}:13")
     assert settings["batch_rows"] == (5000, "default")
-    assert settings["target.login_timeout"] == (None, "default")  # every adapter option is listed
+    assert settings["target.login_timeout"] == (30, "default")  # every adapter option is listed
+    assert settings["target.encrypt"] == (None, "default")  # with its default where bridge knows it
     assert settings["target.kind"] == ("sqlserver", f"{path}:9")
 
 
@@ -93,7 +94,7 @@ def test_config_show_of_the_embedded_default_and_of_a_broken_config(bridge_home:
 
 
 # -- bridge doctor ---------------------------------------------------------------------------------
-CHECKS = ["config", "lake", "event table", "target", "ledger", "staging", "allowed targets",
+CHECKS = ["config", "lake", "event table", "target", "ledger", "staging", "allowed tables",
           "leftover stages", "statuses", "leases", "workers", "spark"]
 
 
@@ -112,8 +113,9 @@ def test_doctor_after_init_on_the_embedded_default_is_all_ok(bridge_home: Path) 
     assert run("init").exit_code == 0
     code, checks = doctor()
     assert code == 0, checks
-    expected = {n: "ok" for n in CHECKS if n not in ("workers", "spark")}
-    assert {n: s for n, s in statuses(checks).items() if n not in ("workers", "spark")} == expected
+    expected = {n: "ok" for n in CHECKS if n not in ("workers", "spark", "allowed tables")}
+    assert {n: s for n, s in statuses(checks).items() if n not in ("workers", "spark", "allowed tables")} == expected
+    assert checks["allowed tables"]["status"] == "warning"  # any table: worth a change, not a failure
     assert checks["workers"]["status"] == "skipped"  # no worker has run yet
     assert checks["spark"]["status"] == "skipped" and "no spark: section" in checks["spark"]["detail"]
     assert all(c["seconds"] >= 0 for c in checks.values())
@@ -273,8 +275,14 @@ def test_doctor_checks_the_spark_section_before_any_event_needs_it(bridge_home: 
     assert checks["spark"]["status"] == ("ok" if ready else "failed"), checks["spark"]
     if ready:
         assert checks["spark"]["detail"] == "local Spark, 3 JDBC writers (jtds); jdbc:jtds:sqlserver://127.0.0.1:1/sales"
-    path.write_text(path.read_text().replace("partitions: 3", "partitions: 0"))
+    path.write_text(path.read_text().replace("partitions: 3", "partitions: 3\n      jars: [/no/such.jar]"))
     code, checks = doctor("--config", str(path))
     assert code == 5
     assert checks["config"]["status"] == "ok"  # the profile itself loads
-    assert checks["spark"]["status"] == "failed" and "partitions: must be at least 1" in checks["spark"]["detail"]
+    assert checks["spark"]["status"] == "failed" and "jars: /no/such.jar is not a file" in checks["spark"]["detail"]
+    # A value out of its range is the profile's own error (it no longer loads): the spark check waits for it.
+    path.write_text(path.read_text().replace("partitions: 3", "partitions: 0"))
+    code, checks = doctor("--config", str(path))
+    assert code == 5
+    assert checks["config"]["status"] == "failed" and "spark.partitions: must be at least 1" in checks["config"]["detail"]
+    assert checks["spark"]["status"] == "skipped"

@@ -201,7 +201,7 @@ def test_config_show_lists_the_spark_section_with_where_each_value_came_from(tmp
     assert shown["spark_min_rows"] == (500, f"{path}:14")
     assert shown["spark.kind"] == ("local", f"{path}:16")
     assert shown["spark.partitions"] == (3, f"{path}:17")
-    assert shown["spark.master"] == (None, "default")
+    assert shown["spark.master"] == ("local[3]", "default")  # local[partitions]
     assert shown["target.password"][0] == "***"
 
 

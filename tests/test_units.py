@@ -106,9 +106,9 @@ profiles:
     ("profiles:\n  p:\n    lake: {kind: duckdb}\n    target: {kind: sqlite}\n",
      {"BRIDGE_MAX_ATTEMPTS": "0"}, "BRIDGE_MAX_ATTEMPTS: must be at least 1"),
     ("profiles:\n  p:\n    lake: {kind: duckdb}\n    target: {kind: sqlite}\n    ordering: fifo\n",
-     {}, "profiles.p.ordering: expected one of per_target, none, got 'fifo'"),
+     {}, "profiles.p.ordering: 'fifo' is not one of per_target, none"),
     ("profiles:\n  p:\n    lake: {kind: duckdb}\n    target: {kind: sqlite}\n",
-     {"BRIDGE_ORDERING": "strict"}, "BRIDGE_ORDERING: expected one of per_target, none, got 'strict'"),
+     {"BRIDGE_ORDERING": "strict"}, "BRIDGE_ORDERING: 'strict' is not one of per_target, none"),
     ("profiles: [\n", {}, "not valid YAML"),
     ("lake: {kind: duckdb}\n", {}, "expected a 'profiles:' mapping"),
 ])
