@@ -1,6 +1,9 @@
 """Everything bridge shows: rich tables for people, JSON for machines, logs and progress on stderr.
 
-The only module that imports rich. NO_COLOR is honoured by rich itself.
+The only module that imports rich. NO_COLOR is honoured by rich itself. Event rows are untrusted:
+every string a console renders, every piped line and every log line goes through
+untrusted.printable, and JSON through untrusted.json_text (see _SafeConsole, _print_rows,
+OneLineFormatter and print_json: the boundaries, not the fields).
 """
 
 from __future__ import annotations
@@ -22,12 +25,14 @@ from rich.live import Live
 from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from bridge_cli.api import CancelResult, PruneResult, QueueView, RequeueResult, WorkerState
 from bridge_cli.config import SettingSource
 from bridge_cli.doctor import CheckResult
 from bridge_cli.engine import EventResult
 from bridge_cli.events import Event, split_counts
+from bridge_cli.untrusted import json_text, printable
 
 _STATUS_STYLE = {
     "completed": "green",
@@ -43,12 +48,21 @@ def _color_system() -> str | None:
     return None if os.environ.get("NO_COLOR") else "auto"
 
 
+class _SafeConsole(Console):
+    """A console whose every string (a cell, a title, a message, markup or not) has its control
+    and bidi characters escaped before rich lays it out: an event row cannot move the cursor,
+    clear or retitle the terminal, or add a line. Markup of our own has none of them."""
+
+    def render_str(self, text: str, **options: Any) -> Text:
+        return super().render_str(printable(text), **options)
+
+
 def stdout() -> Console:
-    return Console(soft_wrap=False, color_system=_color_system())  # type: ignore[arg-type]
+    return _SafeConsole(soft_wrap=False, color_system=_color_system())  # type: ignore[arg-type]
 
 
 def stderr() -> Console:
-    return Console(stderr=True, color_system=_color_system())  # type: ignore[arg-type]
+    return _SafeConsole(stderr=True, color_system=_color_system())  # type: ignore[arg-type]
 
 
 LOG_FORMATS = ("text", "json")
@@ -58,7 +72,8 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 class OneLineFormatter(logging.Formatter):
     """One record per line, never wrapped or padded, in a file or journald as on a terminal:
     `2026-11-28T09:30:00.123Z INFO bridge worker=host:42 event=insert-1a2b message`, or a JSON
-    object with the same fields. A traceback stays on the record's line (newlines as \\n)."""
+    object with the same fields. A traceback stays on the record's line (newlines as \\n), and so
+    does a message quoting an event row: control and bidi characters are escaped (\\x1b)."""
 
     def __init__(self, style: str) -> None:
         super().__init__()
@@ -77,15 +92,14 @@ class OneLineFormatter(logging.Formatter):
         if record.exc_info:
             fields["error"] = self.formatException(record.exc_info)
         if self.json:
-            return json.dumps({k: v for k, v in fields.items() if v is not None}, ensure_ascii=False)
+            return json_text({k: v for k, v in fields.items() if v is not None})
         parts = [fields["time"], fields["level"], fields["logger"]]
         if fields["worker_id"]:
             parts.append(f"worker={fields['worker_id']}")
         if fields["event_id"]:
             parts.append(f"event={fields['event_id']}")
-        text = fields["message"] + (f" | {fields['error']}" if "error" in fields else "")
-        parts.append(text.replace("\r", "").replace("\n", "\\n"))
-        return " ".join(parts)
+        parts.append(fields["message"] + (f" | {fields['error']}" if "error" in fields else ""))
+        return printable(" ".join(parts))
 
 
 def setup_logging(
@@ -126,7 +140,9 @@ def _json_default(value: Any) -> Any:
 
 
 def _json_field(text: Any) -> Any:
-    """filter_conditions and metadata are stored as JSON text: shown as the objects they hold."""
+    """filter_conditions and metadata are stored as JSON text: shown as the objects they hold.
+    Text that is not strict JSON (written by hand: `{"a": NaN}`, or not JSON at all) is shown as
+    the string it is."""
     if not isinstance(text, str):
         return text
     try:
@@ -147,7 +163,7 @@ def event_fields(event: Event) -> dict[str, Any]:
 
 
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, default=_json_default, ensure_ascii=False, indent=2) + "\n")
+    sys.stdout.write(json_text(data, default=_json_default, indent=2) + "\n")
 
 
 def error(message: str) -> None:
@@ -187,8 +203,8 @@ def _print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any
     """A table with one line per row that fits the terminal. Ids are copied and grepped, so no
     cell is ever wrapped; a long message (the `flexible` column) ends in "…" (`bridge status ID`
     and --json show it whole), and on a narrow terminal the columns in `drop_first` are left
-    out, in that order."""
-    texts = [[_text(v) for v in row] for row in rows]
+    out, in that order. Widths are those of the text as shown (escapes included)."""
+    texts = [[printable(_text(v)) for v in row] for row in rows]
     widths = {h: max([len(h), *(len(r[i]) for r in texts)]) for i, h in enumerate(headers)}
     if flexible in widths:
         widths[flexible] = min(widths[flexible], 12)  # what it needs at least
@@ -218,9 +234,10 @@ def _print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any
 
 
 def _one_line(value: Any) -> str:
+    """A field of a piped line: whole, on the line, never a tab (control characters escaped)."""
     if isinstance(value, datetime):
         return iso_utc(value)
-    return " ".join(_text(value).split())
+    return printable(_text(value))
 
 
 def _print_rows(rows: Iterable[Sequence[Any]]) -> None:
@@ -260,17 +277,14 @@ def print_event(event: Event, as_json: bool, progress: WorkerState | None = None
         flat[f"progress.{key}"] = value
     fields = flat
     if not to_terminal():
-        _print_rows(
-            (key, json.dumps(v, ensure_ascii=False) if isinstance(v, dict | list) else v)
-            for key, v in fields.items()
-        )
+        _print_rows((key, json_text(v) if isinstance(v, dict | list) else v) for key, v in fields.items())
         return
     table = Table(show_header=False, title=f"event {_cell(event.event_id)}", title_justify="left")
     table.add_column("field", style="bold", no_wrap=True)
     table.add_column("value", overflow="fold")
     for key, value in fields.items():
         if isinstance(value, dict):
-            value = json.dumps(value, ensure_ascii=False)
+            value = json_text(value)
         shown = _status(value) if key == "status" else _cell(value)
         table.add_row(key, shown)
     stdout().print(table)
@@ -494,7 +508,7 @@ def print_prune(result: PruneResult, as_json: bool) -> None:
 
 def print_lines(lines: Iterable[str]) -> None:
     for line in lines:
-        sys.stdout.write(line + "\n")
+        sys.stdout.write(printable(line) + "\n")
 
 
 class _ShownAfter(Progress):
@@ -557,7 +571,8 @@ class CopyProgress:
     def _start(self, event_id: str) -> None:
         if self._progress is None:
             self._progress = _ShownAfter(
-                SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.fields[percent]}"),
+                SpinnerColumn(), TextColumn("{task.description}", markup=False),
+                TextColumn("{task.fields[percent]}"),
                 TimeElapsedColumn(), console=self.console, transient=True, get_time=self.get_time,
                 after=self.after,
             )
@@ -576,7 +591,8 @@ class CopyProgress:
         percent = ""
         if rows is not None and self._expected:
             percent = f"{min(100, rows * 100 // self._expected)}%"
-        self._progress.update(self._task, description=description, percent=percent)
+        # rich's progress columns make Text themselves, past _SafeConsole: escaped here
+        self._progress.update(self._task, description=printable(description), percent=percent)
 
     def close(self) -> None:
         if self._timer is not None:
@@ -597,7 +613,8 @@ class WaitProgress:
     def __call__(self, event: Event, elapsed: float) -> None:
         if self.console.is_terminal:
             self.console.print(
-                f"[{elapsed:.0f}s] waiting for {event.event_id}: {event.status}", highlight=False
+                f"[{elapsed:.0f}s] waiting for {event.event_id}: {event.status}", highlight=False,
+                markup=False,
             )
 
 
