@@ -8,7 +8,6 @@ OneLineFormatter and print_json: the boundaries, not the fields).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -32,7 +31,7 @@ from bridge_cli.config import SettingSource
 from bridge_cli.doctor import CheckResult
 from bridge_cli.engine import EventResult
 from bridge_cli.events import Event, split_counts
-from bridge_cli.untrusted import json_text, printable
+from bridge_cli.untrusted import json_text, printable, strict_json
 
 _STATUS_STYLE = {
     "completed": "green",
@@ -141,14 +140,14 @@ def _json_default(value: Any) -> Any:
 
 def _json_field(text: Any) -> Any:
     """filter_conditions and metadata are stored as JSON text: shown as the objects they hold.
-    Text that is not strict JSON (written by hand: `{"a": NaN}`, or not JSON at all) is shown as
-    the string it is."""
+    Text that is not strict JSON (written by hand: `{"a": NaN}`, 1e400, nested past what the
+    parser takes, or not JSON at all) is shown as the string it is, never re-encoded."""
     if not isinstance(text, str):
         return text
     try:
-        return json.loads(text)
+        return strict_json(text)
     except ValueError:
-        return text  # written by hand and not JSON: shown as it is
+        return text
 
 
 def event_fields(event: Event) -> dict[str, Any]:

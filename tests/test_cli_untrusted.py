@@ -175,3 +175,44 @@ def test_error_and_info_messages_escape_what_they_quote_from_an_event_row(local:
     assert again.exit_code == 0, show(again)
     assert_no_raw(again.stderr, "process-once --event-id")
     assert f"event {SHOWN_ID} is failed: nothing to do" in again.stderr
+
+
+# -- strict JSON only (issue 16, item 7) -----------------------------------------------------
+def strict(text: str) -> Any:
+    """json.loads that refuses what Python reads but JSON has not: NaN, Infinity, -Infinity."""
+    def refuse(name: str) -> Any:
+        raise AssertionError(f"{name} in the output: not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+NOT_STRICT_JSON = ('{"a": NaN}', '{"a": -Infinity}', '{"a": 1e400}', "[" * 5000)
+
+
+@pytest.mark.parametrize("stored", NOT_STRICT_JSON, ids=["nan", "-infinity", "1e400", "deep"])
+def test_status_json_is_strict_json_and_shows_a_column_that_is_not_as_its_raw_string(
+    local: LocalPair, stored: str
+) -> None:
+    hostile_event(local, metadata=stored, filter_conditions=stored)
+    for args in (["status", "--json"], ["status", HOSTILE_ID, "--json"]):
+        result = run(*args)
+        assert result.exit_code == 0, show(result)
+        data = strict(result.stdout)
+        shown = data[0] if isinstance(data, list) else data
+        assert (shown["metadata"], shown["filter_conditions"]) == (stored, stored)
+    for env in ({}, TERMINAL):  # the other forms show it as it is stored too
+        result = run("status", HOSTILE_ID, env=env)
+        assert result.exit_code == 0, show(result)
+        assert stored[:20] in result.stdout
+
+
+def test_workers_json_is_strict_json_when_a_workers_row_holds_nan(local: LocalPair) -> None:
+    now = utcnow()
+    local.lake.heartbeat(WorkerBeat(
+        worker_id="vm:1", host="vm", pid=1, version="0.1", started_at=now, last_seen=now,
+        expires_at=now + timedelta(hours=1), event_id="insert-1", phase="staging", rows=5,
+        rows_per_second=float("nan"),
+    ))
+    result = run("workers", "--json")
+    assert result.exit_code == 0, show(result)
+    assert strict(result.stdout)[0]["rows_per_second"] is None
