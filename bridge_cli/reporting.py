@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict
 from datetime import date, datetime, timezone
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -197,39 +197,56 @@ def _cell(value: Any) -> str:
     return escape(_text(value))
 
 
-def _print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]],
-                 drop_first: Sequence[str] = (), flexible: str = "message") -> None:
-    """A table with one line per row that fits the terminal. Ids are copied and grepped, so no
-    cell is ever wrapped; a long message (the `flexible` column) ends in "…" (`bridge status ID`
-    and --json show it whole), and on a narrow terminal the columns in `drop_first` are left
-    out, in that order. Widths are those of the text as shown (escapes included)."""
+def _state(value: Any) -> str:
+    return "[green]alive[/]" if value == "alive" else f"[red]{escape(_text(value))}[/]"
+
+
+# Columns whose cells are styled by their value (the value itself shown as it is).
+_STYLED: dict[str, Callable[[Any], str]] = {"status": _status, "state": _state}
+
+
+def _fitted_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]], width: int,
+                  drop_first: Sequence[str] = (), flexible: str = "message",
+                  right: Sequence[str] = ()) -> Table:
+    """A table with one line per row that fits `width`. Ids are copied and grepped, so no cell
+    is ever wrapped or cut short; a long message (the `flexible` column) ends in "…" (`bridge
+    status ID` and --json show it whole), and on a narrow terminal the columns in `drop_first`
+    are left out, in that order. Widths are those of the text as shown (escapes included)."""
     texts = [[printable(_text(v)) for v in row] for row in rows]
     widths = {h: max([len(h), *(len(r[i]) for r in texts)]) for i, h in enumerate(headers)}
     if flexible in widths:
         widths[flexible] = min(widths[flexible], 12)  # what it needs at least
     shown = list(headers)
     for name in drop_first:
-        if sum(widths[h] + 3 for h in shown) + 1 <= stdout().width:
+        if sum(widths[h] + 3 for h in shown) + 1 <= width:
             break
         shown.remove(name)
     # What the message may take: rich would shrink every column alike to fit a long one.
-    room = stdout().width - 1 - sum(widths[h] + 3 for h in shown if h != flexible) - 3
+    room = width - 1 - sum(widths[h] + 3 for h in shown if h != flexible) - 3
     table = Table(title=title, title_justify="left")
     for name in shown:
+        justify: Literal["left", "right"] = "right" if name in right else "left"
         if name == flexible:
-            table.add_column(name, no_wrap=True, overflow="ellipsis", max_width=max(room, 12))
+            table.add_column(name, no_wrap=True, overflow="ellipsis", max_width=max(room, 12),
+                             justify=justify)
         else:
-            table.add_column(name, no_wrap=True, min_width=widths[name])
+            table.add_column(name, no_wrap=True, min_width=widths[name], justify=justify)
     for row, text in zip(rows, texts, strict=True):
         cells = []
         for name in shown:
             i = headers.index(name)
-            if name == "status":
-                cells.append(_status(row[i]))
+            if name in _STYLED:
+                cells.append(_STYLED[name](row[i]))
             else:
                 cells.append(escape(_short(text[i], max(room, 12)) if name == flexible else text[i]))
         table.add_row(*cells)
-    stdout().print(table)
+    return table
+
+
+def _print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]],
+                 drop_first: Sequence[str] = (), flexible: str = "message") -> None:
+    console = stdout()
+    console.print(_fitted_table(title, headers, rows, console.width, drop_first, flexible))
 
 
 def _one_line(value: Any) -> str:
@@ -349,17 +366,14 @@ def _worker_row(state: WorkerState) -> tuple[Any, ...]:
 
 
 _WORKER_HEADERS = ("worker", "state", "event", "phase", "rows", "rows/s", "last seen (UTC)", "version")
+# Left out first on a narrow terminal: the worker id and its state stay whole to the last (in top,
+# the event and its rows are in the "in flight" table too).
+_WORKER_DROP = ("version", "last seen (UTC)", "rows/s", "phase", "rows", "event")
 
 
-def workers_table(states: Sequence[WorkerState]) -> Table:
-    table = Table(title="workers", title_justify="left")
-    for name in _WORKER_HEADERS:
-        table.add_column(name, no_wrap=True, justify="right" if name in ("rows", "rows/s") else "left")
-    for state in states:
-        cells = [_cell(v) for v in _worker_row(state)]
-        cells[1] = "[green]alive[/]" if state.alive else "[red]gone[/]"
-        table.add_row(*cells)
-    return table
+def workers_table(states: Sequence[WorkerState], width: int) -> Table:
+    return _fitted_table("workers", _WORKER_HEADERS, [_worker_row(s) for s in states], width,
+                         drop_first=_WORKER_DROP, flexible="version", right=("rows", "rows/s"))
 
 
 def print_workers(states: Sequence[WorkerState], as_json: bool) -> None:
@@ -372,8 +386,7 @@ def print_workers(states: Sequence[WorkerState], as_json: bool) -> None:
     if not to_terminal():
         _print_rows(_worker_row(s) for s in states)
         return
-    _print_table("workers", _WORKER_HEADERS, [_worker_row(s) for s in states],
-                 drop_first=("version", "last seen (UTC)", "rows/s", "phase"), flexible="version")
+    stdout().print(workers_table(states, stdout().width))
 
 
 class TopScreen:
@@ -392,10 +405,20 @@ class TopScreen:
         self.live.stop()
 
     def show(self, view: QueueView | None, problem: str | None = None) -> None:
-        self.live.update(top_renderable(view, self.interval, problem), refresh=True)
+        self.live.update(top_renderable(view, self.interval, problem, self.live.console.width),
+                         refresh=True)
 
 
-def top_renderable(view: QueueView | None, interval: float, problem: str | None = None) -> RenderableType:
+_FLIGHT_HEADERS = ("event_id", "operation", "target", "worker", "phase", "rows", "rows/s")
+# The event id and its worker stay whole to the last.
+_FLIGHT_DROP = ("operation", "rows/s", "phase", "target", "rows")
+
+
+def top_renderable(view: QueueView | None, interval: float, problem: str | None = None,
+                   width: int | None = None) -> RenderableType:
+    """What `bridge top` draws, fitted to `width` (the terminal's): on a narrow one the tables
+    leave columns out, as `bridge workers` does, rather than cut ids short."""
+    width = stdout().width if width is None else width
     parts: list[RenderableType] = []
     when = f"{view.taken_at:%Y-%m-%d %H:%M:%S} UTC" if view is not None else "-"
     parts.append(f"[bold]bridge top[/]  {when}  every {interval:g}s  [dim]q or Ctrl-C quits[/]")
@@ -404,12 +427,10 @@ def top_renderable(view: QueueView | None, interval: float, problem: str | None 
     if view is not None:
         parts.append(f"counts by status: {_counts_summary(view.counts)}")
         if view.workers:
-            parts.append(workers_table(view.workers))
+            parts.append(workers_table(view.workers, width))
         else:
             parts.append("workers: none has sent a heartbeat")
-        flight = Table(title="in flight", title_justify="left")
-        for name in ("event_id", "operation", "target", "worker", "phase", "rows", "rows/s"):
-            flight.add_column(name, no_wrap=True, justify="right" if name.startswith("rows") else "left")
+        flight: list[tuple[Any, ...]] = []
         for event, state in view.in_flight:
             beat = state.beat if state is not None else None
             rows = ""
@@ -418,11 +439,13 @@ def top_renderable(view: QueueView | None, interval: float, problem: str | None 
                 if event.rows_expected:
                     rows += f" ({min(100, beat.rows * 100 // event.rows_expected)}%)"
             rate = "" if beat is None or beat.rows_per_second is None else f"{beat.rows_per_second:,.0f}"
-            flight.add_row(*(_cell(v) for v in (
-                event.event_id, event.operation, event.target_table, event.worker_id,
-                beat.phase if beat is not None else "", rows, rate,
-            )))
-        parts.append(flight if view.in_flight else "in flight: no event is being processed")
+            flight.append((event.event_id, event.operation, event.target_table, event.worker_id,
+                           beat.phase if beat is not None else "", rows, rate))
+        parts.append(
+            _fitted_table("in flight", _FLIGHT_HEADERS, flight, width, drop_first=_FLIGHT_DROP,
+                          flexible="target", right=("rows", "rows/s"))
+            if flight else "in flight: no event is being processed"
+        )
     return Group(*parts)
 
 
