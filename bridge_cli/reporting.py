@@ -101,6 +101,27 @@ class OneLineFormatter(logging.Formatter):
         return printable(" ".join(parts))
 
 
+# The stderr console a progress line is live on, if any: log records go above that line.
+_live_progress: Console | None = None
+
+
+class _StderrHandler(logging.StreamHandler):
+    """One line per record on stderr. While a progress line is live on the terminal, the record
+    is printed by rich above it: written past rich, it was glued to the end of the progress line,
+    and stayed on the screen when the progress line was cleared (after Ctrl-C, say)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        console = _live_progress
+        if console is None:
+            super().emit(record)
+            return
+        try:
+            console.print(self.format(record), markup=False, highlight=False, emoji=False,
+                          soft_wrap=True)
+        except Exception:
+            self.handleError(record)
+
+
 def setup_logging(
     verbose: bool, quiet: bool, log_format: str = "text", log_level: str | None = None
 ) -> None:
@@ -108,7 +129,7 @@ def setup_logging(
     `log_level` wins over both."""
     from bridge_cli.logcontext import ContextFilter
 
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler(sys.stderr)
     handler.setFormatter(OneLineFormatter(log_format))
     handler.addFilter(ContextFilter())
     level = logging.DEBUG if verbose else (logging.WARNING if quiet else logging.INFO)
@@ -599,7 +620,7 @@ class CopyProgress:
                 after=self.after,
             )
             # The display (and its cursor codes) starts only once an event has run `after` seconds.
-            self._timer = threading.Timer(self.after, self._progress.start)
+            self._timer = threading.Timer(self.after, self._start_display)
             self._timer.daemon = True
             self._timer.start()
         if self._task is not None:
@@ -616,7 +637,16 @@ class CopyProgress:
         # rich's progress columns make Text themselves, past _SafeConsole: escaped here
         self._progress.update(self._task, description=printable(description), percent=percent)
 
+    def _start_display(self) -> None:
+        global _live_progress
+        assert self._progress is not None
+        _live_progress = self.console  # first: a record logged from now on goes above the line
+        self._progress.start()
+
     def close(self) -> None:
+        """Stops the display and clears its line; also when the run ends in an exception (Ctrl-C:
+        process-once's `finally`), after the log lines written meanwhile, which stay above it."""
+        global _live_progress
         if self._timer is not None:
             self._timer.cancel()
             self._timer.join()
@@ -624,6 +654,8 @@ class CopyProgress:
             if self._progress.live.is_started:
                 self._progress.stop()
             self._progress = None
+        if _live_progress is self.console:
+            _live_progress = None
 
 
 class WaitProgress:
