@@ -538,8 +538,9 @@ def print_prune(result: PruneResult, as_json: bool) -> None:
             "event_ids": result.event_ids,
         })
         return
-    if not to_terminal():
-        _print_rows([("events_deleted", len(result.event_ids)), ("ledger_rows_deleted", result.ledger_rows)])
+    if not to_terminal():  # a dry run's counts are named for what they are, as the table says
+        verb = "would_delete" if result.dry_run else "deleted"
+        _print_rows([(f"events_{verb}", len(result.event_ids)), (f"ledger_rows_{verb}", result.ledger_rows)])
         return
     verb = "would delete" if result.dry_run else "deleted"
     stdout().print(
