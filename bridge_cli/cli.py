@@ -132,6 +132,23 @@ app = typer.Typer(
 )
 
 
+E = TypeVar("E", bound=Enum)
+
+
+def choice(kind: type[E]) -> Callable[[Any], E]:
+    """An Enum option's values in any case, refused in our words: "'bogus' is not one of pending,
+    processing, completed, failed" (Typer's own message starts "Value error,")."""
+    def parse(value: Any) -> E:
+        if isinstance(value, kind):
+            return value
+        found = next((m for m in kind if str(m.value).lower() == str(value).lower()), None)
+        if found is None:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(str(m.value) for m in kind)}")
+        return found
+
+    return parse
+
+
 class LogFormat(str, Enum):
     text = "text"
     json = "json"
@@ -179,11 +196,11 @@ def main_options(
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
     log_format: Annotated[LogFormat, typer.Option(
-        "--log-format", envvar="BRIDGE_LOG_FORMAT", metavar="text|json", case_sensitive=False,
+        "--log-format", envvar="BRIDGE_LOG_FORMAT", metavar="text|json", parser=choice(LogFormat),
         help="Log lines as text or as JSON objects (one per line).",
     )] = LogFormat.text,
     log_level: Annotated[LogLevel | None, typer.Option(
-        "--log-level", envvar="BRIDGE_LOG_LEVEL", metavar="LEVEL", case_sensitive=False,
+        "--log-level", envvar="BRIDGE_LOG_LEVEL", metavar="LEVEL", parser=choice(LogLevel),
         help="debug, info, warning or error (default: info for the worker, warning otherwise).",
     )] = None,
     version: Annotated[
@@ -294,7 +311,7 @@ def submit(
     ctx: typer.Context,
     operation: Annotated[OperationChoice, typer.Argument(
         metavar="OPERATION",
-        case_sensitive=False,
+        parser=choice(OperationChoice),
         help="insert, update or delete (any case).",
     )],
     target: Annotated[str, typer.Option("--target", metavar="TABLE", help="SQL Server table, schema.table.")],
@@ -418,7 +435,7 @@ def status(
     event_id: Annotated[str | None, typer.Argument(metavar="EVENT_ID", help="Show one event.")] = None,
     status_filter: Annotated[
         Status | None, typer.Option(
-            "--status", metavar="STATUS", case_sensitive=False, help="Only events with this status."
+            "--status", metavar="STATUS", parser=choice(Status), help="Only events with this status."
         )
     ] = None,
     limit: Annotated[int | None, typer.Option(
@@ -432,7 +449,8 @@ def status(
         help="Only events for this target table (any case; a bare name means dbo.).",
     )] = None,
     operation: Annotated[OperationChoice | None, typer.Option(
-        "--operation", metavar="OP", case_sensitive=False, help="Only insert, update or delete events.",
+        "--operation", metavar="OP", parser=choice(OperationChoice),
+        help="Only insert, update or delete events.",
     )] = None,
     since: Annotated[str | None, typer.Option(
         "--since", metavar="DURATION", help="Only events created this recently: 30m, 2h, 7d.",

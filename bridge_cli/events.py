@@ -17,6 +17,7 @@ from bridge_cli.identifiers import (
     parse_target_table,
     shown,
 )
+from bridge_cli.untrusted import printable
 
 
 class Operation(str, Enum):
@@ -333,16 +334,11 @@ def check_event_id(event_id: object) -> str:
     if len(event_id) > MAX_EVENT_ID_CHARS:
         raise ValidationError(f"event_id is {len(event_id):,} characters long; at most {MAX_EVENT_ID_CHARS}")
     problem = text_problem(event_id)
-    if problem is None and any(_is_control(c) for c in event_id):
+    if problem is None and printable(event_id) != event_id:  # it could not be shown as it is
         problem = "holds control or bidirectional-override characters"
     if problem:
         raise ValidationError(f"event_id {problem}")
     return event_id
-
-
-def _is_control(char: str) -> bool:
-    code = ord(char)
-    return code < 0x20 or 0x7F <= code <= 0x9F or 0x202A <= code <= 0x202E or 0x2066 <= code <= 0x2069
 
 
 def _build_job(event: Event) -> Job:

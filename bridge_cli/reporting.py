@@ -1,11 +1,13 @@
 """Everything bridge shows: rich tables for people, JSON for machines, logs and progress on stderr.
 
-The only module that imports rich. NO_COLOR is honoured by rich itself.
+The only module that imports rich. NO_COLOR is honoured by rich itself. Event rows are untrusted:
+every string a console renders, every piped line and every log line goes through
+untrusted.printable, and JSON through untrusted.json_text (see _SafeConsole, _print_rows,
+OneLineFormatter and print_json: the boundaries, not the fields).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -15,19 +17,21 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict
 from datetime import date, datetime, timezone
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from bridge_cli.api import CancelResult, PruneResult, QueueView, RequeueResult, WorkerState
 from bridge_cli.config import SettingSource
 from bridge_cli.doctor import CheckResult
 from bridge_cli.engine import EventResult
 from bridge_cli.events import Event, split_counts
+from bridge_cli.untrusted import json_text, printable, strict_json
 
 _STATUS_STYLE = {
     "completed": "green",
@@ -43,12 +47,21 @@ def _color_system() -> str | None:
     return None if os.environ.get("NO_COLOR") else "auto"
 
 
+class _SafeConsole(Console):
+    """A console whose every string (a cell, a title, a message, markup or not) has its control
+    and bidi characters escaped before rich lays it out: an event row cannot move the cursor,
+    clear or retitle the terminal, or add a line. Markup of our own has none of them."""
+
+    def render_str(self, text: str, **options: Any) -> Text:
+        return super().render_str(printable(text), **options)
+
+
 def stdout() -> Console:
-    return Console(soft_wrap=False, color_system=_color_system())  # type: ignore[arg-type]
+    return _SafeConsole(soft_wrap=False, color_system=_color_system())  # type: ignore[arg-type]
 
 
 def stderr() -> Console:
-    return Console(stderr=True, color_system=_color_system())  # type: ignore[arg-type]
+    return _SafeConsole(stderr=True, color_system=_color_system())  # type: ignore[arg-type]
 
 
 LOG_FORMATS = ("text", "json")
@@ -58,7 +71,8 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 class OneLineFormatter(logging.Formatter):
     """One record per line, never wrapped or padded, in a file or journald as on a terminal:
     `2026-11-28T09:30:00.123Z INFO bridge worker=host:42 event=insert-1a2b message`, or a JSON
-    object with the same fields. A traceback stays on the record's line (newlines as \\n)."""
+    object with the same fields. A traceback stays on the record's line (newlines as \\n), and so
+    does a message quoting an event row: control and bidi characters are escaped (\\x1b)."""
 
     def __init__(self, style: str) -> None:
         super().__init__()
@@ -77,15 +91,35 @@ class OneLineFormatter(logging.Formatter):
         if record.exc_info:
             fields["error"] = self.formatException(record.exc_info)
         if self.json:
-            return json.dumps({k: v for k, v in fields.items() if v is not None}, ensure_ascii=False)
+            return json_text({k: v for k, v in fields.items() if v is not None})
         parts = [fields["time"], fields["level"], fields["logger"]]
         if fields["worker_id"]:
             parts.append(f"worker={fields['worker_id']}")
         if fields["event_id"]:
             parts.append(f"event={fields['event_id']}")
-        text = fields["message"] + (f" | {fields['error']}" if "error" in fields else "")
-        parts.append(text.replace("\r", "").replace("\n", "\\n"))
-        return " ".join(parts)
+        parts.append(fields["message"] + (f" | {fields['error']}" if "error" in fields else ""))
+        return printable(" ".join(parts))
+
+
+# The stderr console a progress line is live on, if any: log records go above that line.
+_live_progress: Console | None = None
+
+
+class _StderrHandler(logging.StreamHandler):
+    """One line per record on stderr. While a progress line is live on the terminal, the record
+    is printed by rich above it: written past rich, it was glued to the end of the progress line,
+    and stayed on the screen when the progress line was cleared (after Ctrl-C, say)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        console = _live_progress
+        if console is None:
+            super().emit(record)
+            return
+        try:
+            console.print(self.format(record), markup=False, highlight=False, emoji=False,
+                          soft_wrap=True)
+        except Exception:
+            self.handleError(record)
 
 
 def setup_logging(
@@ -95,7 +129,7 @@ def setup_logging(
     `log_level` wins over both."""
     from bridge_cli.logcontext import ContextFilter
 
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler(sys.stderr)
     handler.setFormatter(OneLineFormatter(log_format))
     handler.addFilter(ContextFilter())
     level = logging.DEBUG if verbose else (logging.WARNING if quiet else logging.INFO)
@@ -126,13 +160,15 @@ def _json_default(value: Any) -> Any:
 
 
 def _json_field(text: Any) -> Any:
-    """filter_conditions and metadata are stored as JSON text: shown as the objects they hold."""
+    """filter_conditions and metadata are stored as JSON text: shown as the objects they hold.
+    Text that is not strict JSON (written by hand: `{"a": NaN}`, 1e400, nested past what the
+    parser takes, or not JSON at all) is shown as the string it is, never re-encoded."""
     if not isinstance(text, str):
         return text
     try:
-        return json.loads(text)
+        return strict_json(text)
     except ValueError:
-        return text  # written by hand and not JSON: shown as it is
+        return text
 
 
 def event_fields(event: Event) -> dict[str, Any]:
@@ -147,7 +183,7 @@ def event_fields(event: Event) -> dict[str, Any]:
 
 
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, default=_json_default, ensure_ascii=False, indent=2) + "\n")
+    sys.stdout.write(json_text(data, default=_json_default, indent=2) + "\n")
 
 
 def error(message: str) -> None:
@@ -182,45 +218,63 @@ def _cell(value: Any) -> str:
     return escape(_text(value))
 
 
-def _print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]],
-                 drop_first: Sequence[str] = (), flexible: str = "message") -> None:
-    """A table with one line per row that fits the terminal. Ids are copied and grepped, so no
-    cell is ever wrapped; a long message (the `flexible` column) ends in "…" (`bridge status ID`
-    and --json show it whole), and on a narrow terminal the columns in `drop_first` are left
-    out, in that order."""
-    texts = [[_text(v) for v in row] for row in rows]
+def _state(value: Any) -> str:
+    return "[green]alive[/]" if value == "alive" else f"[red]{escape(_text(value))}[/]"
+
+
+# Columns whose cells are styled by their value (the value itself shown as it is).
+_STYLED: dict[str, Callable[[Any], str]] = {"status": _status, "state": _state}
+
+
+def _fitted_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]], width: int,
+                  drop_first: Sequence[str] = (), flexible: str = "message",
+                  right: Sequence[str] = ()) -> Table:
+    """A table with one line per row that fits `width`. Ids are copied and grepped, so no cell
+    is ever wrapped or cut short; a long message (the `flexible` column) ends in "…" (`bridge
+    status ID` and --json show it whole), and on a narrow terminal the columns in `drop_first`
+    are left out, in that order. Widths are those of the text as shown (escapes included)."""
+    texts = [[printable(_text(v)) for v in row] for row in rows]
     widths = {h: max([len(h), *(len(r[i]) for r in texts)]) for i, h in enumerate(headers)}
     if flexible in widths:
         widths[flexible] = min(widths[flexible], 12)  # what it needs at least
     shown = list(headers)
     for name in drop_first:
-        if sum(widths[h] + 3 for h in shown) + 1 <= stdout().width:
+        if sum(widths[h] + 3 for h in shown) + 1 <= width:
             break
         shown.remove(name)
     # What the message may take: rich would shrink every column alike to fit a long one.
-    room = stdout().width - 1 - sum(widths[h] + 3 for h in shown if h != flexible) - 3
+    room = width - 1 - sum(widths[h] + 3 for h in shown if h != flexible) - 3
     table = Table(title=title, title_justify="left")
     for name in shown:
+        justify: Literal["left", "right"] = "right" if name in right else "left"
         if name == flexible:
-            table.add_column(name, no_wrap=True, overflow="ellipsis", max_width=max(room, 12))
+            table.add_column(name, no_wrap=True, overflow="ellipsis", max_width=max(room, 12),
+                             justify=justify)
         else:
-            table.add_column(name, no_wrap=True, min_width=widths[name])
+            table.add_column(name, no_wrap=True, min_width=widths[name], justify=justify)
     for row, text in zip(rows, texts, strict=True):
         cells = []
         for name in shown:
             i = headers.index(name)
-            if name == "status":
-                cells.append(_status(row[i]))
+            if name in _STYLED:
+                cells.append(_STYLED[name](row[i]))
             else:
                 cells.append(escape(_short(text[i], max(room, 12)) if name == flexible else text[i]))
         table.add_row(*cells)
-    stdout().print(table)
+    return table
+
+
+def _print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]],
+                 drop_first: Sequence[str] = (), flexible: str = "message") -> None:
+    console = stdout()
+    console.print(_fitted_table(title, headers, rows, console.width, drop_first, flexible))
 
 
 def _one_line(value: Any) -> str:
+    """A field of a piped line: whole, on the line, never a tab (control characters escaped)."""
     if isinstance(value, datetime):
         return iso_utc(value)
-    return " ".join(_text(value).split())
+    return printable(_text(value))
 
 
 def _print_rows(rows: Iterable[Sequence[Any]]) -> None:
@@ -260,17 +314,14 @@ def print_event(event: Event, as_json: bool, progress: WorkerState | None = None
         flat[f"progress.{key}"] = value
     fields = flat
     if not to_terminal():
-        _print_rows(
-            (key, json.dumps(v, ensure_ascii=False) if isinstance(v, dict | list) else v)
-            for key, v in fields.items()
-        )
+        _print_rows((key, json_text(v) if isinstance(v, dict | list) else v) for key, v in fields.items())
         return
     table = Table(show_header=False, title=f"event {_cell(event.event_id)}", title_justify="left")
     table.add_column("field", style="bold", no_wrap=True)
     table.add_column("value", overflow="fold")
     for key, value in fields.items():
         if isinstance(value, dict):
-            value = json.dumps(value, ensure_ascii=False)
+            value = json_text(value)
         shown = _status(value) if key == "status" else _cell(value)
         table.add_row(key, shown)
     stdout().print(table)
@@ -336,17 +387,14 @@ def _worker_row(state: WorkerState) -> tuple[Any, ...]:
 
 
 _WORKER_HEADERS = ("worker", "state", "event", "phase", "rows", "rows/s", "last seen (UTC)", "version")
+# Left out first on a narrow terminal: the worker id and its state stay whole to the last (in top,
+# the event and its rows are in the "in flight" table too).
+_WORKER_DROP = ("version", "last seen (UTC)", "rows/s", "phase", "rows", "event")
 
 
-def workers_table(states: Sequence[WorkerState]) -> Table:
-    table = Table(title="workers", title_justify="left")
-    for name in _WORKER_HEADERS:
-        table.add_column(name, no_wrap=True, justify="right" if name in ("rows", "rows/s") else "left")
-    for state in states:
-        cells = [_cell(v) for v in _worker_row(state)]
-        cells[1] = "[green]alive[/]" if state.alive else "[red]gone[/]"
-        table.add_row(*cells)
-    return table
+def workers_table(states: Sequence[WorkerState], width: int) -> Table:
+    return _fitted_table("workers", _WORKER_HEADERS, [_worker_row(s) for s in states], width,
+                         drop_first=_WORKER_DROP, flexible="version", right=("rows", "rows/s"))
 
 
 def print_workers(states: Sequence[WorkerState], as_json: bool) -> None:
@@ -359,8 +407,7 @@ def print_workers(states: Sequence[WorkerState], as_json: bool) -> None:
     if not to_terminal():
         _print_rows(_worker_row(s) for s in states)
         return
-    _print_table("workers", _WORKER_HEADERS, [_worker_row(s) for s in states],
-                 drop_first=("version", "last seen (UTC)", "rows/s", "phase"), flexible="version")
+    stdout().print(workers_table(states, stdout().width))
 
 
 class TopScreen:
@@ -379,10 +426,20 @@ class TopScreen:
         self.live.stop()
 
     def show(self, view: QueueView | None, problem: str | None = None) -> None:
-        self.live.update(top_renderable(view, self.interval, problem), refresh=True)
+        self.live.update(top_renderable(view, self.interval, problem, self.live.console.width),
+                         refresh=True)
 
 
-def top_renderable(view: QueueView | None, interval: float, problem: str | None = None) -> RenderableType:
+_FLIGHT_HEADERS = ("event_id", "operation", "target", "worker", "phase", "rows", "rows/s")
+# The event id and its worker stay whole to the last.
+_FLIGHT_DROP = ("operation", "rows/s", "phase", "target", "rows")
+
+
+def top_renderable(view: QueueView | None, interval: float, problem: str | None = None,
+                   width: int | None = None) -> RenderableType:
+    """What `bridge top` draws, fitted to `width` (the terminal's): on a narrow one the tables
+    leave columns out, as `bridge workers` does, rather than cut ids short."""
+    width = stdout().width if width is None else width
     parts: list[RenderableType] = []
     when = f"{view.taken_at:%Y-%m-%d %H:%M:%S} UTC" if view is not None else "-"
     parts.append(f"[bold]bridge top[/]  {when}  every {interval:g}s  [dim]q or Ctrl-C quits[/]")
@@ -391,12 +448,10 @@ def top_renderable(view: QueueView | None, interval: float, problem: str | None 
     if view is not None:
         parts.append(f"counts by status: {_counts_summary(view.counts)}")
         if view.workers:
-            parts.append(workers_table(view.workers))
+            parts.append(workers_table(view.workers, width))
         else:
             parts.append("workers: none has sent a heartbeat")
-        flight = Table(title="in flight", title_justify="left")
-        for name in ("event_id", "operation", "target", "worker", "phase", "rows", "rows/s"):
-            flight.add_column(name, no_wrap=True, justify="right" if name.startswith("rows") else "left")
+        flight: list[tuple[Any, ...]] = []
         for event, state in view.in_flight:
             beat = state.beat if state is not None else None
             rows = ""
@@ -405,11 +460,13 @@ def top_renderable(view: QueueView | None, interval: float, problem: str | None 
                 if event.rows_expected:
                     rows += f" ({min(100, beat.rows * 100 // event.rows_expected)}%)"
             rate = "" if beat is None or beat.rows_per_second is None else f"{beat.rows_per_second:,.0f}"
-            flight.add_row(*(_cell(v) for v in (
-                event.event_id, event.operation, event.target_table, event.worker_id,
-                beat.phase if beat is not None else "", rows, rate,
-            )))
-        parts.append(flight if view.in_flight else "in flight: no event is being processed")
+            flight.append((event.event_id, event.operation, event.target_table, event.worker_id,
+                           beat.phase if beat is not None else "", rows, rate))
+        parts.append(
+            _fitted_table("in flight", _FLIGHT_HEADERS, flight, width, drop_first=_FLIGHT_DROP,
+                          flexible="target", right=("rows", "rows/s"))
+            if flight else "in flight: no event is being processed"
+        )
     return Group(*parts)
 
 
@@ -481,8 +538,9 @@ def print_prune(result: PruneResult, as_json: bool) -> None:
             "event_ids": result.event_ids,
         })
         return
-    if not to_terminal():
-        _print_rows([("events_deleted", len(result.event_ids)), ("ledger_rows_deleted", result.ledger_rows)])
+    if not to_terminal():  # a dry run's counts are named for what they are, as the table says
+        verb = "would_delete" if result.dry_run else "deleted"
+        _print_rows([(f"events_{verb}", len(result.event_ids)), (f"ledger_rows_{verb}", result.ledger_rows)])
         return
     verb = "would delete" if result.dry_run else "deleted"
     stdout().print(
@@ -494,7 +552,7 @@ def print_prune(result: PruneResult, as_json: bool) -> None:
 
 def print_lines(lines: Iterable[str]) -> None:
     for line in lines:
-        sys.stdout.write(line + "\n")
+        sys.stdout.write(printable(line) + "\n")
 
 
 class _ShownAfter(Progress):
@@ -557,12 +615,13 @@ class CopyProgress:
     def _start(self, event_id: str) -> None:
         if self._progress is None:
             self._progress = _ShownAfter(
-                SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.fields[percent]}"),
+                SpinnerColumn(), TextColumn("{task.description}", markup=False),
+                TextColumn("{task.fields[percent]}"),
                 TimeElapsedColumn(), console=self.console, transient=True, get_time=self.get_time,
                 after=self.after,
             )
             # The display (and its cursor codes) starts only once an event has run `after` seconds.
-            self._timer = threading.Timer(self.after, self._progress.start)
+            self._timer = threading.Timer(self.after, self._start_display)
             self._timer.daemon = True
             self._timer.start()
         if self._task is not None:
@@ -576,9 +635,19 @@ class CopyProgress:
         percent = ""
         if rows is not None and self._expected:
             percent = f"{min(100, rows * 100 // self._expected)}%"
-        self._progress.update(self._task, description=description, percent=percent)
+        # rich's progress columns make Text themselves, past _SafeConsole: escaped here
+        self._progress.update(self._task, description=printable(description), percent=percent)
+
+    def _start_display(self) -> None:
+        global _live_progress
+        assert self._progress is not None
+        _live_progress = self.console  # first: a record logged from now on goes above the line
+        self._progress.start()
 
     def close(self) -> None:
+        """Stops the display and clears its line; also when the run ends in an exception (Ctrl-C:
+        process-once's `finally`), after the log lines written meanwhile, which stay above it."""
+        global _live_progress
         if self._timer is not None:
             self._timer.cancel()
             self._timer.join()
@@ -586,6 +655,8 @@ class CopyProgress:
             if self._progress.live.is_started:
                 self._progress.stop()
             self._progress = None
+        if _live_progress is self.console:
+            _live_progress = None
 
 
 class WaitProgress:
@@ -597,7 +668,8 @@ class WaitProgress:
     def __call__(self, event: Event, elapsed: float) -> None:
         if self.console.is_terminal:
             self.console.print(
-                f"[{elapsed:.0f}s] waiting for {event.event_id}: {event.status}", highlight=False
+                f"[{elapsed:.0f}s] waiting for {event.event_id}: {event.status}", highlight=False,
+                markup=False,
             )
 
 

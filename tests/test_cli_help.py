@@ -55,6 +55,24 @@ def test_bad_values_are_refused_in_our_words(args: list[str], message: str) -> N
     assert "Input should" not in result.output
 
 
+@pytest.mark.parametrize("args,env,named,choices", [
+    (["status", "--status", "bogus"], {}, "'--status'", "pending, processing, completed, failed"),
+    (["status", "--operation", "bogus"], {}, "'--operation'", "insert, update, delete"),
+    (["submit", "bogus", "--target", "t"], {}, "'OPERATION'", "insert, update, delete"),
+    (["--log-format", "bogus", "status"], {}, "'--log-format'", "text, json"),
+    (["status"], {"BRIDGE_LOG_FORMAT": "bogus"}, "'--log-format'", "text, json"),
+    (["status", "--log-level", "bogus"], {}, "'--log-level'", "debug, info, warning, error"),
+], ids=["status", "operation", "submit", "log-format", "BRIDGE_LOG_FORMAT", "log-level"])
+def test_a_value_that_is_not_one_of_the_choices_is_refused_in_our_words(
+    args: list[str], env: dict[str, str], named: str, choices: str
+) -> None:
+    result = run(*args, env=env)
+    assert result.exit_code == 2, show(result)
+    assert f"Invalid value for {named}" in result.stderr, show(result)
+    assert f"'bogus' is not one of {choices}" in result.stderr, show(result)
+    assert "Value error" not in result.output
+
+
 def test_global_options_are_accepted_after_the_command(local: LocalPair) -> None:
     for args in (["--profile", "prod", "status"], ["status", "--profile", "prod"],
                  ["status", "-p", "prod"], ["status", "--profile=prod"]):

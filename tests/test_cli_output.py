@@ -1,15 +1,19 @@
 """Output people copy and grep and scripts parse: ids that never wrap, plain rows when piped,
-closed pipes, any output encoding, and JSON shapes."""
+closed pipes, any output encoding, JSON shapes, and a terminal left clean after Ctrl-C."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
 from tests.backends import LocalPair
 from tests.test_cli import TERMINAL, USERS_TARGET, event, run, show, submit
 from tests.test_cli_process import BRIDGE, cli_env
+from tests.test_cli_untrusted import LOG_LINE
+from tests.test_worker_process import SLOW, big_event
+from tests.test_workers import Terminal
 
 
 def failing_event(local: LocalPair, message: str) -> str:
@@ -44,7 +48,8 @@ def test_piped_output_is_one_plain_tab_separated_line_per_event(local: LocalPair
     assert set(by_id) == {first, failing}
     fields = by_id[failing]
     assert fields[1:4] == ["DELETE", "failed", USERS_TARGET]
-    assert fields[-1].startswith("line one line two xxx") and len(fields[-1]) > 5000  # whole
+    # whole, and its newline shown as \n (escaped, not joined: see test_cli_untrusted.py)
+    assert fields[-1].startswith("line one\\nline two xxx") and len(fields[-1]) > 5000
 
     one = run("status", failing)
     assert "status\tfailed" in one.stdout.splitlines()
@@ -106,3 +111,59 @@ def test_json_shapes(local: LocalPair) -> None:
               "warning", "error_message", "attempts"}
     assert shared <= set(result) and shared <= set(event(deleted))
     assert result["status"] == event(deleted)["status"]
+
+
+class Screen:
+    """What a terminal shows after the bytes it was sent: the little of VT100 that rich's live
+    display and a tty use (carriage return, newline, cursor up, erase line; colours ignored)."""
+
+    TOKEN = re.compile(r"\x1b\[([0-9;?]*)([A-Za-z])|\x1b\][^\x07]*\x07|\x1b.|(.)", re.S)
+
+    def __init__(self, output: str) -> None:
+        self.lines: list[list[str]] = [[]]
+        row = col = 0
+        for found in self.TOKEN.finditer(output):
+            params, command, char = found.group(1), found.group(2), found.group(3)
+            count = int(params) if params and params.isdigit() else 1
+            if command == "A":
+                row = max(0, row - count)
+            elif command == "B":
+                row += count
+            elif command == "G":
+                col = count - 1
+            elif command == "K":
+                line = self._line(row)
+                del line[0 if params == "2" else col:]
+            elif char == "\r":
+                col = 0
+            elif char == "\n":
+                row += 1
+            elif char is not None and char >= " ":
+                line = self._line(row)
+                line.extend(" " * (col + 1 - len(line)))
+                line[col] = char
+                col += 1
+
+    def _line(self, row: int) -> list[str]:
+        while len(self.lines) <= row:
+            self.lines.append([])
+        return self.lines[row]
+
+    def text(self) -> list[str]:
+        return ["".join(line).rstrip() for line in self.lines]
+
+
+def test_ctrl_c_on_process_once_leaves_no_progress_line_on_the_terminal(local: LocalPair) -> None:
+    event_id = big_event(local, 3_000_000)
+    screen = Terminal("process-once", env=cli_env(**SLOW))
+    try:
+        screen.wait_for(f"{event_id}: ", "rows read", seconds=60)  # shown after 2 s
+        screen.type("\x03")  # Ctrl-C, as the terminal sends it
+        assert screen.proc.wait(timeout=60) == 130, screen.read()
+        screen.read()
+    finally:
+        screen.close()
+    shown = Screen(screen.output).text()
+    assert not any("rows read" in line for line in shown), "\n".join(shown)
+    released = [line for line in shown if "interrupted; rolled back and released" in line]
+    assert len(released) == 1 and LOG_LINE.match(released[0]), "\n".join(shown)

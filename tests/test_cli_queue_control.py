@@ -271,6 +271,18 @@ def test_prune_dry_run_counts_and_changes_nothing(users: LocalPair, history: dic
     assert "and 2 ledger row(s)" in table.stdout
 
 
+def test_piped_prune_dry_run_says_would_delete_as_the_table_does(
+    users: LocalPair, history: dict[str, str]
+) -> None:
+    piped = run("prune", "--older-than", "30d", "--dry-run")
+    assert piped.exit_code == 0, show(piped)
+    assert piped.stdout.splitlines() == ["events_would_delete\t2", "ledger_rows_would_delete\t2"]
+    table = run("prune", "--older-than", "30d", "--dry-run", env=test_cli.TERMINAL)
+    assert table.exit_code == 0, show(table)
+    assert table.stdout.startswith("would delete 2 completed event(s)"), show(table)
+    assert exists(history["done_old"])  # nothing was deleted
+
+
 def test_prune_deletes_old_completed_events_with_their_ledger_rows(
     users: LocalPair, history: dict[str, str]
 ) -> None:

@@ -1,14 +1,20 @@
-"""What people see: the copy progress line and wait progress appear on a terminal only."""
+"""What people see: the copy progress line and wait progress appear on a terminal only; top fits
+a narrow terminal."""
 
 from __future__ import annotations
 
 import io
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from rich.console import Console
 
 from bridge_cli import reporting
+from bridge_cli.api import queue_view
 from bridge_cli.events import Event
+from bridge_cli.lakes import WorkerBeat
+from tests.backends import LocalPair
+from tests.helpers import submit
 
 
 def terminal(monkeypatch: pytest.MonkeyPatch, is_terminal: bool) -> io.StringIO:
@@ -101,3 +107,26 @@ def test_progress_shows_a_percentage_then_the_write_and_a_spinner_for_a_delete(
     text = shown(progress)
     assert "delete-b: deleting" in text and "%" not in text
     progress.close()
+
+
+@pytest.mark.parametrize("columns", [40, 50, 60])
+def test_top_on_a_narrow_terminal_leaves_columns_out_instead_of_cutting_the_worker_id(
+    local: LocalPair, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], columns: int
+) -> None:
+    worker_id = "vm:20092"
+    event = submit(local.lake, "insert", "dbo.big", source_table="c.s.big", primary_keys=("id",),
+                   rows_expected=1000)
+    local.set_event_fields(event.event_id, status="processing", worker_id=worker_id)
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    local.lake.heartbeat(WorkerBeat(
+        worker_id=worker_id, host="vm", pid=20092, version="0.1.0", started_at=now, last_seen=now,
+        expires_at=now + timedelta(hours=1), event_id=event.event_id, phase="staging", rows=500,
+        rows_per_second=1234.0,
+    ))
+    monkeypatch.setenv("COLUMNS", str(columns))  # the width rich gives the terminal's console
+    reporting.stdout().print(reporting.top_renderable(queue_view(local.lake), 2.0))
+    screen = capsys.readouterr().out
+    assert screen.count(worker_id) == 2, screen  # whole, in the workers and in-flight tables
+    assert event.event_id in screen, screen
+    assert "…" not in screen, screen
+    assert all(len(line) <= columns for line in screen.splitlines()), screen
