@@ -3,60 +3,43 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
-import signal
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import Enum
-from types import FrameType
 from typing import Annotated, Any, TypeVar
 
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup
 
-from bridge_cli import __version__, logcontext, reporting
+from bridge_cli import __version__, reporting
 from bridge_cli.adapters import open_lake, open_target
 from bridge_cli.api import (
     WaitTimeout,
-    cancel_events,
     copies_message,
     event_progress,
-    events_ahead,
-    get_event,
     get_event_rows,
     init_stores,
     list_workers,
-    prune_events,
     queue_view,
     recent_events,
-    requeue_events,
-    require_cancelled,
-    require_requeued,
     submit_event,
     wait_for_event,
 )
-from bridge_cli.config import Settings, describe_settings, load_settings
-from bridge_cli.doctor import all_passed, run_checks
-from bridge_cli.engine import Engine
+from bridge_cli.config import Settings, load_settings
 from bridge_cli.errors import (
     BridgeError,
     ConfigError,
     ConnectionFailure,
     EventNotFound,
-    RefusedError,
     TransientError,
     ValidationError,
 )
 from bridge_cli.events import Event, Operation, Status, SubmitRequest
-from bridge_cli.notify import SystemdNotifier
-from bridge_cli.observe import Observers, WorkerObserver
-from bridge_cli.settings_spec import POLL_INTERVAL_FLOOR
 
 # Exit codes scripts branch on (documented in the README).
 EXIT_OK = 0
@@ -562,231 +545,10 @@ def top(
         pass  # Ctrl-C quits, as q does
 
 
-def _engine(
-    settings: Settings, progress: reporting.CopyProgress | None, patient: bool = False
-) -> Engine:
-    return Engine(
-        settings, open_lake(settings, patient=patient), open_target(settings),
-        on_progress=progress, on_phase=progress.phase if progress is not None else None,
-    )
-
-
-@app.command("process-once", cls=_BridgeCommand)
-def process_once(
-    ctx: typer.Context,
-    max_events: Annotated[
-        int | None, typer.Option(
-            "--max-events",
-            metavar="N",
-            callback=in_range(1),
-            help="Stop after this many events.",
-        )
-    ] = None,
-    event_id: Annotated[str | None, typer.Option(
-        "--event-id",
-        metavar="ID",
-        help="Process only this event.",
-    )] = None,
-    as_json: JsonFlag = False,
-) -> None:
-    """Process the pending events once and print a result table."""
-    if event_id is not None and max_events is not None:
-        raise typer.BadParameter("does nothing with --event-id (one event)", param_hint="--max-events")
-    progress = reporting.CopyProgress()
-    try:
-        with reported_errors():
-            engine = _engine(_state(ctx).settings(), progress)
-            if event_id is not None:
-                event = get_event(engine.lake, event_id)
-                if event.status in (Status.COMPLETED.value, Status.FAILED.value):
-                    reporting.info(f"event {event_id} is {event.status}: nothing to do")
-            results = engine.process_once(max_events=max_events, event_id=event_id)
-            if event_id is not None and not results:
-                _explain_waiting(engine, event_id)
-    finally:
-        progress.close()
-    reporting.print_results(results, as_json)
-
-
-def _explain_waiting(engine: Engine, event_id: str) -> None:
-    """An explicit event that per-target order holds back is refused, naming what it waits for."""
-    if engine.settings.ordering != "per_target":
-        return
-    event = get_event(engine.lake, event_id)
-    ahead = events_ahead(engine.lake, event)
-    if event.status == Status.PENDING.value and ahead:
-        first = ahead[0]
-        raise RefusedError(
-            f"event {event_id} waits for {len(ahead)} earlier event(s) on target {event.target_table}, "
-            f"first {first.event_id} ({first.status}): events for one target apply one at a time, "
-            "in claim order. Process those first, or set BRIDGE_ORDERING=none to apply this one now"
-        )
-
-
-@app.command(cls=_BridgeCommand)
-def worker(
-    ctx: typer.Context,
-    poll_interval: Annotated[
-        float | None, typer.Option(
-            "--poll-interval",
-            metavar="SECONDS",
-            callback=in_range(POLL_INTERVAL_FLOOR),
-            help=f"Seconds between polls (at least {POLL_INTERVAL_FLOOR:g}).",
-        )
-    ] = None,
-    max_events: Annotated[
-        int | None, typer.Option(
-            "--max-events",
-            metavar="N",
-            callback=in_range(1),
-            help="Exit after this many events.",
-        )
-    ] = None,
-    metrics_port: Annotated[
-        int | None, typer.Option(
-            "--metrics-port",
-            metavar="PORT",
-            callback=in_range(0, 65535),
-            help="Serve Prometheus /metrics and /healthz on this port (0: off; default: the "
-                 "profile's metrics_port).",
-        )
-    ] = None,
-) -> None:
-    """Run the long-lived worker: SIGTERM or Ctrl-C finishes the event in hand, then exits."""
-    state = _state(ctx)
-    reporting.setup_logging(state.verbose, quiet=False, log_format=state.log_format,
-                            log_level=state.log_level)
-    log = logging.getLogger("bridge.worker")
-    stop = threading.Event()
-    interrupts = 0
-    notifier = SystemdNotifier()  # Type=notify under systemd; nothing without NOTIFY_SOCKET
-
-    def request_stop(signum: int, _frame: FrameType | None) -> None:
-        nonlocal interrupts
-        interrupts += 1
-        if signum == signal.SIGINT and interrupts > 1:
-            raise KeyboardInterrupt  # a second Ctrl-C: roll back the event in hand and go
-        log.info("stopping on %s: finishing the event in hand (Ctrl-C again to abort it)",
-                 signal.Signals(signum).name)
-        if interrupts == 1:
-            notifier.stopping()
-        stop.set()
-
-    # SIGHUP (a closed terminal, `systemctl reload`) stops as SIGTERM does.
-    stopping = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-    previous = {s: signal.signal(s, request_stop) for s in stopping}
-    server = None
-    try:
-        with reported_errors():
-            settings = state.settings()
-            port = settings.metrics_port if metrics_port is None else metrics_port
-            engine = _engine(settings, None, patient=True)
-            logcontext.worker_id.set(engine.worker_id)
-            log.info("worker started (profile %s, pid %d)", engine.settings.profile, os.getpid())
-            observers: list[WorkerObserver] = [notifier]
-            if port:
-                from bridge_cli.metrics import MetricsServer, WorkerMetrics  # only when asked for
-
-                metrics = WorkerMetrics()
-                server = MetricsServer(metrics, port).start()
-                observers.append(metrics)
-            count = engine.run_worker(stop, poll_interval, max_events, observer=Observers(observers))
-    except KeyboardInterrupt:
-        log.warning("aborted: the event in hand was rolled back and released for a retry")
-        raise typer.Exit(EXIT_ABORTED) from None
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if server is not None:
-            server.close()
-    log.info("worker stopped after %d event(s)", count)
-
-
-@app.command(cls=_BridgeCommand)
-def requeue(
-    ctx: typer.Context,
-    event_ids: Annotated[list[str] | None, typer.Argument(
-        metavar="EVENT_ID",
-        help="Events to requeue.",
-    )] = None,
-    failed: Annotated[bool, typer.Option("--failed", help="Requeue every failed event.")] = False,
-    stale: Annotated[
-        bool, typer.Option("--stale", help="Requeue processing events whose lease expired.")
-    ] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be requeued.")] = False,
-    as_json: JsonFlag = False,
-) -> None:
-    """Move failed or stale events back to pending (never a completed one)."""
-    if not event_ids and not failed and not stale:
-        raise typer.BadParameter("give EVENT_ID(s), --failed or --stale")
-    with reported_errors():
-        lake = open_lake(_state(ctx).settings())
-        results = requeue_events(
-            lake, list(event_ids or []), failed=failed, stale=stale, dry_run=dry_run
-        )
-        reporting.print_requeue(results, as_json)
-        if any(r.previous_status is None for r in results):
-            missing = [r.event_id for r in results if r.previous_status is None]
-            raise EventNotFound(f"no event with id {', '.join(map(repr, missing))}")
-        require_requeued(results)
-
-
-@app.command(cls=_BridgeCommand)
-def cancel(
-    ctx: typer.Context,
-    event_ids: Annotated[list[str], typer.Argument(metavar="EVENT_ID", help="Pending events to cancel.")],
-    as_json: JsonFlag = False,
-) -> None:
-    """Move pending events to failed, "cancelled by USER@HOST at TIME" (never one in hand or done)."""
-    with reported_errors():
-        lake = open_lake(_state(ctx).settings())
-        results = cancel_events(lake, event_ids)
-        reporting.print_cancel(results, as_json)
-        require_cancelled(results)
-
-
-@app.command(cls=_BridgeCommand)
-def prune(
-    ctx: typer.Context,
-    older_than: Annotated[str, typer.Option(
-        "--older-than", metavar="DURATION", help="Events that finished longer ago than this: 30d, 12h.",
-    )],
-    failed: Annotated[bool, typer.Option("--failed", help="Failed events too, not only completed ones.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what would be deleted; delete nothing.")] = False,
-    as_json: JsonFlag = False,
-) -> None:
-    """Delete finished events older than a duration, with their ledger rows (never unfinished ones)."""
-    age = parse_duration(older_than, "--older-than")
-    with reported_errors():
-        settings = _state(ctx).settings()
-        result = prune_events(open_lake(settings), open_target(settings), age, failed=failed, dry_run=dry_run)
-    reporting.print_prune(result, as_json)
-
-
-@app.command(cls=_BridgeCommand)
-def doctor(ctx: typer.Context, as_json: JsonFlag = False) -> None:
-    """Check the config, lake, event table, target, ledger, staging and queue: exit 0 none failed, 5 not."""
-    state = _state(ctx)
-    results = run_checks(state.config, state.profile)
-    reporting.print_checks(results, as_json)
-    if not all_passed(results):
-        raise typer.Exit(EXIT_CONFIG)
-
-
-config_app = typer.Typer(
-    name="config", help="Show the resolved configuration.", no_args_is_help=True, rich_markup_mode=None,
-)
-app.add_typer(config_app)
-
-
-@config_app.command("show", cls=_BridgeCommand)
-def config_show(ctx: typer.Context, as_json: JsonFlag = False) -> None:
-    """Print every setting and adapter option of the profile, and where each value came from."""
-    state = _state(ctx)
-    with reported_errors():
-        settings, sources = describe_settings(state.config, state.profile)
-    where = str(settings.config_file) if settings.config_file else None
-    reporting.print_settings(settings.profile, where, sources, as_json)
+# The other command groups register themselves on `app` (in this order: `bridge --help` lists
+# commands as registered).
+from bridge_cli import cli_run  # noqa: E402,F401,I001
+from bridge_cli import cli_queue  # noqa: E402,F401,I001
 
 
 def main() -> None:

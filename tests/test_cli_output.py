@@ -11,7 +11,7 @@ from pathlib import Path
 from tests.backends import LocalPair
 from tests.test_cli import TERMINAL, USERS_TARGET, event, run, show, submit
 from tests.test_cli_process import BRIDGE, cli_env
-from tests.test_cli_untrusted import LOG_LINE
+from tests.test_output_escaping import LOG_LINE
 from tests.test_worker_process import SLOW, big_event
 from tests.test_workers import Terminal
 

@@ -123,7 +123,7 @@ def test_a_worker_claiming_between_cancels_read_and_write_wins_cleanly(
     worker = users.engine(worker_id="vm:7")
     claims: list[Any] = []
     lake = AfterRead(users.lake, "get_event", lambda: claims.append(worker.claim_next_event(event_id)))
-    monkeypatch.setattr("bridge_cli.cli.open_lake", lambda _settings: lake)
+    monkeypatch.setattr("bridge_cli.cli_queue.open_lake", lambda _settings: lake)
     result = run("cancel", event_id)
     assert claims and claims[0] is not None  # the worker's claim went first
     assert result.exit_code == 1, show(result)

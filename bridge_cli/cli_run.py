@@ -1,0 +1,177 @@
+"""`bridge process-once` and `bridge worker`: the commands that run events."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from bridge_cli import logcontext, reporting
+from bridge_cli.adapters import open_lake, open_target
+from bridge_cli.api import (
+    events_ahead,
+    get_event,
+)
+from bridge_cli.cli import (
+    EXIT_ABORTED,
+    JsonFlag,
+    _BridgeCommand,
+    _state,
+    app,
+    in_range,
+    reported_errors,
+)
+from bridge_cli.config import Settings
+from bridge_cli.engine import Engine
+from bridge_cli.errors import (
+    RefusedError,
+)
+from bridge_cli.events import Status
+from bridge_cli.notify import SystemdNotifier
+from bridge_cli.observe import Observers, WorkerObserver
+from bridge_cli.settings_spec import POLL_INTERVAL_FLOOR
+
+
+def _engine(
+    settings: Settings, progress: reporting.CopyProgress | None, patient: bool = False
+) -> Engine:
+    return Engine(
+        settings, open_lake(settings, patient=patient), open_target(settings),
+        on_progress=progress, on_phase=progress.phase if progress is not None else None,
+    )
+
+
+@app.command("process-once", cls=_BridgeCommand)
+def process_once(
+    ctx: typer.Context,
+    max_events: Annotated[
+        int | None, typer.Option(
+            "--max-events",
+            metavar="N",
+            callback=in_range(1),
+            help="Stop after this many events.",
+        )
+    ] = None,
+    event_id: Annotated[str | None, typer.Option(
+        "--event-id",
+        metavar="ID",
+        help="Process only this event.",
+    )] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Process the pending events once and print a result table."""
+    if event_id is not None and max_events is not None:
+        raise typer.BadParameter("does nothing with --event-id (one event)", param_hint="--max-events")
+    progress = reporting.CopyProgress()
+    try:
+        with reported_errors():
+            engine = _engine(_state(ctx).settings(), progress)
+            if event_id is not None:
+                event = get_event(engine.lake, event_id)
+                if event.status in (Status.COMPLETED.value, Status.FAILED.value):
+                    reporting.info(f"event {event_id} is {event.status}: nothing to do")
+            results = engine.process_once(max_events=max_events, event_id=event_id)
+            if event_id is not None and not results:
+                _explain_waiting(engine, event_id)
+    finally:
+        progress.close()
+    reporting.print_results(results, as_json)
+
+
+def _explain_waiting(engine: Engine, event_id: str) -> None:
+    """An explicit event that per-target order holds back is refused, naming what it waits for."""
+    if engine.settings.ordering != "per_target":
+        return
+    event = get_event(engine.lake, event_id)
+    ahead = events_ahead(engine.lake, event)
+    if event.status == Status.PENDING.value and ahead:
+        first = ahead[0]
+        raise RefusedError(
+            f"event {event_id} waits for {len(ahead)} earlier event(s) on target {event.target_table}, "
+            f"first {first.event_id} ({first.status}): events for one target apply one at a time, "
+            "in claim order. Process those first, or set BRIDGE_ORDERING=none to apply this one now"
+        )
+
+
+@app.command(cls=_BridgeCommand)
+def worker(
+    ctx: typer.Context,
+    poll_interval: Annotated[
+        float | None, typer.Option(
+            "--poll-interval",
+            metavar="SECONDS",
+            callback=in_range(POLL_INTERVAL_FLOOR),
+            help=f"Seconds between polls (at least {POLL_INTERVAL_FLOOR:g}).",
+        )
+    ] = None,
+    max_events: Annotated[
+        int | None, typer.Option(
+            "--max-events",
+            metavar="N",
+            callback=in_range(1),
+            help="Exit after this many events.",
+        )
+    ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(
+            "--metrics-port",
+            metavar="PORT",
+            callback=in_range(0, 65535),
+            help="Serve Prometheus /metrics and /healthz on this port (0: off; default: the "
+                 "profile's metrics_port).",
+        )
+    ] = None,
+) -> None:
+    """Run the long-lived worker: SIGTERM or Ctrl-C finishes the event in hand, then exits."""
+    state = _state(ctx)
+    reporting.setup_logging(state.verbose, quiet=False, log_format=state.log_format,
+                            log_level=state.log_level)
+    log = logging.getLogger("bridge.worker")
+    stop = threading.Event()
+    interrupts = 0
+    notifier = SystemdNotifier()  # Type=notify under systemd; nothing without NOTIFY_SOCKET
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if signum == signal.SIGINT and interrupts > 1:
+            raise KeyboardInterrupt  # a second Ctrl-C: roll back the event in hand and go
+        log.info("stopping on %s: finishing the event in hand (Ctrl-C again to abort it)",
+                 signal.Signals(signum).name)
+        if interrupts == 1:
+            notifier.stopping()
+        stop.set()
+
+    # SIGHUP (a closed terminal, `systemctl reload`) stops as SIGTERM does.
+    stopping = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    previous = {s: signal.signal(s, request_stop) for s in stopping}
+    server = None
+    try:
+        with reported_errors():
+            settings = state.settings()
+            port = settings.metrics_port if metrics_port is None else metrics_port
+            engine = _engine(settings, None, patient=True)
+            logcontext.worker_id.set(engine.worker_id)
+            log.info("worker started (profile %s, pid %d)", engine.settings.profile, os.getpid())
+            observers: list[WorkerObserver] = [notifier]
+            if port:
+                from bridge_cli.metrics import MetricsServer, WorkerMetrics  # only when asked for
+
+                metrics = WorkerMetrics()
+                server = MetricsServer(metrics, port).start()
+                observers.append(metrics)
+            count = engine.run_worker(stop, poll_interval, max_events, observer=Observers(observers))
+    except KeyboardInterrupt:
+        log.warning("aborted: the event in hand was rolled back and released for a retry")
+        raise typer.Exit(EXIT_ABORTED) from None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if server is not None:
+            server.close()
+    log.info("worker stopped after %d event(s)", count)
