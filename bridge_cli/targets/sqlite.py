@@ -35,7 +35,8 @@ from bridge_cli.targets import (
     TargetColumn,
     TargetTable,
 )
-from bridge_cli.targets.common import batch_rows, where_clause
+from bridge_cli.targets.common import where_clause
+from bridge_cli.targets.sqlite_values import sqlite_rows
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -253,7 +254,7 @@ class SQLiteSession:
             connection.execute(f"CREATE TEMP TABLE {_STAGE} ({body})")
             insert = f"INSERT INTO temp.{_STAGE} VALUES ({marks})"
             for batch in batches:
-                rows = batch_rows(batch)
+                rows = sqlite_rows(batch, plan.columns)  # refuses a value a column would change
                 connection.executemany(insert, rows)
                 staged += len(rows)
             keys = ", ".join(quote_double(k.name) for k in plan.keys)
