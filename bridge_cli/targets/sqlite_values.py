@@ -170,11 +170,13 @@ def _check_real_text(values: list[Any], column: TargetColumn) -> None:
 
 
 def _integers(array: pa.Array, column: TargetColumn, where: str) -> list[Any]:
+    import pyarrow as pa
     import pyarrow.compute as pc
 
     kind = array.type
-    if kind.bit_width < 53 or len(array) == array.null_count:
-        return array.to_pylist()
+    unsigned = pa.types.is_unsigned_integer(kind)
+    if kind.bit_width < 53 or (where != "REAL" and not unsigned) or len(array) == array.null_count:
+        return array.to_pylist()  # every value fits the column as it is
     span = pc.min_max(array).as_py()
     low, high = span["min"], span["max"]
     if high > INT64_MAX:  # uint64: Python's sqlite3 cannot bind it
