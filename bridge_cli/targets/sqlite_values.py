@@ -97,8 +97,9 @@ def _decimals(array: pa.Array, column: TargetColumn, where: str) -> list[Any]:
 
     # Through text: Arrow's own decimal-to-double cast is not correctly rounded, its text-to-double
     # parse is (as Python's float() is).
-    values: list[Any] = pc.cast(pc.cast(array, pa.string()), pa.float64()).to_pylist()
-    for i in _long_decimals(array):
+    doubles = pc.cast(pc.cast(array, pa.string()), pa.float64())
+    values: list[Any] = doubles.to_pylist()
+    for i in _long_decimals(array.type, doubles, values):
         exact: Decimal | None = array[i].as_py()
         if exact is None:
             continue
@@ -115,22 +116,23 @@ def _decimals(array: pa.Array, column: TargetColumn, where: str) -> list[Any]:
     return values
 
 
-def _long_decimals(array: pa.Array) -> Sequence[int]:
-    """Where the values of more than 15 significant digits are: at least 16 digits in the
-    unscaled value, |d| >= 10**(15 - scale). Every one, when the scale is negative."""
-    import pyarrow as pa
+def _long_decimals(kind: pa.DataType, doubles: pa.Array, values: list[Any]) -> Sequence[int]:
+    """Where the values of more than 15 significant digits may be: at least 16 digits in the
+    unscaled value, |d| >= 10**(15 - scale), found by their doubles (rounding is monotonic, so
+    none is missed; a few just below are looked at too). Every one, when the scale is negative.
+    No Python value is turned into an Arrow one here: the first such conversion imports pandas
+    (about 50 MiB)."""
     import pyarrow.compute as pc
 
-    scale, precision = array.type.scale, array.type.precision
-    if scale < 0:
-        return range(len(array))
-    if precision <= EXACT_DIGITS:
+    if kind.scale < 0:
+        return range(len(values))
+    if kind.precision <= EXACT_DIGITS:
         return ()
-    bound = pa.scalar(Decimal(10) ** (EXACT_DIGITS - scale), array.type)
-    wide = pc.fill_null(pc.greater_equal(pc.abs(array), bound), False)
-    if not pc.any(wide).as_py():
+    bound = float(Decimal(10) ** (EXACT_DIGITS - kind.scale))
+    top = pc.max(pc.abs(doubles)).as_py()
+    if top is None or top < bound:
         return ()
-    return pc.indices_nonzero(wide).to_pylist()
+    return [i for i, value in enumerate(values) if value is not None and abs(value) >= bound]
 
 
 def _refuse_nan(array: pa.Array, column: TargetColumn) -> None:
