@@ -254,8 +254,9 @@ def _cannot_switch_user() -> str | None:
 def test_a_home_another_user_owns_reads_for_this_user_and_refuses_writes_in_one_line(
     home: tuple[Path, dict[str, str]]
 ) -> None:
-    """As `nobody` over root's home (mode 755): status works, submit exits 5 with permission
-    denied."""
+    """As `nobody` over root's home (mode 755): status works and cancel exits 5 with permission
+    denied, whether the lock file refuses it (mode 644) or, when the lock file is open to all
+    (666), the lake file itself."""
     where, ids = home
     folder = Path(tempfile.mkdtemp())
     try:
@@ -279,6 +280,16 @@ def test_a_home_another_user_owns_reads_for_this_user_and_refuses_writes_in_one_
         assert refused.stderr.strip().splitlines() == [
             f"Error: cannot write lake file {lake_file}: permission denied (its lock file "
             "000-sql-databricks-bridge.duckdb.lock cannot be opened for writing)"
+        ], shown(refused)
+
+        os.chmod(lake_file.with_name(lake_file.name + ".lock"), 0o666)
+        status = as_nobody("status", ids["pending"], "--json")
+        assert status.returncode == 0, shown(status)
+        assert json.loads(status.stdout)["status"] == "pending"
+        refused = as_nobody("cancel", ids["pending"])
+        assert refused.returncode == 5, shown(refused)
+        assert refused.stderr.strip().splitlines() == [
+            f"Error: cannot write lake file {lake_file}: permission denied"
         ], shown(refused)
     finally:
         shutil.rmtree(folder)

@@ -30,6 +30,7 @@ from bridge_cli.errors import (
     ConnectionFailure,
     NotInitialized,
     PermanentError,
+    StoreNotWritable,
     TransientError,
     not_writable,
 )
@@ -158,9 +159,13 @@ def _is_lock_conflict(exc: Exception) -> bool:
     return "lock" in text and ("could not set" in text or "conflicting" in text)
 
 
-def _is_not_writable(exc: Exception) -> bool:
+def _not_writable_because(exc: Exception) -> str | None:
+    """DuckDB's refusal to open a file for writing, in the words of StoreNotWritable."""
     text = str(exc).lower()
-    return "read-only file system" in text or "permission denied" in text
+    for reason in ("read-only file system", "permission denied"):
+        if reason in text:
+            return reason
+    return None
 
 
 class DuckDBLake:
@@ -213,9 +218,12 @@ class DuckDBLake:
                     connection = duckdb.connect(str(path), read_only=read_only)
                 break
             except duckdb.Error as exc:
-                if may_read_only and not read_only and _is_not_writable(exc):
+                refused = _not_writable_because(exc)
+                if refused and may_read_only and not read_only:
                     read_only = True  # a reader of a file it may not write (another user's)
                     continue
+                if refused:
+                    raise StoreNotWritable(f"cannot write lake file {path}: {refused}") from None
                 if not _is_lock_conflict(exc):
                     raise ConnectionFailure(f"cannot open lake file {path}: {exc}") from None
                 if time.monotonic() >= deadline:
