@@ -17,7 +17,13 @@ from bridge_cli.adapters import open_lake, open_target
 from bridge_cli.api import list_workers
 from bridge_cli.clock import Clock, SystemClock
 from bridge_cli.config import Settings, load_settings
-from bridge_cli.errors import BridgeError, ConnectionFailure, NotInitialized, TransientError
+from bridge_cli.errors import (
+    BridgeError,
+    ConnectionFailure,
+    NotInitialized,
+    StoreNotWritable,
+    TransientError,
+)
 from bridge_cli.events import Status, split_counts
 from bridge_cli.lakes import Lake
 from bridge_cli.targets import Target
@@ -139,6 +145,9 @@ def _fix_for(exc: BridgeError) -> str:
         return ""
     if isinstance(exc, NotInitialized):
         return "run `bridge init` (or `bridge init --upgrade`)"
+    if isinstance(exc, StoreNotWritable):
+        return ("workers, submit and init write there: make it writable by this user, on a file "
+                "system mounted read-write (status, wait and workers work meanwhile)")
     if isinstance(exc, ConnectionFailure | TransientError):
         return "check the host, port, network and credentials in the profile (`bridge config show`)"
     return "fix the cause named in the error"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+
 
 class BridgeError(Exception):
     """Base of every error bridge reports to a user."""
@@ -18,6 +21,28 @@ class ConnectionFailure(BridgeError):
 class NotInitialized(ConnectionFailure):
     """A store bridge needs (the event table, the target's ledger) does not exist or is out of
     date: `bridge init` (or `bridge init --upgrade`) makes it; waiting will not."""
+
+
+class StoreNotWritable(ConnectionFailure):
+    """A store's file cannot be written here: a read-only file system, no permission, a full disk.
+    Nothing was written; commands that only read still work (exit code 5, as for any store that
+    cannot be used now; a worker logs it and polls again)."""
+
+
+# What an OSError on a store's file says, in the words of `ls` and `touch`.
+_WHY = {
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+}
+
+
+def not_writable(what: str, path: os.PathLike[str] | str, exc: OSError, detail: str = "") -> StoreNotWritable:
+    """One line naming the store's file and why it cannot be written (`detail`: which step)."""
+    why = _WHY.get(exc.errno or 0) or exc.strerror or str(exc)
+    return StoreNotWritable(f"cannot write {what} {path}: {why}{f' ({detail})' if detail else ''}")
 
 
 class ValidationError(BridgeError):

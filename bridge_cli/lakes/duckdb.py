@@ -14,6 +14,7 @@ lock that closing other descriptors of the file cannot drop, unlike POSIX record
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import threading
@@ -25,7 +26,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bridge_cli.config import DEFAULT_EVENT_TABLE, Settings, resolve_path
-from bridge_cli.errors import ConnectionFailure, NotInitialized, PermanentError, TransientError
+from bridge_cli.errors import (
+    ConnectionFailure,
+    NotInitialized,
+    PermanentError,
+    StoreNotWritable,
+    TransientError,
+    not_writable,
+)
 from bridge_cli.events import ALL_COLUMNS, Event
 from bridge_cli.identifiers import TableName, parse_table_name, quote_double
 from bridge_cli.lakes import (
@@ -94,12 +102,19 @@ _OPEN_LOCK = threading.Lock()
 
 
 @contextmanager
-def _held(path: Path, deadline: float, timeout: float) -> Iterator[None]:
-    """An exclusive flock on `<file>.lock` until the block ends (closing the descriptor frees it)."""
-    descriptor = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+def _held(path: Path, deadline: float, timeout: float, read_only: bool = False) -> Iterator[bool]:
+    """An exclusive flock on `<file>.lock` until the block ends (closing the descriptor frees it).
+    Yields whether the lake's files can be written here.
+
+    Where the lock file cannot be created or opened for writing (a read-only file system, no
+    permission), an operation that only reads (`read_only`) takes the flock on a read-only
+    descriptor of it (flock needs no write access), or, on a read-only file system where there is
+    no lock file, goes without: nobody can write there. Anything else is a StoreNotWritable naming
+    the file."""
+    descriptor, writable = _open_lock(path, read_only)
     try:
         delay = 0.002
-        while True:
+        while descriptor is not None:
             try:
                 fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
@@ -110,14 +125,48 @@ def _held(path: Path, deadline: float, timeout: float) -> Iterator[None]:
                     ) from None
                 time.sleep(delay)
                 delay = min(delay * 2, 0.05)
-        yield
+        yield writable
     finally:
-        os.close(descriptor)
+        if descriptor is not None:
+            os.close(descriptor)
+
+
+_NOT_WRITABLE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def _open_lock(path: Path, read_only: bool) -> tuple[int | None, bool]:
+    """The lock file's descriptor (None: no lock needed) and whether the files are writable."""
+    lock = path.with_name(path.name + ".lock")
+    try:
+        return os.open(lock, os.O_RDWR | os.O_CREAT, 0o644), True
+    except OSError as exc:
+        refused = exc
+    if not read_only or refused.errno not in _NOT_WRITABLE:
+        raise not_writable("lake file", path, refused, f"its lock file {lock.name} cannot be opened for writing")
+    try:
+        return os.open(lock, os.O_RDONLY), False
+    except FileNotFoundError:
+        if refused.errno == errno.EROFS:
+            return None, False
+        raise not_writable(
+            "lake file", path, refused, f"its lock file {lock.name} does not exist and cannot be created"
+        ) from None
+    except OSError as exc:
+        raise not_writable("lake file", path, exc, f"its lock file {lock.name} cannot be opened") from None
 
 
 def _is_lock_conflict(exc: Exception) -> bool:
     text = str(exc).lower()
     return "lock" in text and ("could not set" in text or "conflicting" in text)
+
+
+def _not_writable_because(exc: Exception) -> str | None:
+    """DuckDB's refusal to open a file for writing, in the words of StoreNotWritable."""
+    text = str(exc).lower()
+    for reason in ("read-only file system", "permission denied"):
+        if reason in text:
+            return reason
+    return None
 
 
 class DuckDBLake:
@@ -136,27 +185,46 @@ class DuckDBLake:
         return self.root / f"{catalog}.duckdb"
 
     @contextmanager
-    def connect(self, catalog: str, *, create: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    def connect(
+        self, catalog: str, *, create: bool = False, read_only: bool = False
+    ) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection to the catalog's file, under its lock. `read_only`: the operation only
+        reads, so where the files cannot be written (a read-only home) it opens them read-only;
+        an operation that writes there fails with a StoreNotWritable naming the file."""
         path = self.catalog_path(catalog)
         if not path.exists():
             if not create:
                 raise _MissingCatalog(catalog)
-            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise not_writable("lake folder", path.parent, exc) from None
         deadline = time.monotonic() + self.lock_timeout
-        with _held(path, deadline, self.lock_timeout), self._open(path, deadline) as connection:
+        with (
+            _held(path, deadline, self.lock_timeout, read_only) as writable,
+            self._open(path, deadline, read_only=not writable, may_read_only=read_only) as connection,
+        ):
             yield connection
 
     @contextmanager
-    def _open(self, path: Path, deadline: float) -> Iterator[duckdb.DuckDBPyConnection]:
+    def _open(
+        self, path: Path, deadline: float, read_only: bool = False, may_read_only: bool = False
+    ) -> Iterator[duckdb.DuckDBPyConnection]:
         import duckdb
 
         delay = 0.02
         while True:
             try:
                 with _OPEN_LOCK:
-                    connection = duckdb.connect(str(path))
+                    connection = duckdb.connect(str(path), read_only=read_only)
                 break
             except duckdb.Error as exc:
+                refused = _not_writable_because(exc)
+                if refused and may_read_only and not read_only:
+                    read_only = True  # a reader of a file it may not write (another user's)
+                    continue
+                if refused:
+                    raise StoreNotWritable(f"cannot write lake file {path}: {refused}") from None
                 if not _is_lock_conflict(exc):
                     raise ConnectionFailure(f"cannot open lake file {path}: {exc}") from None
                 if time.monotonic() >= deadline:
@@ -173,9 +241,9 @@ class DuckDBLake:
             connection.close()
 
     @contextmanager
-    def _events(self) -> Iterator[duckdb.DuckDBPyConnection]:
+    def _events(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         try:
-            with self.connect(self.event_table.catalog) as connection:
+            with self.connect(self.event_table.catalog, read_only=read_only) as connection:
                 yield connection
         except _MissingCatalog:
             # The path, so that someone in another folder (another BRIDGE_HOME) sees why.
@@ -272,7 +340,7 @@ class DuckDBLake:
                 raise self._explain(exc, con) from None
 
     def get_event(self, event_id: str) -> Event | None:
-        with self._events() as con:
+        with self._events(read_only=True) as con:
             rows = self._select(con, "event_id = ?", [event_id], "LIMIT 1")
         return rows[0] if rows else None
 
@@ -286,7 +354,7 @@ class DuckDBLake:
         conditions = list_conditions(status, where)
         sql = " AND ".join(c.replace("{mark}", "?") for c, _, _ in conditions) or "TRUE"
         params = [value for _, _, value in conditions]
-        with self._events() as con:
+        with self._events(read_only=True) as con:
             return self._select(
                 con, sql, [*params, limit], "ORDER BY created_at DESC NULLS LAST, event_id LIMIT ?"
             )
@@ -300,7 +368,7 @@ class DuckDBLake:
             sql = f"SELECT event_id FROM {self._table} WHERE {where}"
         else:  # one statement under the file's lock: what it returns is exactly what it deleted
             sql = f"DELETE FROM {self._table} WHERE {where} RETURNING event_id"
-        with self._events() as con:
+        with self._events(read_only=dry_run) as con:
             try:
                 rows = con.execute(sql, [*chosen, before]).fetchall()
             except Exception as exc:
@@ -308,7 +376,7 @@ class DuckDBLake:
         return sorted(str(r[0]) for r in rows)
 
     def count_by_status(self) -> dict[str, int]:
-        with self._events() as con:
+        with self._events(read_only=True) as con:
             try:
                 # Naming a lifecycle column makes a table made from the guide, before
                 # `bridge init --upgrade`, fail here as everywhere else, with that hint.
@@ -321,7 +389,7 @@ class DuckDBLake:
         return {str(s): int(n) for s, n, _ in rows}
 
     def queue_stats(self) -> QueueStats:
-        with self._events() as con:
+        with self._events(read_only=True) as con:
             try:
                 rows = con.execute(QUEUE_STATS_SELECT.format(table=self._table)).fetchall()
             except Exception as exc:
@@ -339,6 +407,8 @@ class DuckDBLake:
         if event_id is not None:
             where += " AND event_id = ?"
             params.append(event_id)
+        # Opened for writing although it only reads: it is a claim's first step, so a worker or
+        # `process-once` over a home it cannot write says so at every poll, events or not.
         with self._events() as con:
             return self._select(
                 con, where, [*params, limit],
@@ -367,8 +437,8 @@ class DuckDBLake:
                 raise self._explain(exc, con) from None
 
     # -- workers -----------------------------------------------------------------------------
-    def _on_workers(self, sql: str, params: list[Any]) -> list[Any]:
-        with self._events() as con:
+    def _on_workers(self, sql: str, params: list[Any], read_only: bool = False) -> list[Any]:
+        with self._events(read_only=read_only) as con:
             try:
                 return con.execute(sql, params).fetchall()
             except Exception as exc:
@@ -394,7 +464,7 @@ class DuckDBLake:
 
     def list_workers(self) -> list[WorkerBeat]:
         columns = ", ".join(quote_double(c) for c in WORKER_COLUMNS)
-        rows = self._on_workers(f"SELECT {columns} FROM {self._workers} ORDER BY worker_id", [])
+        rows = self._on_workers(f"SELECT {columns} FROM {self._workers} ORDER BY worker_id", [], read_only=True)
         return [beat_from_row(row) for row in rows]
 
     def forget_worker(self, worker_id: str) -> None:
@@ -403,7 +473,7 @@ class DuckDBLake:
     # -- source tables -----------------------------------------------------------------------
     def source_columns(self, table: TableName) -> list[SourceColumn]:
         try:
-            with self.connect(table.catalog) as con:
+            with self.connect(table.catalog, read_only=True) as con:
                 rows = con.execute(
                     "SELECT column_name, data_type FROM information_schema.columns "
                     "WHERE lower(table_schema) = lower(?) AND lower(table_name) = lower(?) "
@@ -424,14 +494,14 @@ class DuckDBLake:
     ) -> Iterator[pa.RecordBatch]:
         select = ", ".join(quote_double(c) for c in columns)
         try:
-            with self.connect(table.catalog) as con:
+            with self.connect(table.catalog, read_only=True) as con:
                 yield from con.sql(f"SELECT {select} FROM {_in_catalog(table)}").to_arrow_reader(batch_rows)
         except _MissingCatalog:
             raise PermanentError(f"source table {table} does not exist") from None
 
     def count_rows(self, table: TableName) -> int:
         try:
-            with self.connect(table.catalog) as con:
+            with self.connect(table.catalog, read_only=True) as con:
                 row = con.execute(f"SELECT COUNT(*) FROM {_in_catalog(table)}").fetchone()
         except _MissingCatalog:
             raise PermanentError(f"source table {table} does not exist") from None

@@ -1,15 +1,12 @@
-"""SQL pieces every target adapter shares: the DELETE filter and batch-to-rows conversion."""
+"""SQL pieces every target adapter shares: the DELETE filter."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bridge_cli.events import FilterValue
 from bridge_cli.targets import TargetColumn
-
-if TYPE_CHECKING:
-    import pyarrow as pa
 
 Filters = tuple[tuple[TargetColumn, FilterValue | tuple[FilterValue, ...]], ...]
 
@@ -36,8 +33,3 @@ def where_clause(filters: Filters, quote: Callable[[str], str], mark: str) -> tu
             params.append(value)
     return " AND ".join(parts), params
 
-
-def batch_rows(batch: pa.RecordBatch) -> list[tuple[Any, ...]]:
-    """One batch as Python tuples (only one batch is ever held this way)."""
-    columns = [column.to_pylist() for column in batch.columns]
-    return list(zip(*columns, strict=True)) if columns else []

@@ -9,6 +9,7 @@ An identity column is `INTEGER PRIMARY KEY AUTOINCREMENT`.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import sqlite3
 import uuid
@@ -24,7 +25,9 @@ from bridge_cli.errors import (
     ConnectionFailure,
     NotInitialized,
     PermanentError,
+    StoreNotWritable,
     TransientError,
+    not_writable,
 )
 from bridge_cli.events import Operation
 from bridge_cli.identifiers import TableName, parse_target_table, quote_double
@@ -35,7 +38,8 @@ from bridge_cli.targets import (
     TargetColumn,
     TargetTable,
 )
-from bridge_cli.targets.common import batch_rows, where_clause
+from bridge_cli.targets.common import where_clause
+from bridge_cli.targets.sqlite_values import sqlite_rows
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -59,12 +63,36 @@ _STAGE = "bridge_stage"
 _IDS_PER_STATEMENT = 500  # event ids bound in one statement (SQLite allows 32766 parameters)
 
 
-def _sort_error(exc: sqlite3.Error, what: str) -> Exception:
+# SQLite's words for a file it cannot write: SQLITE_READONLY, SQLITE_FULL, SQLITE_CANTOPEN.
+_CANNOT_WRITE = ("readonly database", "disk is full", "unable to open database file")
+
+
+def _sort_error(exc: sqlite3.Error, what: str, *paths: Path) -> Exception:
     text = str(exc)
     lowered = text.lower()
     if isinstance(exc, sqlite3.OperationalError) and ("locked" in lowered or "busy" in lowered):
         return TransientError(f"{what}: target database is locked ({text})")
+    if any(words in lowered for words in _CANNOT_WRITE):
+        # Not the event's fault: the same event works once the file can be written again.
+        for path in paths:
+            reason = _unwritable(path)
+            if reason:
+                return StoreNotWritable(f"cannot write target file {path}: {reason} ({what}: {text})")
+        named = " or ".join(str(p) for p in paths) or "the target"
+        return StoreNotWritable(f"cannot write target file {named}: {text} ({what})")
     return PermanentError(f"{what}: {text}")
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why the file (or its folder, for the journal) cannot be written here, if it cannot."""
+    try:
+        if os.statvfs(path.parent).f_flag & os.ST_RDONLY:
+            return "read-only file system"
+    except OSError:
+        return None
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        return "permission denied"
+    return None
 
 
 class SQLiteTarget:
@@ -83,7 +111,10 @@ class SQLiteTarget:
     def _open(self, schema: str, *, create: bool = False) -> sqlite3.Connection:
         path = self.schema_path(schema)
         if create:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise not_writable("target folder", path.parent, exc) from None
             uri = f"file:{path}?mode=rwc"
         else:
             uri = f"file:{path}?mode=rw"
@@ -93,6 +124,9 @@ class SQLiteTarget:
                 check_same_thread=False,
             )
         except sqlite3.OperationalError as exc:
+            reason = _unwritable(path) if create else None
+            if reason:
+                raise StoreNotWritable(f"cannot write target file {path}: {reason} ({exc})") from None
             raise ConnectionFailure(f"cannot open target database {path}: {exc}") from None
         return connection
 
@@ -111,6 +145,8 @@ class SQLiteTarget:
                 "event_id TEXT PRIMARY KEY, operation TEXT NOT NULL, target_table TEXT NOT NULL, "
                 "rows_affected INTEGER NOT NULL, applied_at TEXT NOT NULL)"
             )
+        except sqlite3.Error as exc:
+            raise _sort_error(exc, f"creating ledger {self.ledger}", self.schema_path(self.ledger.schema)) from None
         finally:
             connection.close()
         where = self.schema_path(self.ledger.schema)
@@ -136,7 +172,7 @@ class SQLiteTarget:
                 [event_id],
             ).fetchone()
         except sqlite3.Error as exc:
-            raise _sort_error(exc, "reading the ledger") from None
+            raise _sort_error(exc, "reading the ledger", self.schema_path(self.ledger.schema)) from None
         finally:
             connection.close()
         if row is None:
@@ -162,7 +198,7 @@ class SQLiteTarget:
                     cursor = connection.execute(f"DELETE FROM {ledger} WHERE event_id IN ({marks})", batch)
                     total += int(cursor.rowcount)
         except sqlite3.Error as exc:
-            raise _sort_error(exc, "deleting ledger rows") from None
+            raise _sort_error(exc, "deleting ledger rows", self.schema_path(self.ledger.schema)) from None
         finally:
             connection.close()
         return total
@@ -181,7 +217,7 @@ class SQLiteTarget:
             name, create_sql = found
             info = connection.execute(f"PRAGMA table_info({quote_double(name)})").fetchall()
         except sqlite3.Error as exc:
-            raise _sort_error(exc, f"reading target table {table}") from None
+            raise _sort_error(exc, f"reading target table {table}", self.schema_path(table.schema)) from None
         finally:
             connection.close()
         autoincrement = bool(_AUTOINCREMENT.search(create_sql or ""))
@@ -204,7 +240,7 @@ class SQLiteTarget:
             connection.execute(f"DROP TABLE temp.{_STAGE}_check")
             connection.execute("COMMIT")
         except sqlite3.Error as exc:
-            raise _sort_error(exc, "creating a staging table") from None
+            raise _sort_error(exc, "creating a staging table", self.schema_path(self.ledger.schema)) from None
         finally:
             connection.close()
 
@@ -234,9 +270,13 @@ class SQLiteSession:
                 connection.execute("ATTACH DATABASE ? AS ledger", [f"file:{ledger_path}?mode=rw"])
             except sqlite3.Error as exc:
                 connection.close()
-                raise _sort_error(exc, "attaching the ledger") from None
+                raise _sort_error(exc, "attaching the ledger", ledger_path) from None
             self.connection = connection
         return self.connection
+
+    def _files(self, plan: ApplyPlan) -> tuple[Path, Path]:
+        """The files an apply writes: the target table's schema and the ledger's."""
+        return self.target.schema_path(plan.table.name.schema), self.target.schema_path(self.target.ledger.schema)
 
     def close(self) -> None:
         if self.connection is not None:
@@ -253,13 +293,13 @@ class SQLiteSession:
             connection.execute(f"CREATE TEMP TABLE {_STAGE} ({body})")
             insert = f"INSERT INTO temp.{_STAGE} VALUES ({marks})"
             for batch in batches:
-                rows = batch_rows(batch)
+                rows = sqlite_rows(batch, plan.columns)  # refuses a value a column would change
                 connection.executemany(insert, rows)
                 staged += len(rows)
             keys = ", ".join(quote_double(k.name) for k in plan.keys)
             connection.execute(f"CREATE INDEX temp.{_STAGE}_keys ON {_STAGE} ({keys})")
         except sqlite3.Error as exc:
-            raise _sort_error(exc, "staging source rows") from None
+            raise _sort_error(exc, "staging source rows", *self._files(plan)) from None
         return staged
 
     def apply(self, plan: ApplyPlan, applied_at: dt.datetime) -> int:
@@ -267,7 +307,7 @@ class SQLiteSession:
         try:
             connection.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            raise _sort_error(exc, "starting the transaction") from None
+            raise _sort_error(exc, "starting the transaction", *self._files(plan)) from None
         try:
             self._write_ledger(connection, plan, applied_at)
             rows = self._apply_change(connection, plan)
@@ -292,7 +332,7 @@ class SQLiteSession:
         except sqlite3.IntegrityError:
             raise AlreadyApplied(f"event {plan.event_id} is already in the ledger") from None
         except sqlite3.Error as exc:
-            raise _sort_error(exc, "writing the ledger") from None
+            raise _sort_error(exc, "writing the ledger", *self._files(plan)) from None
 
     def _apply_change(self, connection: sqlite3.Connection, plan: ApplyPlan) -> int:
         table = f"main.{quote_double(plan.table.name.table)}"
@@ -322,7 +362,7 @@ class SQLiteSession:
                 )
             return int(cursor.rowcount)
         except sqlite3.Error as exc:
-            raise _sort_error(exc, f"{plan.operation.value} into {plan.table.name}") from None
+            raise _sort_error(exc, f"{plan.operation.value} into {plan.table.name}", *self._files(plan)) from None
 
     def _delete(self, connection: sqlite3.Connection, plan: ApplyPlan, table: str) -> int:
         where, params = where_clause(plan.filters, quote_double, "?")
