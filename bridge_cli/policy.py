@@ -40,24 +40,12 @@ class TablePolicy:
     def check_target(self, target: TableName) -> None:
         """PermanentError when `target` is one of bridge's or the server's own tables, or is not
         in allowed_targets."""
-        reason = self._protected_target(target)
-        if reason:
-            raise PermanentError(f"target table {target} is refused: {reason}")
-        if not any(p.matches(target) for p in self.allowed_targets):
-            shown = ", ".join(p.text for p in self.allowed_targets)
-            raise PermanentError(
-                f"target table {target} is not allowed by this profile (allowed_targets: {shown})"
-            )
+        _check("target", target, self._protected_target(target), self.allowed_targets)
 
     def check_source(self, source: TableName) -> None:
-        reason = self._protected_source(source)
-        if reason:
-            raise PermanentError(f"source table {source} is refused: {reason}")
-        if not any(p.matches(source) for p in self.allowed_sources):
-            shown = ", ".join(p.text for p in self.allowed_sources)
-            raise PermanentError(
-                f"source table {source} is not allowed by this profile (allowed_sources: {shown})"
-            )
+        """PermanentError when `source` is bridge's event or workers table, or is not in
+        allowed_sources."""
+        _check("source", source, self._protected_source(source), self.allowed_sources)
 
     def _protected_target(self, target: TableName) -> str | None:
         schema, table = target.schema.lower(), target.table.lower()
@@ -80,6 +68,16 @@ class TablePolicy:
         if _same(source, self.workers_table):
             return "it is bridge's workers table"
         return None
+
+
+def _check(what: str, name: TableName, protected: str | None, allowed: tuple[NamePattern, ...]) -> None:
+    if protected:
+        raise PermanentError(f"{what} table {name} is refused: {protected}")
+    if not any(p.matches(name) for p in allowed):
+        shown = ", ".join(p.text for p in allowed)
+        raise PermanentError(
+            f"{what} table {name} is not allowed by this profile (allowed_{what}s: {shown})"
+        )
 
 
 def _same(a: TableName, b: TableName) -> bool:
