@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -302,8 +303,12 @@ class Engine:
                 # indefinitely: close them now.
                 for opened in (rows_in, batches):
                     close = getattr(opened, "close", None)
+                    # A generator still running in the reader thread (a Ctrl-C that landed while
+                    # it read) cannot be closed from here: its thread closes it. The ValueError
+                    # would replace the error in flight (a KeyboardInterrupt, which must go on).
                     if close is not None:
-                        close()
+                        with contextlib.suppress(ValueError):
+                            close()
             return _Applied(rows, staged, note=route.note)
         except AlreadyApplied:
             entry = self.target.ledger_entry(event.event_id)

@@ -269,7 +269,8 @@ def test_conditional_update_binds_values_and_confirms_by_reading_back_recording_
                       "`claim_token` = :set_claim_token WHERE event_id = :event_id AND `status` = :was_status "
                       "AND `claim_token` IS NULL")
     assert params == {"event_id": "e'1", "set_status": "processing", "set_claim_token": "t", "was_status": "pending"}
-    assert connection.sent[1][0].startswith("SELECT ") and connection.sent[1][1] == {"event_id": "e'1"}
+    # read back: every row with the id (a second row with it must not hide ours)
+    assert connection.sent[1][0].startswith("SELECT ") and connection.sent[1][1] == {"event_id": "e'1", "limit": 100}
 
 
 @pytest.mark.parametrize("message", [

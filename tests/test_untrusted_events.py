@@ -16,7 +16,7 @@ from bridge_cli import api
 from bridge_cli.errors import EventNotFound, ValidationError
 from bridge_cli.events import Operation, SubmitRequest
 from bridge_cli.lakes import workers_table_name
-from tests.backends import Col, LocalPair
+from tests.backends import Col, DatabricksPair, LocalPair
 from tests.helpers import submit
 
 USERS = "dbo.users"
@@ -217,3 +217,26 @@ def test_submit_refuses_what_the_worker_would_fail_as_malformed(pair: LocalPair)
 def test_an_unknown_id_is_not_found(pair: LocalPair) -> None:
     with pytest.raises(EventNotFound):
         api.get_event(pair.lake, "no-such-event")
+
+
+def test_an_event_row_whose_text_is_not_utf8_fails_and_blocks_nothing(pair: LocalPair) -> None:
+    """Bytes that are not UTF-8 in a STRING column (Spark stores what it is given; DuckDB and the
+    seed's own writers cannot) fail that event, and the events after it are processed."""
+    if not isinstance(pair, DatabricksPair):
+        pytest.skip("only a Databricks table can hold a STRING that is not UTF-8")
+    seeded(pair)
+    from bridge_cli.lakes.databricks import COLUMN_TYPES
+
+    values = {"event_id": "'bad-bytes'", "operation": "'DELETE'", "target_table": "'dbo.users'",
+              "primary_keys": "array('username')", "status": "'pending'", "priority": "1",
+              # {"username": "\xff"}: one byte that is not UTF-8
+              "filter_conditions": "CAST(X'7B22757365726E616D65223A2022FF227D' AS STRING)"}
+    listed = ", ".join(values.get(c, f"CAST(NULL AS {t})") for c, t in COLUMN_TYPES.items())
+    pair.run(f"INSERT INTO {pair.lake._table} ({', '.join(COLUMN_TYPES)}) VALUES ({listed})")  # type: ignore[attr-defined]
+    good = submit(pair.lake, "insert", USERS, source_table=SOURCE, primary_keys=["username"])
+    results = process(pair)
+    assert results[good.event_id] == "completed"
+    assert results.get("bad-bytes") == "failed"
+    [stored] = pair.lake.get_events("bad-bytes")
+    assert stored.attempts == 1 and "filter_conditions" in (stored.error_message or "")
+    assert users(pair) == ["a", "b", "c", "d", "e"]

@@ -345,7 +345,7 @@ class DuckDBLake:
         return rows[0] if rows else None
 
     def get_events(self, event_id: str) -> list[Event]:
-        with self._events() as con:
+        with self._events(read_only=True) as con:
             return self._select(con, "event_id = ?", [event_id, MAX_COPIES_LISTED], f"ORDER BY {CLAIM_ORDER} LIMIT ?")
 
     def list_events(
