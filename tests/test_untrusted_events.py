@@ -219,9 +219,11 @@ def test_an_unknown_id_is_not_found(pair: LocalPair) -> None:
         api.get_event(pair.lake, "no-such-event")
 
 
-def test_an_event_row_whose_text_is_not_utf8_fails_and_blocks_nothing(pair: LocalPair) -> None:
+def test_an_event_row_whose_text_is_not_utf8_blocks_nothing(pair: LocalPair) -> None:
     """Bytes that are not UTF-8 in a STRING column (Spark stores what it is given; DuckDB and the
-    seed's own writers cannot) fail that event, and the events after it are processed."""
+    seed's own writers cannot) reach bridge as U+FFFD through the connector here: the row is read
+    as that text, ends on its first attempt having changed nothing, and the events after it are
+    processed (a row the lake could not decode would stop every claim)."""
     if not isinstance(pair, DatabricksPair):
         pytest.skip("only a Databricks table can hold a STRING that is not UTF-8")
     seeded(pair)
@@ -236,7 +238,9 @@ def test_an_event_row_whose_text_is_not_utf8_fails_and_blocks_nothing(pair: Loca
     good = submit(pair.lake, "insert", USERS, source_table=SOURCE, primary_keys=["username"])
     results = process(pair)
     assert results[good.event_id] == "completed"
-    assert results.get("bad-bytes") == "failed"
     [stored] = pair.lake.get_events("bad-bytes")
-    assert stored.attempts == 1 and "filter_conditions" in (stored.error_message or "")
+    assert stored.attempts == 1 and stored.status in ("completed", "failed"), stored
+    assert stored.rows_affected in (None, 0), stored  # {"username": "\ufffd"} matches no user
+    if stored.status == "failed":  # a lake that hands over what is not text: said, in one line
+        assert "filter_conditions" in (stored.error_message or "")
     assert users(pair) == ["a", "b", "c", "d", "e"]
