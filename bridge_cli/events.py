@@ -17,7 +17,7 @@ from bridge_cli.identifiers import (
     parse_target_table,
     shown,
 )
-from bridge_cli.untrusted import printable
+from bridge_cli.untrusted import printable, strict_json
 
 
 class Operation(str, Enum):
@@ -195,17 +195,6 @@ def _strict_int(text: str) -> int:
     return value
 
 
-def _strict_float(text: str) -> float:
-    value = float(text)
-    if value in (float("inf"), float("-inf")):
-        raise ValueError(f"number {text[:40]} is out of range")
-    return value
-
-
-def _no_constant(text: str) -> Any:
-    raise ValueError(f"{text} is not JSON")
-
-
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
@@ -227,13 +216,10 @@ def parse_json_field(text: str, field: str) -> Any:
     if _nesting(text) > MAX_JSON_DEPTH:
         raise ValidationError(f"{field} nests deeper than {MAX_JSON_DEPTH} levels")
     try:
-        return json.loads(
-            text, parse_int=_strict_int, parse_float=_strict_float, parse_constant=_no_constant,
-            object_pairs_hook=_unique_keys,
-        )
+        return strict_json(text, parse_int=_strict_int, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
         raise ValidationError(f"{field} is not valid JSON: {exc.msg} (char {exc.pos})") from None
-    except (ValueError, RecursionError) as exc:
+    except ValueError as exc:
         raise ValidationError(f"{field} is not valid JSON: {exc}") from None
 
 

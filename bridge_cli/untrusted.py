@@ -66,10 +66,11 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def strict_json(text: str) -> Any:
+def strict_json(text: str, **stricter: Any) -> Any:
     """The JSON value `text` holds; ValueError unless it is strict JSON (Python's json also reads
-    NaN, Infinity and 1e400 as floats) that can be written back as it was read."""
+    NaN, Infinity and 1e400 as floats) that can be written back as it was read. `stricter`: more
+    of json.loads' hooks (an event's fields also refuse big integers and repeated keys)."""
     try:
-        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float, **stricter)
     except RecursionError:  # nested deeper than the parser goes
         raise ValueError("nested too deeply") from None
