@@ -14,7 +14,7 @@ from bridge_cli.errors import ValidationError
 
 # Letters, digits, underscore, '$' and hyphen: what Databricks catalogs such as
 # `000-sql-databricks-bridge` and SQL Server schemas use. No dots, quotes, spaces or semicolons.
-_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_$\-]{0,127}")
+IDENTIFIER_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_$\-]{0,127}")
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ def shown(text: str, limit: int = 80) -> str:
 
 
 def check_identifier(part: str, what: str = "identifier") -> str:
-    if not _PART.fullmatch(part):
+    if not IDENTIFIER_PART.fullmatch(part):
         raise ValidationError(
             f"invalid {what} {shown(part)}: use letters, digits, '_', '$' or '-' (at most 128)"
         )
@@ -86,7 +86,7 @@ def parse_table_name(text: str, *, min_parts: int, max_parts: int, what: str) ->
         shape = "catalog.schema.table" if max_parts == 3 else "schema.table"
         raise ValidationError(f"{what} {shown(text)} must be written as {shape}")
     for part in parts:
-        if not _PART.fullmatch(part):
+        if not IDENTIFIER_PART.fullmatch(part):
             raise ValidationError(
                 f"invalid {what} {shown(text)}: part {shown(part)} may only use letters, digits, "
                 "'_', '$' or '-' (at most 128)"

@@ -18,17 +18,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bridge_cli.errors import ValidationError
-from bridge_cli.identifiers import TableName
+from bridge_cli.identifiers import IDENTIFIER_PART, TableName
 
 # A bare pattern part: an identifier's characters plus the wildcard.
 _BARE_PART = re.compile(r"[A-Za-z0-9_$\-*]{1,128}")
-_IDENTIFIER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_$\-]{0,127}")
 
 
 @dataclass(frozen=True)
 class NamePart:
     text: str  # lower-cased
     quoted: bool
+
+    @property
+    def is_wildcard(self) -> bool:
+        """A bare `*`: any name (as a last part, also any parts after it)."""
+        return not self.quoted and self.text == "*"
 
     def matches(self, part: str) -> bool:
         if self.quoted or "*" not in self.text:
@@ -45,21 +49,16 @@ class NamePattern:
     parts: tuple[NamePart, ...]
 
     @property
-    def _open_ended(self) -> bool:
-        last = self.parts[-1]
-        return not last.quoted and last.text == "*"
-
-    @property
     def allows_any(self) -> bool:
         """`*`, `*.*`, `*.*.*`: every table (what `bridge doctor` warns about)."""
-        return all(not p.quoted and p.text == "*" for p in self.parts)
+        return all(p.is_wildcard for p in self.parts)
 
     def matches(self, name: TableName) -> bool:
         wanted = self.parts
         if len(wanted) > len(name.parts):
             return False
         if len(wanted) < len(name.parts):
-            if not self._open_ended:
+            if not self.parts[-1].is_wildcard:
                 return False
             wanted = wanted[:-1]
         return all(p.matches(n) for p, n in zip(wanted, name.parts, strict=False))
@@ -75,7 +74,7 @@ def split_pattern(text: str) -> list[NamePart]:
         if i < len(text) and text[i] in "[`":
             close = "]" if text[i] == "[" else "`"
             value, i = _quoted(text, i + 1, close)
-            if not _IDENTIFIER.fullmatch(value):
+            if not IDENTIFIER_PART.fullmatch(value):
                 raise ValidationError(
                     f"pattern {text!r}: quoted part {value!r} is not a valid name (letters, digits, "
                     "'_', '$' or '-')"
@@ -126,9 +125,9 @@ def parse_pattern(text: str, *, max_parts: int) -> NamePattern:
         raise ValidationError(f"pattern {text!r} has more parts than {shape}")
     if len(parts) < max_parts:
         last = parts[-1]
-        if max_parts == 2 and len(parts) == 1 and not (not last.quoted and last.text == "*"):
+        if max_parts == 2 and len(parts) == 1 and not last.is_wildcard:
             parts = [NamePart("dbo", quoted=True), last]  # a bare table name is dbo's
-        elif last.quoted or last.text != "*":
+        elif not last.is_wildcard:
             shape = "catalog.schema.table" if max_parts == 3 else "schema.table"
             raise ValidationError(
                 f"pattern {text!r} must name {shape}, or end with '.*' to cover every table below"

@@ -23,8 +23,11 @@ from bridge_cli.patterns import NamePattern, parse_patterns
 # Schemas that belong to the server: never a target, whatever allowed_targets says.
 SYSTEM_SCHEMAS = frozenset({"sys", "information_schema", "guest"})
 # Tables named so are bridge's stages (SQL Server's `bridge_stage_<hex>`, SQLite's `bridge_stage`)
-# or SQLite's own (`sqlite_sequence`, `sqlite_master`, ...): never a target.
-PROTECTED_TABLE_PREFIXES = ("bridge_stage", "sqlite_")
+# or SQLite's own (`sqlite_sequence`, `sqlite_master`, ...): never a target. (prefix, why)
+PROTECTED_TABLE_PREFIXES = (
+    ("bridge_stage", "bridge_stage* tables are bridge's staging tables"),
+    ("sqlite_", "sqlite_* tables belong to SQLite"),
+)
 
 
 @dataclass(frozen=True)
@@ -56,11 +59,7 @@ class TablePolicy:
                 return f"it has the name of bridge's {what} table"
         if schema in SYSTEM_SCHEMAS:
             return f"schema {target.schema} belongs to the server"
-        if table.startswith(PROTECTED_TABLE_PREFIXES[0]):
-            return "bridge_stage* tables are bridge's staging tables"
-        if table.startswith(PROTECTED_TABLE_PREFIXES[1]):
-            return "sqlite_* tables belong to SQLite"
-        return None
+        return next((why for prefix, why in PROTECTED_TABLE_PREFIXES if table.startswith(prefix)), None)
 
     def _protected_source(self, source: TableName) -> str | None:
         if _same(source, self.event_table):
@@ -84,11 +83,6 @@ def _same(a: TableName, b: TableName) -> bool:
     return tuple(p.lower() for p in a.parts) == tuple(p.lower() for p in b.parts)
 
 
-def ledger_name(text: str) -> TableName:
-    """The ledger table as the targets read it: schema.table, a bare name meaning dbo's."""
-    return parse_target_table(text)
-
-
 def table_policy(settings: Settings) -> TablePolicy:
     """The profile's policy; ConfigError naming the setting when a pattern is malformed."""
     lists = {}
@@ -105,7 +99,8 @@ def table_policy(settings: Settings) -> TablePolicy:
     return TablePolicy(
         allowed_sources=lists["allowed_sources"],
         allowed_targets=lists["allowed_targets"],
-        ledger_table=ledger_name(str(settings.target.get("ledger_table") or DEFAULT_LEDGER_TABLE)),
+        # as the targets read it: schema.table, a bare name meaning dbo's
+        ledger_table=parse_target_table(str(settings.target.get("ledger_table") or DEFAULT_LEDGER_TABLE)),
         event_table=event_table,
         workers_table=workers_table_name(event_table),
     )
