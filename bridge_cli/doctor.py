@@ -216,14 +216,14 @@ def _allowed(state: _State) -> str:
     """Both lists (the profile refused an empty one or a malformed pattern when it loaded); a list
     that allows any table is a warning: event rows are untrusted, and the worker's credentials
     reach further than the jobs that submit should."""
-    from bridge_cli.patterns import parse_patterns
+    from bridge_cli.policy import table_policy
 
     settings = state.settings
     assert settings is not None
-    lists = {"allowed_sources": (settings.allowed_sources, 3), "allowed_targets": (settings.allowed_targets, 2)}
-    detail = "; ".join(f"{key}: {', '.join(items)}" for key, (items, _) in lists.items())
-    wide = [key for key, (items, parts) in lists.items()
-            if any(p.allows_any for p in parse_patterns(items, max_parts=parts))]
+    policy = table_policy(settings)
+    lists = {"allowed_sources": policy.allowed_sources, "allowed_targets": policy.allowed_targets}
+    detail = "; ".join(f"{key}: {', '.join(p.text for p in patterns)}" for key, patterns in lists.items())
+    wide = [key for key, patterns in lists.items() if any(p.allows_any for p in patterns)]
     if not wide:
         return detail
     risks = {"allowed_sources": "every lake table the credentials can read may be copied",
