@@ -67,6 +67,9 @@ class Settings:
     target: AdapterConfig
     config_file: Path | None = None
     max_delete_rows: int = 10000
+    # A REPLACE that would bring fewer than this share of the rows it deletes fails (its shrink
+    # guard; metadata {"allow_shrink": true} lifts it). max_delete_rows does not apply to REPLACE.
+    replace_min_ratio: float = 0.5
     max_attempts: int = 5
     poll_interval: float = 10.0
     # Polls that find nothing wait longer each time, doubling up to this (seconds).

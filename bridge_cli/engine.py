@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import random
@@ -72,6 +73,7 @@ class EventResult:
     error_message: str | None = None
     seconds: float = 0.0
     attempts: int = 0
+    details: dict[str, int] | None = None  # UPSERT / REPLACE: inserted, updated, unchanged, deleted
 
 
 class DuplicateEventId(PermanentError):
@@ -84,6 +86,7 @@ class _Applied:
     rows_read: int | None
     from_ledger: LedgerEntry | None = None
     note: str | None = None  # for the event's warning (e.g. it asked for Spark and could not have it)
+    details: dict[str, int] | None = None
 
 
 def default_worker_id() -> str:
@@ -216,6 +219,7 @@ class Engine:
             error_message=outcome.get("error_message"),
             seconds=seconds,
             attempts=attempts,
+            details=_details(outcome.get("details")),
         )
 
     def _fail_other_copies(self, event: Event, outcome: dict[str, Any]) -> None:
@@ -277,8 +281,8 @@ class Engine:
                 self._phase(event, "deleting", event.rows_expected)
                 with self.target.session() as session:
                     self._check_lease()
-                    rows = session.apply(plan, self.clock.now())
-                return _Applied(rows, None)
+                    counts = session.apply(plan, self.clock.now())
+                return _Applied(counts.rows_affected, None)
             assert job.source is not None
             route = choose_route(job, plan, self.settings, self.spark, self.lake)
             if route.spark:
@@ -296,7 +300,7 @@ class Engine:
                         raise _no_data(job)
                     self._check_lease()
                     self._phase(event, "writing", staged)
-                    rows = session.apply(plan, self.clock.now())
+                    counts = session.apply(plan, self.clock.now())
             finally:
                 # A load that failed midway leaves the reader thread and the source (its file lock
                 # or connection) open until collected, which the error's traceback can put off
@@ -309,7 +313,7 @@ class Engine:
                     if close is not None:
                         with contextlib.suppress(ValueError):
                             close()
-            return _Applied(rows, staged, note=route.note)
+            return _Applied(counts.rows_affected, staged, note=route.note, details=counts.details)
         except AlreadyApplied:
             entry = self.target.ledger_entry(event.event_id)
             if entry is None:  # the ledger row vanished between two reads: let a retry decide
@@ -332,8 +336,8 @@ class Engine:
                 raise _no_data(job)
             self._check_lease()
             self._phase(event, "writing", staged)
-            rows = session.apply(plan, self.clock.now())
-        return _Applied(rows, staged, note=note)
+            counts = session.apply(plan, self.clock.now())
+        return _Applied(counts.rows_affected, staged, note=note, details=counts.details)
 
     def _while_staging(self) -> None:
         """Between polls of a long staging run: stop it if the lease is going or the worker is."""
@@ -381,6 +385,7 @@ class Engine:
             "claim_token": None,
             "lease_expires_at": None,
             "next_attempt_at": None,
+            "details": None,
         }
 
     def _completed(self, event: Event, applied: _Applied) -> dict[str, Any]:
@@ -396,7 +401,10 @@ class Engine:
             discrepancy = event.rows_expected - applied.rows_affected
             if discrepancy != 0:
                 warnings.append(discrepancy_warning(event, applied.rows_affected, discrepancy))
-        elif applied.rows_read is not None and applied.rows_affected < applied.rows_read:
+        elif (
+            applied.rows_read is not None and applied.rows_affected < applied.rows_read
+            and not applied.details  # UPSERT and REPLACE say what every source row became
+        ):
             skipped = applied.rows_read - applied.rows_affected
             warnings.append(skipped_warning(event, skipped))
         outcome.update(
@@ -404,6 +412,7 @@ class Engine:
             discrepancy=discrepancy,
             warning="; ".join(warnings) or None,
             error_message=None,
+            details=json.dumps(applied.details) if applied.details else None,
         )
         return outcome
 
@@ -568,8 +577,21 @@ class Engine:
 _STATUS_CHECK_SECONDS = 600.0
 
 
+def _details(text: object) -> dict[str, int] | None:
+    return json.loads(text) if isinstance(text, str) else None
+
+
+def details_text(details: dict[str, int]) -> str:
+    """`inserted 3, updated 2, unchanged 1`: an UPSERT's or REPLACE's counts, for a log line."""
+    return ", ".join(f"{name} {count:,}" for name, count in details.items())
+
+
 def _no_data(job: Job) -> PermanentError:
-    verb = "insert" if job.operation is Operation.INSERT else "update"
+    # REPLACE inserts what the source has: an empty one is refused as INSERT's is, whatever the
+    # shrink guard would say (emptying a slice is a DELETE's job).
+    verb = {Operation.INSERT: "insert", Operation.REPLACE: "insert", Operation.UPSERT: "upsert"}.get(
+        job.operation, "update"
+    )
     return PermanentError(f"No data to {verb}: source table {job.source} is empty")
 
 
@@ -613,8 +635,10 @@ def _log_outcome(event: Event, outcome: dict[str, Any], seconds: float) -> None:
     if status == Status.COMPLETED.value:
         rows = outcome.get("rows_affected") or 0
         rate = f", {rows / seconds:,.0f} rows/s" if seconds > 0 and rows else ""
-        log.info("event %s %s %s completed: %s rows in %.2fs%s%s", event.event_id, event.operation,
-                 event.target_table, f"{rows:,}", seconds, rate,
+        details = _details(outcome.get("details"))
+        parts = f" ({details_text(details)})" if details else ""
+        log.info("event %s %s %s completed: %s rows%s in %.2fs%s%s", event.event_id, event.operation,
+                 event.target_table, f"{rows:,}", parts, seconds, rate,
                  f"; warning: {outcome['warning']}" if outcome.get("warning") else "")
     elif status == Status.FAILED.value:
         log.warning("event %s %s %s failed: %s", event.event_id, event.operation, event.target_table,
@@ -637,6 +661,13 @@ def discrepancy_warning(event: Event, affected: int, discrepancy: int) -> str:
             "the source likely has duplicate keys, or keys already in the target (skipped)"
             if discrepancy > 0 else "more rows inserted than expected: check rows_expected"
         )
+    elif operation == Operation.UPSERT.value:
+        why = (
+            "rows that were already the same were not counted (changed_only)"
+            if discrepancy > 0 else "more rows written than expected: check rows_expected"
+        )
+    elif operation == Operation.REPLACE.value:
+        why = "the source had a different number of rows than expected"
     elif operation == Operation.UPDATE.value:
         why = (
             "some source keys were not found in the target"

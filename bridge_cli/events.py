@@ -24,6 +24,12 @@ class Operation(str, Enum):
     INSERT = "INSERT"
     UPDATE = "UPDATE"
     DELETE = "DELETE"
+    UPSERT = "UPSERT"  # update the keys the target has, insert the others
+    REPLACE = "REPLACE"  # delete the slice named by filter_conditions, insert the source
+
+    @property
+    def reads_source(self) -> bool:
+        return self is not Operation.DELETE
 
 
 class Status(str, Enum):
@@ -52,6 +58,9 @@ SEED_COLUMNS = (
 # Added by `bridge init` / `bridge init --upgrade`; all nullable, never required of old writers.
 LIFECYCLE_COLUMNS = (
     "attempts", "worker_id", "claim_token", "lease_expires_at", "next_attempt_at", "updated_at",
+    # What an UPSERT or REPLACE did, as JSON: {"inserted": n, "updated": n, "unchanged": n} or
+    # {"deleted": n, "inserted": n}.
+    "details",
 )
 ALL_COLUMNS = SEED_COLUMNS + LIFECYCLE_COLUMNS
 
@@ -85,6 +94,7 @@ class Event:
     lease_expires_at: datetime | None = None
     next_attempt_at: datetime | None = None
     updated_at: datetime | None = None
+    details: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -117,6 +127,16 @@ class Job:
         return self.metadata.get("identity_insert") is True
 
     @property
+    def changed_only(self) -> bool:
+        """UPSERT: update only the rows where some column really differs."""
+        return self.metadata.get("changed_only") is True
+
+    @property
+    def allow_shrink(self) -> bool:
+        """REPLACE: let a reload bring fewer than replace_min_ratio of the rows it replaces."""
+        return self.metadata.get("allow_shrink") is True
+
+    @property
     def engine(self) -> str | None:
         """metadata {"engine": "spark"} stages through the profile's Spark job, "worker" in the
         worker's own process; None lets the profile's spark_min_rows decide."""
@@ -140,7 +160,7 @@ def parse_operation(value: object) -> Operation:
         return Operation(text)
     except ValueError:
         raise ValidationError(
-            f"unknown operation {shown(str(value))}: use INSERT, UPDATE or DELETE"
+            f"unknown operation {shown(str(value))}: use INSERT, UPDATE, DELETE, UPSERT or REPLACE"
         ) from None
 
 
@@ -269,6 +289,9 @@ ENGINES = ("spark", "worker")
 METADATA_TYPES: dict[str, tuple[type, str]] = {
     "identity_insert": (bool, "true or false"),
     "engine": (str, 'a string ("spark" or "worker")'),
+    "changed_only": (bool, "true or false"),
+    "whole_table": (bool, "true or false"),
+    "allow_shrink": (bool, "true or false"),
 }
 
 
@@ -327,6 +350,22 @@ def check_event_id(event_id: object) -> str:
     return event_id
 
 
+def _check_replace_slice(filters: dict[str, Any], metadata: dict[str, Any]) -> None:
+    """REPLACE reloads the slice filter_conditions names; the whole table only when asked for
+    by name, so that a job which forgot its filter cannot empty a table."""
+    whole = metadata.get("whole_table") is True
+    if not filters and not whole:
+        raise ValidationError(
+            'REPLACE needs filter_conditions naming the slice to reload, e.g. {"month": "2026-03"}; '
+            'to reload the whole table give {} with metadata {"whole_table": true}'
+        )
+    if filters and whole:
+        raise ValidationError(
+            'REPLACE with metadata {"whole_table": true} takes empty filter_conditions ({}); '
+            "leave out one of the two"
+        )
+
+
 def _build_job(event: Event) -> Job:
     check_event_id(event.event_id)
     for name in ("operation", "source_table", "target_table"):
@@ -359,12 +398,13 @@ def _build_job(event: Event) -> Job:
     if event.rows_expected is not None and event.rows_expected < 0:
         raise ValidationError(f"rows_expected must not be negative, got {event.rows_expected}")
     source: TableName | None = None
-    if operation is Operation.DELETE:
-        if not filters:
-            raise ValidationError(
-                "DELETE needs filter_conditions, e.g. {\"username\": \"usuario_a_eliminar\"}"
-            )
-    else:
+    if operation is Operation.DELETE and not filters:
+        raise ValidationError(
+            "DELETE needs filter_conditions, e.g. {\"username\": \"usuario_a_eliminar\"}"
+        )
+    if operation is Operation.REPLACE:
+        _check_replace_slice(filters, metadata)
+    if operation.reads_source:
         if not event.source_table:
             raise ValidationError(f"{operation.value} needs a source_table")
         source = parse_source_table(event.source_table)
@@ -410,8 +450,8 @@ def event_from_request(request: SubmitRequest) -> Event:
             raise ValidationError(
                 f"DELETE primary keys must appear in the filter: {', '.join(missing)} missing"
             )
-    elif filters:
-        raise ValidationError("--filter is only for DELETE")
+    elif filters and request.operation is not Operation.REPLACE:
+        raise ValidationError("--filter is only for DELETE and REPLACE")
     event = Event(
         event_id=request.event_id or new_event_id(request.operation),
         operation=request.operation.value,

@@ -35,6 +35,11 @@ _SPARK_TYPES = {
 }
 
 
+# What a job writes and reads back: every column but `details`, which only a worker writes, so a
+# job keeps working on an event table that `bridge init --upgrade` has not reached yet.
+JOB_COLUMNS = tuple(c for c in ALL_COLUMNS if c != "details")
+
+
 class SparkEventTable:
     """The event table through a SparkSession: what a job needs to submit and to wait."""
 
@@ -48,7 +53,7 @@ class SparkEventTable:
         values = event.to_dict()
         args: dict[str, Any] = {}
         marks = []
-        for column in ALL_COLUMNS:
+        for column in JOB_COLUMNS:
             value = values[column]
             if column == "primary_keys":
                 keys = list(value or [])
@@ -62,7 +67,7 @@ class SparkEventTable:
                 value = value.isoformat(sep=" ") + "+00:00"
             marks.append(f"CAST(:{column} AS {_SPARK_TYPES.get(column, 'STRING')})")
             args[column] = value
-        columns = ", ".join(quote_backtick(c) for c in ALL_COLUMNS)
+        columns = ", ".join(quote_backtick(c) for c in JOB_COLUMNS)
         self.spark.sql(f"INSERT INTO {self.table} ({columns}) VALUES ({', '.join(marks)})", args=args)
 
     def get_event(self, event_id: str) -> Event | None:
@@ -74,7 +79,7 @@ class SparkEventTable:
         columns = ", ".join(
             f"CAST(to_utc_timestamp({quote_backtick(c)}, current_timezone()) AS STRING)"
             if _SPARK_TYPES.get(c) == "TIMESTAMP" else quote_backtick(c)
-            for c in ALL_COLUMNS
+            for c in JOB_COLUMNS
         )
         rows = self.spark.sql(
             f"SELECT {columns} FROM {self.table} WHERE event_id = :event_id ORDER BY {CLAIM_ORDER} "
@@ -84,9 +89,9 @@ class SparkEventTable:
         for row in rows:
             values = tuple(
                 datetime.fromisoformat(v) if v is not None and _SPARK_TYPES.get(c) == "TIMESTAMP" else v
-                for c, v in zip(ALL_COLUMNS, row, strict=True)
+                for c, v in zip(JOB_COLUMNS, row, strict=True)
             )
-            events.append(Event.from_row(list(ALL_COLUMNS), values))
+            events.append(Event.from_row(list(JOB_COLUMNS), values))
         return events
 
 

@@ -33,7 +33,9 @@ def plan_with_stores(
         return plan_job(job, table, None, settings.max_delete_rows), None
     assert job.source is not None
     source_columns = lake.source_columns(job.source)
-    return plan_job(job, table, source_columns, settings.max_delete_rows), source_columns
+    plan = plan_job(job, table, source_columns, settings.max_delete_rows,
+                    replace_min_ratio=settings.replace_min_ratio)
+    return plan, source_columns
 
 
 def plan_job(
@@ -41,13 +43,14 @@ def plan_job(
     target: TargetTable,
     source_columns: list[SourceColumn] | None,
     max_delete_rows: int,
+    replace_min_ratio: float = 0.5,
 ) -> ApplyPlan:
     keys = tuple(_target_column(target, k, "primary key") for k in job.primary_keys)
+    filters: list[tuple[TargetColumn, FilterValue | tuple[FilterValue, ...]]] = []
+    for name, value in job.filters.items():
+        column = _target_column(target, name, "filter_conditions column")
+        filters.append((column, tuple(value) if isinstance(value, list) else value))
     if job.operation is Operation.DELETE:
-        filters: list[tuple[TargetColumn, FilterValue | tuple[FilterValue, ...]]] = []
-        for name, value in job.filters.items():
-            column = _target_column(target, name, "filter_conditions column")
-            filters.append((column, tuple(value) if isinstance(value, list) else value))
         return ApplyPlan(
             event_id=job.event_id,
             operation=job.operation,
@@ -78,14 +81,33 @@ def plan_job(
             f"{target.name}: exclude it from the source table (or use a view without it), "
             'or set metadata {"identity_insert": true} to keep the source values'
         )
+    replacing = job.operation is Operation.REPLACE
+    if replacing:
+        # Each source row is checked against the slice, so the slice's columns come from the source.
+        outside = [c.name for c, _ in filters if c.name.lower() not in source_names]
+        if outside:
+            raise PermanentError(
+                f"REPLACE filter_conditions column(s) {', '.join(outside)} not in source table "
+                f"{job.source}: each source row must show it belongs to the slice being reloaded"
+            )
+    key_names = {k.name.lower() for k in keys}
+    updated_identity = [c for c in fed_identity if c.lower() not in key_names]
+    if job.operation is Operation.UPSERT and updated_identity:
+        raise PermanentError(
+            f"UPSERT cannot set identity column {', '.join(updated_identity)} of existing rows in "
+            f"{target.name}: make it one of primary_keys, or leave it out of the source"
+        )
     plan = ApplyPlan(
         event_id=job.event_id,
         operation=job.operation,
         table=target,
         columns=columns,
         keys=keys,
+        filters=tuple(filters) if replacing else (),
         identity_insert=job.identity_insert and bool(fed_identity),
         max_delete_rows=max_delete_rows,
+        changed_only=job.operation is Operation.UPSERT and job.changed_only,
+        min_ratio=0.0 if job.allow_shrink else replace_min_ratio,
     )
     if job.operation is Operation.UPDATE and not plan.set_columns:
         raise PermanentError(

@@ -250,6 +250,7 @@ def _under_home(folder: str) -> Callable[[Any, Mapping[str, Any]], str]:
 # The profile's own settings (also BRIDGE_<NAME> in the environment).
 PROFILE_SETTINGS: dict[str, Spec] = {
     "max_delete_rows": Integer(low=0),
+    "replace_min_ratio": Number(low=0, high=1),
     "max_attempts": Integer(low=1),
     "poll_interval": Number(low=POLL_INTERVAL_FLOOR),
     "idle_poll_max": Number(low=POLL_INTERVAL_FLOOR),

@@ -62,6 +62,7 @@ COLUMN_TYPES = {
     "filter_conditions": "STRING", "metadata": "STRING", "created_at": "TIMESTAMP",
     "processed_at": "TIMESTAMP", "attempts": "INT", "worker_id": "STRING", "claim_token": "STRING",
     "lease_expires_at": "TIMESTAMP", "next_attempt_at": "TIMESTAMP", "updated_at": "TIMESTAMP",
+    "details": "STRING",
 }
 assert tuple(COLUMN_TYPES) == ALL_COLUMNS
 

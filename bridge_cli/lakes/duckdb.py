@@ -86,6 +86,7 @@ _COLUMN_TYPES = {
     "lease_expires_at": "TIMESTAMP",
     "next_attempt_at": "TIMESTAMP",
     "updated_at": "TIMESTAMP",
+    "details": "VARCHAR",
 }
 assert tuple(_COLUMN_TYPES) == ALL_COLUMNS
 

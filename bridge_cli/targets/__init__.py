@@ -57,12 +57,23 @@ class ApplyPlan:
     filters: tuple[tuple[TargetColumn, FilterValue | tuple[FilterValue, ...]], ...] = ()
     identity_insert: bool = False
     max_delete_rows: int = 10000
+    changed_only: bool = False  # UPSERT: update only rows where some column really differs
+    min_ratio: float = 0.0  # REPLACE: the shrink guard (replace_min_ratio; 0 with allow_shrink)
 
     @property
     def set_columns(self) -> tuple[TargetColumn, ...]:
-        """UPDATE sets the non-key columns."""
+        """UPDATE and UPSERT set the non-key columns."""
         keys = {k.name for k in self.keys}
         return tuple(c for c in self.columns if c.name not in keys)
+
+
+@dataclass(frozen=True)
+class ApplyCounts:
+    """What one apply did: rows_affected as the event records it, and for UPSERT and REPLACE the
+    parts it is made of ({"inserted", "updated", "unchanged"} or {"deleted", "inserted"})."""
+
+    rows_affected: int
+    details: dict[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -78,8 +89,8 @@ class TargetSession(Protocol):
         """Copy source batches into a session-private staging table; return rows staged."""
         ...
 
-    def apply(self, plan: ApplyPlan, applied_at: datetime) -> int:
-        """One transaction: the set-based statement plus the ledger row. Returns rows affected.
+    def apply(self, plan: ApplyPlan, applied_at: datetime) -> ApplyCounts:
+        """One transaction: the set-based statements plus the ledger row; what they did.
         Raises AlreadyApplied when the ledger already holds the event (nothing changed)."""
         ...
 

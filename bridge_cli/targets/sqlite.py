@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bridge_cli.config import DEFAULT_LEDGER_TABLE, Settings, resolve_path
 from bridge_cli.errors import (
@@ -32,6 +32,7 @@ from bridge_cli.errors import (
 from bridge_cli.events import Operation
 from bridge_cli.identifiers import TableName, parse_target_table, quote_double
 from bridge_cli.targets import (
+    ApplyCounts,
     ApplyPlan,
     LedgerEntry,
     TargetCapabilities,
@@ -40,6 +41,7 @@ from bridge_cli.targets import (
 )
 from bridge_cli.targets.common import where_clause
 from bridge_cli.targets.sqlite_values import sqlite_rows
+from bridge_cli.targets.sync import SyncSQL, apply_sync
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -302,7 +304,7 @@ class SQLiteSession:
             raise _sort_error(exc, "staging source rows", *self._files(plan)) from None
         return staged
 
-    def apply(self, plan: ApplyPlan, applied_at: dt.datetime) -> int:
+    def apply(self, plan: ApplyPlan, applied_at: dt.datetime) -> ApplyCounts:
         connection = self._connect(plan)
         try:
             connection.execute("BEGIN IMMEDIATE")
@@ -310,16 +312,16 @@ class SQLiteSession:
             raise _sort_error(exc, "starting the transaction", *self._files(plan)) from None
         try:
             self._write_ledger(connection, plan, applied_at)
-            rows = self._apply_change(connection, plan)
+            counts = self._apply_change(connection, plan)
             connection.execute(
                 f"UPDATE {self.target._ledger_sql} SET rows_affected = ? WHERE event_id = ?",
-                [rows, plan.event_id],
+                [counts.rows_affected, plan.event_id],
             )
             connection.execute("COMMIT")
         except BaseException:
             connection.execute("ROLLBACK")
             raise
-        return rows
+        return counts
 
     def _write_ledger(self, connection: sqlite3.Connection, plan: ApplyPlan, applied_at: dt.datetime) -> None:
         # First statement of the transaction: a second apply of the same event stops here.
@@ -334,11 +336,13 @@ class SQLiteSession:
         except sqlite3.Error as exc:
             raise _sort_error(exc, "writing the ledger", *self._files(plan)) from None
 
-    def _apply_change(self, connection: sqlite3.Connection, plan: ApplyPlan) -> int:
+    def _apply_change(self, connection: sqlite3.Connection, plan: ApplyPlan) -> ApplyCounts:
         table = f"main.{quote_double(plan.table.name.table)}"
         try:
+            if plan.operation in (Operation.UPSERT, Operation.REPLACE):
+                return apply_sync(_Runner(connection), sync_sql(plan, table), plan)
             if plan.operation is Operation.DELETE:
-                return self._delete(connection, plan, table)
+                return ApplyCounts(self._delete(connection, plan, table))
             first_per_key = (
                 f"SELECT * FROM temp.{_STAGE} WHERE rowid IN (SELECT min(rowid) FROM temp.{_STAGE} "
                 f"GROUP BY {', '.join(quote_double(k.name) for k in plan.keys)})"
@@ -360,7 +364,7 @@ class SQLiteSession:
                 cursor = connection.execute(
                     f"UPDATE {table} AS d SET {sets} FROM ({first_per_key}) AS s WHERE {match}"
                 )
-            return int(cursor.rowcount)
+            return ApplyCounts(int(cursor.rowcount))
         except sqlite3.Error as exc:
             raise _sort_error(exc, f"{plan.operation.value} into {plan.table.name}", *self._files(plan)) from None
 
@@ -374,3 +378,67 @@ class SQLiteSession:
             )
         cursor = connection.execute(f"DELETE FROM {table} WHERE {where}", params)
         return int(cursor.rowcount)
+
+
+class _Runner:
+    """Statements on the session's connection, for `apply_sync` (errors sorted by the caller)."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.connection = connection
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...]:
+        return tuple(self.connection.execute(sql, list(params)).fetchone())
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return [tuple(row) for row in self.connection.execute(sql, list(params)).fetchall()]
+
+    def change(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return int(self.connection.execute(sql, list(params)).rowcount)
+
+
+def sync_sql(plan: ApplyPlan, table: str) -> SyncSQL:
+    """UPSERT and REPLACE statements over the session's stage. Keys match with IS, as for INSERT
+    and UPDATE here; `changed_only` compares with IS NOT, which is NULL-safe and exact (BINARY
+    collation, and the stage has the target's declared types, so the same affinity)."""
+    stage = f"temp.{_STAGE}"
+    keys = ", ".join(quote_double(k.name) for k in plan.keys)
+    match = " AND ".join(f"d.{quote_double(k.name)} IS s.{quote_double(k.name)}" for k in plan.keys)
+    columns = ", ".join(quote_double(c.name) for c in plan.columns)
+    selected = ", ".join(f"s.{quote_double(c.name)}" for c in plan.columns)
+    update = None
+    if plan.set_columns:
+        sets = ", ".join(f"{quote_double(c.name)} = s.{quote_double(c.name)}" for c in plan.set_columns)
+        update = f"UPDATE {table} AS d SET {sets} FROM {stage} AS s WHERE {match}"
+        if plan.changed_only:
+            differs = " OR ".join(
+                f"d.{quote_double(c.name)} IS NOT s.{quote_double(c.name)}" for c in plan.set_columns
+            )
+            update += f" AND ({differs})"
+    outside = outside_example = None
+    if plan.filters:
+        inside, params = where_clause(plan.filters, lambda name: f"s.{quote_double(name)}", "?")
+        not_inside = f"FROM {stage} AS s WHERE CASE WHEN {inside} THEN 0 ELSE 1 END = 1"
+        shown = ", ".join(f"s.{quote_double(c.name)}" for c in (*plan.keys, *(f for f, _ in plan.filters)))
+        outside = (f"SELECT count(*) {not_inside}", params)
+        outside_example = (f"SELECT {shown} {not_inside} ORDER BY s.rowid LIMIT 1", params)
+    where, where_params = where_clause(plan.filters, quote_double, "?") if plan.filters else ("", [])
+    return SyncSQL(
+        stage_count=f"SELECT count(*) FROM {stage}",
+        duplicates=(
+            f"SELECT count(*), coalesce(sum(n), 0) FROM (SELECT count(*) AS n FROM {stage} "
+            f"GROUP BY {keys} HAVING count(*) > 1)"
+        ),
+        duplicate_examples=(
+            f"SELECT {keys} FROM {stage} GROUP BY {keys} HAVING count(*) > 1 ORDER BY min(rowid) LIMIT 5"
+        ),
+        matched=f"SELECT count(*) FROM {stage} AS s WHERE EXISTS (SELECT 1 FROM {table} AS d WHERE {match})",
+        update=update,
+        insert_missing=(
+            f"INSERT INTO {table} ({columns}) SELECT {selected} FROM {stage} AS s "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {table} AS d WHERE {match}) ORDER BY s.rowid"
+        ),
+        outside=outside,
+        outside_example=outside_example,
+        delete_slice=(f"DELETE FROM {table}" + (f" WHERE {where}" if where else ""), where_params),
+        insert_all=f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {stage} ORDER BY rowid",
+    )

@@ -26,12 +26,21 @@ from bridge_cli.errors import (
     PermanentError,
     TransientError,
 )
+from bridge_cli.events import Operation
 from bridge_cli.identifiers import TableName, parse_target_table
-from bridge_cli.targets import ApplyPlan, LedgerEntry, TargetCapabilities, TargetColumn, TargetTable
+from bridge_cli.targets import (
+    ApplyCounts,
+    ApplyPlan,
+    LedgerEntry,
+    TargetCapabilities,
+    TargetColumn,
+    TargetTable,
+)
 from bridge_cli.targets.sqlserver import tsql
 from bridge_cli.targets.sqlserver.connect_options import connect_spec
 from bridge_cli.targets.sqlserver.driver import Driver
 from bridge_cli.targets.sqlserver.verify import StageCheck, base_type
+from bridge_cli.targets.sync import apply_sync
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -455,11 +464,10 @@ class SQLServerSession:
         return check.differences(tuple(row))
 
     # -- applying ----------------------------------------------------------------------------
-    def apply(self, plan: ApplyPlan, applied_at: dt.datetime) -> int:
+    def apply(self, plan: ApplyPlan, applied_at: dt.datetime) -> ApplyCounts:
         cursor = self.connection.cursor()
         execute = self.target.execute
         ledger = tsql.table_sql(self.target.ledger)
-        statement, params = tsql.apply_sql(plan, self.stage, self.casts)
         try:
             cursor.execute("SET XACT_ABORT ON; BEGIN TRANSACTION")
             try:
@@ -475,16 +483,11 @@ class SQLServerSession:
                 raise
             if plan.identity_insert:
                 cursor.execute(tsql.identity_insert_sql(plan, True))
-            execute(cursor, statement, tuple(params))
-            rows = int(cursor.rowcount)
+            counts = self._change(cursor, plan)
             if plan.identity_insert:
                 cursor.execute(tsql.identity_insert_sql(plan, False))
-            if rows > plan.max_delete_rows and plan.operation.value == "DELETE":
-                raise PermanentError(
-                    f"DELETE would remove more than max_delete_rows={plan.max_delete_rows} rows; "
-                    "nothing was deleted: split it into several events"
-                )
-            execute(cursor, f"UPDATE {ledger} SET rows_affected = %s WHERE event_id = %s", (rows, plan.event_id))
+            execute(cursor, f"UPDATE {ledger} SET rows_affected = %s WHERE event_id = %s",
+                    (counts.rows_affected, plan.event_id))
             cursor.execute("COMMIT TRANSACTION")
         except BaseException as exc:
             self._rollback(cursor)
@@ -493,7 +496,22 @@ class SQLServerSession:
             raise
         with contextlib.suppress(Exception):  # the stage is done with; `init` sweeps a leftover
             self._drop_stage()
-        return rows
+        return counts
+
+    def _change(self, cursor: Any, plan: ApplyPlan) -> ApplyCounts:
+        """The event's change to the target, inside apply's transaction."""
+        if plan.operation in (Operation.UPSERT, Operation.REPLACE):
+            runner = _Runner(self.target, cursor)
+            return apply_sync(runner, tsql.sync_sql(plan, self.stage, self.casts), plan)
+        statement, params = tsql.apply_sql(plan, self.stage, self.casts)
+        self.target.execute(cursor, statement, tuple(params))
+        rows = int(cursor.rowcount)
+        if rows > plan.max_delete_rows and plan.operation is Operation.DELETE:
+            raise PermanentError(
+                f"DELETE would remove more than max_delete_rows={plan.max_delete_rows} rows; "
+                "nothing was deleted: split it into several events"
+            )
+        return ApplyCounts(rows)
 
     def _rollback(self, cursor: Any) -> None:
         # After an XACT_ABORT error the server has already rolled back; ROLLBACK may then fail
@@ -519,3 +537,26 @@ def _counted(batches: Iterable[pa.RecordBatch], check: StageCheck) -> Iterator[p
     for batch in batches:
         check.add(batch)
         yield batch
+
+
+class _Runner:
+    """Statements on apply's cursor, for `apply_sync` (driver errors sorted by apply)."""
+
+    def __init__(self, target: SQLServerTarget, cursor: Any) -> None:
+        self.target = target
+        self.cursor = cursor
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...]:
+        self.target.execute(self.cursor, sql, tuple(params))
+        row = self.cursor.fetchone()
+        while self.cursor.fetchone() is not None:  # a driver must be read to the end
+            pass
+        return tuple(row)
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        self.target.execute(self.cursor, sql, tuple(params))
+        return [tuple(row) for row in self.cursor.fetchall()]
+
+    def change(self, sql: str, params: Sequence[Any] = ()) -> int:
+        self.target.execute(self.cursor, sql, tuple(params))
+        return int(self.cursor.rowcount)

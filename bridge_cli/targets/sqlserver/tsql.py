@@ -17,6 +17,7 @@ from bridge_cli.events import Operation
 from bridge_cli.identifiers import TableName
 from bridge_cli.targets import ApplyPlan, TargetColumn
 from bridge_cli.targets.common import where_clause
+from bridge_cli.targets.sync import SyncSQL
 
 STAGE = "#bridge_stage"  # session-private: the staging table of every path on the session's connection
 STAGE_PREFIX = "bridge_stage_"  # shared staging tables (a bulk load on its own connection) in the ledger schema
@@ -169,6 +170,86 @@ def apply_sql(plan: ApplyPlan, stage: str = STAGE, casts: Mapping[str, str] | No
     where, params = where_clause(plan.filters, q, "%s")
     # One row over the cap is enough to know the event is too big; the caller rolls back.
     return f"DELETE TOP (%s) FROM {target} WHERE {where}", [plan.max_delete_rows + 1, *params]
+
+
+# Base types whose `=` is not "the same value": strings compare under their collation (case,
+# accents, trailing spaces), binaries ignore trailing zero bytes, DATETIMEOFFSET compares instants
+# and not offsets. changed_only compares these exactly.
+_AS_BYTES = frozenset({"char", "varchar", "nchar", "nvarchar", "text", "ntext", "xml", "binary", "varbinary", "image"})
+
+
+def _same_value(column: TargetColumn) -> str:
+    """T-SQL that is true when d's and s's values of `column` (both not NULL) are the same."""
+    d, s = f"d.{q(column.name)}", f"s.{q(column.name)}"
+    kind = column.type.split("(")[0].strip().lower()
+    if kind in _AS_BYTES:
+        d, s = f"CAST({d} AS VARBINARY(MAX))", f"CAST({s} AS VARBINARY(MAX))"
+        return f"{d} = {s} AND DATALENGTH({d}) = DATALENGTH({s})"
+    if kind == "datetimeoffset":
+        return f"{d} = {s} AND DATEPART(TZOFFSET, {d}) = DATEPART(TZOFFSET, {s})"
+    return f"{d} = {s}"
+
+
+def differs_sql(columns: Sequence[TargetColumn]) -> str:
+    """True when any of `columns` really differs between d and s, NULL-safe: NULL against NULL is
+    the same, NULL against a value differs."""
+    tests = [
+        f"CASE WHEN d.{q(c.name)} IS NULL AND s.{q(c.name)} IS NULL THEN 0 "
+        f"WHEN d.{q(c.name)} IS NULL OR s.{q(c.name)} IS NULL THEN 1 "
+        f"WHEN {_same_value(c)} THEN 0 ELSE 1 END = 1"
+        for c in columns
+    ]
+    return "(" + " OR ".join(tests) + ")"
+
+
+def sync_sql(plan: ApplyPlan, stage: str = STAGE, casts: Mapping[str, str] | None = None) -> SyncSQL:
+    """UPSERT and REPLACE as set-based statements, never MERGE (its concurrency bugs, and servers
+    such as Babelfish lack it). UPSERT's statements read the target WITH (UPDLOCK, HOLDLOCK): the
+    key ranges they look at stay locked to the commit, so no concurrent writer inserts a key
+    between the UPDATE and the INSERT of the missing ones."""
+    casts = casts or {}
+    target = table_sql(plan.table.name)
+    keys = ", ".join(q(k.name) for k in plan.keys)
+    source = _first_per_key(plan, stage, casts)
+    locked = f"{target} AS d WITH (UPDLOCK, HOLDLOCK)"
+    columns = ", ".join(q(c.name) for c in plan.columns)
+    selected = ", ".join(f"s.{q(c.name)}" for c in plan.columns)
+    update = None
+    if plan.set_columns:
+        sets = ", ".join(f"d.{q(c.name)} = s.{q(c.name)}" for c in plan.set_columns)
+        update = f"UPDATE d SET {sets} FROM {locked} INNER JOIN {source} ON s.{q(RANK)} = 1 AND {_key_match(plan)}"
+        if plan.changed_only:
+            update += f" WHERE {differs_sql(plan.set_columns)}"
+    outside = outside_example = None
+    if plan.filters:
+        inside, params = where_clause(plan.filters, lambda name: f"s.{q(name)}", "%s")
+        not_inside = f"FROM {source} WHERE CASE WHEN {inside} THEN 0 ELSE 1 END = 1"
+        shown = ", ".join(f"s.{q(c.name)}" for c in (*plan.keys, *(f for f, _ in plan.filters)))
+        outside = (f"SELECT COUNT(*) {not_inside}", params)
+        outside_example = (f"SELECT TOP 1 {shown} {not_inside} ORDER BY s.{q(ROW)}", params)
+    where, where_params = where_clause(plan.filters, q, "%s") if plan.filters else ("", [])
+    return SyncSQL(
+        stage_count=f"SELECT COUNT_BIG(*) FROM {stage}",
+        duplicates=(
+            f"SELECT COUNT_BIG(*), COALESCE(SUM(n), 0) FROM (SELECT COUNT_BIG(*) AS n FROM {stage} "
+            f"GROUP BY {keys} HAVING COUNT_BIG(*) > 1) AS dup"
+        ),
+        duplicate_examples=(
+            f"SELECT TOP 5 {keys} FROM {stage} GROUP BY {keys} HAVING COUNT_BIG(*) > 1 ORDER BY MIN({q(ROW)})"
+        ),
+        matched=(
+            f"SELECT COUNT_BIG(*) FROM {source} WHERE EXISTS (SELECT 1 FROM {locked} WHERE {_key_match(plan)})"
+        ),
+        update=update,
+        insert_missing=(
+            f"INSERT INTO {target} ({columns}) SELECT {selected} FROM {source} "
+            f"WHERE s.{q(RANK)} = 1 AND NOT EXISTS (SELECT 1 FROM {locked} WHERE {_key_match(plan)})"
+        ),
+        outside=outside,
+        outside_example=outside_example,
+        delete_slice=(f"DELETE FROM {target}" + (f" WHERE {where}" if where else ""), where_params),
+        insert_all=f"INSERT INTO {target} ({columns}) SELECT {selected} FROM {source}",
+    )
 
 
 def identity_insert_sql(plan: ApplyPlan, on: bool) -> str:
