@@ -257,6 +257,8 @@ class OperationChoice(str, Enum):
     insert = "insert"
     update = "update"
     delete = "delete"
+    upsert = "upsert"
+    replace = "replace"
 
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON on stdout for machines.")]
@@ -295,7 +297,7 @@ def submit(
     operation: Annotated[OperationChoice, typer.Argument(
         metavar="OPERATION",
         parser=choice(OperationChoice),
-        help="insert, update or delete (any case).",
+        help="insert, update, delete, upsert or replace (any case).",
     )],
     target: Annotated[str, typer.Option("--target", metavar="TABLE", help="SQL Server table, schema.table.")],
     source: Annotated[
@@ -323,7 +325,10 @@ def submit(
     ] = 5,
     filter_json: Annotated[
         str | None,
-        typer.Option("--filter", metavar="JSON", help='DELETE conditions as JSON, e.g. {"username": "ana"}.'),
+        typer.Option("--filter", metavar="JSON", help=(
+            'DELETE conditions, or the slice a REPLACE reloads, as JSON, e.g. {"username": "ana"}; '
+            'REPLACE of the whole table: {} with --metadata \'{"whole_table": true}\'.'
+        )),
     ] = None,
     metadata_json: Annotated[
         str | None, typer.Option("--metadata", metavar="JSON", help="Metadata as a JSON object.")
@@ -348,8 +353,11 @@ def submit(
     if quiet and as_json:
         raise typer.BadParameter("-q prints only the id; leave out one of -q and --json", param_hint="--json")
     op = Operation(operation.value.upper())
-    if op is Operation.DELETE and filter_json is None:
-        raise typer.BadParameter("DELETE needs --filter", param_hint="--filter")
+    if op in (Operation.DELETE, Operation.REPLACE) and filter_json is None:
+        raise typer.BadParameter(
+            f"{op.value} needs --filter" + (" ({} for the whole table)" if op is Operation.REPLACE else ""),
+            param_hint="--filter",
+        )
     if op is not Operation.DELETE and source is None:
         raise typer.BadParameter(f"{op.value} needs --source", param_hint="--source")
     if op is not Operation.DELETE and not pk:

@@ -189,6 +189,50 @@ def sync_update_to_sql(
                              priority, metadata)
 
 
+def sync_upsert_to_sql(
+    source_table: str,
+    target_table: str,
+    primary_keys: list[str],
+    rows_expected: int | None = None,
+    priority: int = DEFAULT_PRIORITY,
+    metadata: dict[str, Any] | None = None,
+    *,
+    changed_only: bool = False,
+) -> str:
+    """Create an event that makes the target match the source by key: rows whose key the target
+    has are updated, the others inserted, in one transaction; returns its id. `changed_only`
+    updates only rows where some column differs."""
+    extra = {"changed_only": True} if changed_only else {}
+    return _sync_from_source(Operation.UPSERT, source_table, target_table, primary_keys, rows_expected,
+                             priority, _with(metadata, extra))
+
+
+def sync_replace_in_sql(
+    source_table: str,
+    target_table: str,
+    primary_keys: list[str],
+    filter_conditions: dict[str, Any],
+    rows_expected: int | None = None,
+    priority: int = DEFAULT_PRIORITY,
+    metadata: dict[str, Any] | None = None,
+    *,
+    whole_table: bool = False,
+    allow_shrink: bool = False,
+) -> str:
+    """Create an event that reloads a slice: the target rows matching filter_conditions are
+    replaced by the source's rows, in one transaction; returns its id. An empty filter_conditions
+    reloads the whole table, and needs `whole_table=True`."""
+    extra = {key: True for key, on in (("whole_table", whole_table), ("allow_shrink", allow_shrink)) if on}
+    return _submit(SubmitRequest(Operation.REPLACE, target_table, tuple(primary_keys),
+                                 source_table=source_table, filter_conditions=filter_conditions,
+                                 rows_expected=rows_expected, priority=priority,
+                                 metadata=_with(metadata, extra)))
+
+
+def _with(metadata: dict[str, Any] | None, extra: dict[str, Any]) -> dict[str, Any] | None:
+    return {**(metadata or {}), **extra} or None
+
+
 def sync_delete_from_sql(
     target_table: str,
     primary_keys: list[str],

@@ -47,6 +47,9 @@ class WorkerMetrics:
                                 ["status", "operation"], registry=r)
         self.rows_written = Counter("bridge_rows_written", "Rows affected by completed events",
                                     ["target_table"], registry=r)
+        self.sync_rows = Counter("bridge_sync_rows", "What completed UPSERT and REPLACE events did "
+                                 "to rows: inserted, updated, unchanged, deleted",
+                                 ["operation", "outcome"], registry=r)
         self.retries = Counter("bridge_event_retries", "Event attempts that hit a transient error "
                                "and went back to pending", registry=r)
         self.claims_lost = Counter("bridge_claims_lost", "Events whose claim was lost before the "
@@ -111,6 +114,8 @@ class WorkerMetrics:
             table = target_line(result.target_table) or "?"
             self.rows_written.labels(table).inc(result.rows_affected)
             self.rows_per_event.observe(result.rows_affected)
+            for outcome, count in (result.details or {}).items():
+                self.sync_rows.labels(operation, outcome).inc(count)
 
     def on_wait(self, seconds: float) -> None:
         with self._lock:

@@ -177,7 +177,7 @@ def event_fields(event: Event) -> dict[str, Any]:
     data = event.to_dict()
     data.pop("claim_token", None)
     data["source_table"] = data["source_table"] or None
-    for key in ("filter_conditions", "metadata"):
+    for key in ("filter_conditions", "metadata", "details"):
         data[key] = _json_field(data[key])
     return data
 
