@@ -258,7 +258,7 @@ class OperationChoice(str, Enum):
     update = "update"
     delete = "delete"
     upsert = "upsert"
-    replace = "replace"
+    replace_ = "replace"  # `replace` would shadow str.replace
 
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON on stdout for machines.")]
