@@ -33,6 +33,9 @@ def _bridge_dir() -> str:
     ("bridge process", "process-once"),
     ("bridge submit --pri", "--priority"),
     ("bridge status --status ", "completed"),
+    ("bridge submit ups", "upsert"),
+    ("bridge submit rep", "replace"),
+    ("bridge status --operation ", "replace"),
 ])
 def test_bash_completion_completes_commands_and_options(line: str, expected: str) -> None:
     words = line.split(" ")
