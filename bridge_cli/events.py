@@ -404,6 +404,10 @@ def _build_job(event: Event) -> Job:
         )
     if operation is Operation.REPLACE:
         _check_replace_slice(filters, metadata)
+    if operation is Operation.UPSERT and filters:
+        # INSERT and UPDATE ignore a stored filter, as they always have; an UPSERT is new, so a
+        # filter on one (perhaps meant as a REPLACE's slice) is refused rather than ignored.
+        raise ValidationError("UPSERT takes no filter_conditions (a slice to reload is a REPLACE)")
     if operation.reads_source:
         if not event.source_table:
             raise ValidationError(f"{operation.value} needs a source_table")

@@ -183,3 +183,13 @@ def test_a_raw_replace_without_a_slice_fails_at_once_changing_nothing(ventas: Lo
     assert (result.status, result.attempts) == ("failed", 1)
     assert result.error_message is not None and "REPLACE needs filter_conditions" in result.error_message
     assert len(rows(ventas)) == 4 and ventas.ledger_ids() == []
+
+
+def test_a_raw_upsert_with_a_filter_fails_at_once_rather_than_ignore_it(ventas: LocalPair) -> None:
+    ventas.insert_raw_event({"event_id": "raw-2", "operation": "UPSERT", "source_table": DAY,
+                             "target_table": TARGET, "primary_keys": ["id"], "status": "pending",
+                             "filter_conditions": '{"mes": "04"}'})
+    [result] = ventas.engine().process_once()
+    assert (result.status, result.attempts) == ("failed", 1)
+    assert result.error_message == "UPSERT takes no filter_conditions (a slice to reload is a REPLACE)"
+    assert rows(ventas) == [(1, "03", 10), (2, "03", 20), (3, "04", 30), (4, "04", 40)]
