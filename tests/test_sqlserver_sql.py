@@ -207,3 +207,37 @@ def test_profile_errors_name_the_key() -> None:
     bad = AdapterConfig("sqlserver", {"host": "h", "database": "d", "write_method": "fast"})
     with pytest.raises(ConfigError, match="write_method: 'fast'"):
         SQLServerTarget(dataclasses.replace(settings, target=bad))
+
+
+def test_upsert_is_update_then_insert_under_key_range_locks_never_merge() -> None:
+    sync = tsql.sync_sql(plan(Operation.UPSERT, changed_only=True))
+    assert sync.update is not None
+    statements = [sync.update, sync.insert_missing, sync.matched, sync.duplicates, sync.duplicate_examples]
+    assert not any("MERGE" in s for s in statements)
+    # Both statements that read the target hold what they read to the commit.
+    assert "FROM [mi-esquema].[Users]]x] AS d WITH (UPDLOCK, HOLDLOCK) INNER JOIN" in sync.update
+    assert "NOT EXISTS (SELECT 1 FROM [mi-esquema].[Users]]x] AS d WITH (UPDLOCK, HOLDLOCK)" in sync.insert_missing
+    # changed_only: NULL against NULL is the same, NULL against a value differs, for each set column.
+    assert "WHEN d.[is_admin] IS NULL AND s.[is_admin] IS NULL THEN 0" in sync.update
+    assert "WHEN d.[is_admin] IS NULL OR s.[is_admin] IS NULL THEN 1" in sync.update
+    assert "[user name] = s.[user name]" not in sync.update.split(" WHERE ")[-1]  # keys are not compared
+    without = tsql.sync_sql(plan(Operation.UPSERT))
+    assert without.update is not None and " WHERE " not in without.update
+
+
+def test_replace_binds_the_slice_values_as_parameters() -> None:
+    hostile = "x'; DROP TABLE dbo.t; --"
+    replace = plan(Operation.REPLACE, filters=((ADMIN, (True, None)), (NAME, hostile)))
+    sync = tsql.sync_sql(replace)
+    for sql, params in (sync.delete_slice, sync.outside, sync.outside_example):
+        assert hostile not in sql and "DROP" not in sql
+        assert params == [True, hostile]
+    delete_sql, _ = sync.delete_slice
+    assert delete_sql == (
+        "DELETE FROM [mi-esquema].[Users]]x] WHERE ([is_admin] IN (%s) OR [is_admin] IS NULL) AND [user name] = %s"
+    )
+    assert sync.outside is not None
+    assert "CASE WHEN (s.[is_admin] IN (%s) OR s.[is_admin] IS NULL) AND s.[user name] = %s THEN 0 ELSE 1 END = 1" in sync.outside[0]
+    whole = tsql.sync_sql(plan(Operation.REPLACE))
+    assert whole.delete_slice == ("DELETE FROM [mi-esquema].[Users]]x]", [])
+    assert whole.outside is None
