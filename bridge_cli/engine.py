@@ -400,7 +400,7 @@ class Engine:
         if event.rows_expected is not None:
             discrepancy = event.rows_expected - applied.rows_affected
             if discrepancy != 0:
-                warnings.append(discrepancy_warning(event, applied.rows_affected, discrepancy))
+                warnings.append(discrepancy_warning(event, applied.rows_affected, discrepancy, applied.details))
         elif (
             applied.rows_read is not None and applied.rows_affected < applied.rows_read
             and not applied.details  # UPSERT and REPLACE say what every source row became
@@ -653,7 +653,9 @@ def backoff_seconds(attempt: int, base: float, cap: float, rng: random.Random) -
     return delay * (0.5 + rng.random() / 2)
 
 
-def discrepancy_warning(event: Event, affected: int, discrepancy: int) -> str:
+def discrepancy_warning(
+    event: Event, affected: int, discrepancy: int, details: dict[str, int] | None = None
+) -> str:
     head = f"rows_expected={event.rows_expected} but rows_affected={affected}"
     operation = (event.operation or "").upper()
     if operation == Operation.INSERT.value:
@@ -662,10 +664,12 @@ def discrepancy_warning(event: Event, affected: int, discrepancy: int) -> str:
             if discrepancy > 0 else "more rows inserted than expected: check rows_expected"
         )
     elif operation == Operation.UPSERT.value:
-        why = (
-            "rows that were already the same were not counted (changed_only)"
-            if discrepancy > 0 else "more rows written than expected: check rows_expected"
-        )
+        if discrepancy < 0:
+            why = "more rows written than expected: check rows_expected"
+        elif details and details.get("unchanged"):
+            why = "rows that were already the same were not counted (changed_only)"
+        else:  # every source row was written: there were fewer of them than expected
+            why = "the source had fewer rows than expected"
     elif operation == Operation.REPLACE.value:
         why = "the source had a different number of rows than expected"
     elif operation == Operation.UPDATE.value:

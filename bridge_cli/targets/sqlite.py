@@ -398,8 +398,9 @@ class _Runner:
 
 def sync_sql(plan: ApplyPlan, table: str) -> SyncSQL:
     """UPSERT and REPLACE statements over the session's stage. Keys match with IS, as for INSERT
-    and UPDATE here; `changed_only` compares with IS NOT, which is NULL-safe and exact (BINARY
-    collation, and the stage has the target's declared types, so the same affinity)."""
+    and UPDATE here; `changed_only` compares with IS NOT, which is NULL-safe, and exact: COLLATE
+    BINARY, or a column declared NOCASE or RTRIM would call a case or trailing-space change equal
+    (and the stage has the target's declared types, so the same affinity)."""
     stage = f"temp.{_STAGE}"
     keys = ", ".join(quote_double(k.name) for k in plan.keys)
     match = " AND ".join(f"d.{quote_double(k.name)} IS s.{quote_double(k.name)}" for k in plan.keys)
@@ -411,7 +412,8 @@ def sync_sql(plan: ApplyPlan, table: str) -> SyncSQL:
         update = f"UPDATE {table} AS d SET {sets} FROM {stage} AS s WHERE {match}"
         if plan.changed_only:
             differs = " OR ".join(
-                f"d.{quote_double(c.name)} IS NOT s.{quote_double(c.name)}" for c in plan.set_columns
+                f"d.{quote_double(c.name)} IS NOT s.{quote_double(c.name)} COLLATE BINARY"
+                for c in plan.set_columns
             )
             update += f" AND ({differs})"
     outside = outside_example = None

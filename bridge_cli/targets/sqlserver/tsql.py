@@ -136,7 +136,7 @@ def _first_per_key(plan: ApplyPlan, stage: str, casts: Mapping[str, str]) -> str
     )
     keys = ", ".join(q(k.name) for k in plan.keys)
     return (
-        f"(SELECT {columns}, ROW_NUMBER() OVER (PARTITION BY {keys} ORDER BY {q(ROW)}) AS {q(RANK)} "
+        f"(SELECT {columns}, {q(ROW)}, ROW_NUMBER() OVER (PARTITION BY {keys} ORDER BY {q(ROW)}) AS {q(RANK)} "
         f"FROM {stage}) AS s"
     )
 
@@ -206,7 +206,9 @@ def sync_sql(plan: ApplyPlan, stage: str = STAGE, casts: Mapping[str, str] | Non
     """UPSERT and REPLACE as set-based statements, never MERGE (its concurrency bugs, and servers
     such as Babelfish lack it). UPSERT's statements read the target WITH (UPDLOCK, HOLDLOCK): the
     key ranges they look at stay locked to the commit, so no concurrent writer inserts a key
-    between the UPDATE and the INSERT of the missing ones."""
+    between the UPDATE and the INSERT of the missing ones. Inserts go in source order (ORDER BY the
+    staging order), so an IDENTITY column numbers new rows as the source lists them, as on SQLite,
+    whatever order a parallel load (Spark) left in the stage."""
     casts = casts or {}
     target = table_sql(plan.table.name)
     keys = ", ".join(q(k.name) for k in plan.keys)
@@ -243,12 +245,13 @@ def sync_sql(plan: ApplyPlan, stage: str = STAGE, casts: Mapping[str, str] | Non
         update=update,
         insert_missing=(
             f"INSERT INTO {target} ({columns}) SELECT {selected} FROM {source} "
-            f"WHERE s.{q(RANK)} = 1 AND NOT EXISTS (SELECT 1 FROM {locked} WHERE {_key_match(plan)})"
+            f"WHERE s.{q(RANK)} = 1 AND NOT EXISTS (SELECT 1 FROM {locked} WHERE {_key_match(plan)}) "
+            f"ORDER BY s.{q(ROW)}"
         ),
         outside=outside,
         outside_example=outside_example,
         delete_slice=(f"DELETE FROM {target}" + (f" WHERE {where}" if where else ""), where_params),
-        insert_all=f"INSERT INTO {target} ({columns}) SELECT {selected} FROM {source}",
+        insert_all=f"INSERT INTO {target} ({columns}) SELECT {selected} FROM {source} ORDER BY s.{q(ROW)}",
     )
 
 
