@@ -265,7 +265,7 @@ class Engine:
         # Exactly once: an event whose id is in the target's ledger was applied already.
         entry = self.target.ledger_entry(event.event_id)
         if entry is not None:
-            return _Applied(entry.rows_affected, None, entry)
+            return _Applied(entry.rows_affected, None, entry, details=entry.details)
         if (event.attempts or 0) > self.settings.max_attempts:
             # Its last claim ended without a result: a crash counts as an attempt, so an event
             # that kills its worker (out of memory, a native crash) cannot crash-loop forever.
@@ -318,7 +318,7 @@ class Engine:
             entry = self.target.ledger_entry(event.event_id)
             if entry is None:  # the ledger row vanished between two reads: let a retry decide
                 raise TransientError("ledger conflict without a ledger row") from None
-            return _Applied(entry.rows_affected, None, entry)
+            return _Applied(entry.rows_affected, None, entry, details=entry.details)
 
     def _apply_on_spark(
         self, event: Event, job: Job, plan: ApplyPlan, source_columns: list[SourceColumn], note: str | None

@@ -3,6 +3,7 @@ names say so); the engine's answer is what is under test."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any
@@ -155,3 +156,37 @@ def test_an_event_whose_lease_cannot_be_renewed_stops_before_it_expires_fault_in
     assert second.status == "completed", second
     assert local.target_rows("dbo.t", ["k"], "k") == [(i,) for i in range(200)]
     assert local.ledger_ids() == [event.event_id]
+
+
+def test_an_upsert_completed_from_the_ledger_keeps_its_details_fault_injected(local: LocalPair) -> None:
+    # The worker that applied it could not record the result (as if killed after the commit): the
+    # event is completed from the ledger, whose row kept the counts the apply reported.
+    local.create_target("dbo.t", [Col("k", "int", pk=True), Col("v", "int")])
+    local.insert_target_rows("dbo.t", ["k", "v"], [(1, 0), (2, 2)])
+    local.create_source("c.s.t", {"k": "int", "v": "int"}, [(1, 1), (2, 2), (3, 3)])
+    local.reconfigure(lease_seconds=0.5)
+    first = submit(local.lake, "upsert", "dbo.t", source_table="c.s.t", primary_keys=["k"],
+                   metadata={"changed_only": True})
+    engine = local.engine()
+    engine.lake = LakeFailingToRecordOnce(local.settings)
+    done = run_until_one_result(engine)
+    assert [r.status for r in done] == ["completed"]
+    stored = local.lake.get_event(first.event_id)
+    assert (stored.status, stored.attempts, stored.rows_affected) == ("completed", 2, 2)
+    assert "already applied" in stored.warning
+    assert json.loads(stored.details) == {"inserted": 1, "updated": 1, "unchanged": 1}
+
+
+def test_a_ledger_from_before_the_details_column_still_works_and_init_adds_it(local: LocalPair) -> None:
+    ledger = local.target.ledger.table
+    local.target_sql(local.target.ledger.schema, f'ALTER TABLE "{ledger}" DROP COLUMN details')
+    local.create_target("dbo.t", [Col("k", "int", pk=True), Col("part", "int")])
+    local.create_source("c.s.t", {"k": "int", "part": "int"}, [(1, 1), (2, 1)])
+    first = submit(local.lake, "replace", "dbo.t", source_table="c.s.t", primary_keys=["k"],
+                   filter_conditions={"part": 1})
+    [result] = local.engine().process_once()
+    assert (result.status, result.details) == ("completed", {"deleted": 0, "inserted": 2})
+    entry = local.target.ledger_entry(first.event_id)
+    assert entry is not None and (entry.rows_affected, entry.details) == (2, None)
+    assert local.target.init_ledger() == [f"added column details to ledger {local.target.ledger}"]
+    assert local.target.init_ledger() == [f"ledger {local.target.ledger} is up to date"]

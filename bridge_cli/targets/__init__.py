@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -82,6 +83,28 @@ class LedgerEntry:
     operation: str
     rows_affected: int
     applied_at: datetime | None
+    # UPSERT / REPLACE: ApplyCounts.details, kept in the ledger row so that an event completed from
+    # the ledger (its worker died after the commit) still reports them; None in a ledger from
+    # before the column (`bridge init` adds it).
+    details: dict[str, int] | None = None
+
+
+LEDGER_DETAILS = "details"  # the ledger's column for ApplyCounts.details, as JSON text
+
+
+def ledger_details(text: object) -> dict[str, int] | None:
+    """The ledger's details column as counts; None when empty or not what bridge wrote."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(n, int) and not isinstance(n, bool) for k, n in value.items()
+    ):
+        return None
+    return value
 
 
 class TargetSession(Protocol):

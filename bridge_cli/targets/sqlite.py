@@ -9,6 +9,7 @@ An identity column is `INTEGER PRIMARY KEY AUTOINCREMENT`.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import re
 import sqlite3
@@ -32,12 +33,14 @@ from bridge_cli.errors import (
 from bridge_cli.events import Operation
 from bridge_cli.identifiers import TableName, parse_target_table, quote_double
 from bridge_cli.targets import (
+    LEDGER_DETAILS,
     ApplyCounts,
     ApplyPlan,
     LedgerEntry,
     TargetCapabilities,
     TargetColumn,
     TargetTable,
+    ledger_details,
 )
 from bridge_cli.targets.common import where_clause
 from bridge_cli.targets.sqlite_values import sqlite_rows
@@ -145,13 +148,20 @@ class SQLiteTarget:
             connection.execute(
                 f"CREATE TABLE IF NOT EXISTS {quote_double(self.ledger.table)} ("
                 "event_id TEXT PRIMARY KEY, operation TEXT NOT NULL, target_table TEXT NOT NULL, "
-                "rows_affected INTEGER NOT NULL, applied_at TEXT NOT NULL)"
+                f"rows_affected INTEGER NOT NULL, applied_at TEXT NOT NULL, {LEDGER_DETAILS} TEXT)"
             )
+            added = bool(exists) and not _has_details(connection, "main", self.ledger.table)
+            if added:  # a ledger from before the column
+                connection.execute(
+                    f"ALTER TABLE {quote_double(self.ledger.table)} ADD COLUMN {LEDGER_DETAILS} TEXT"
+                )
         except sqlite3.Error as exc:
             raise _sort_error(exc, f"creating ledger {self.ledger}", self.schema_path(self.ledger.schema)) from None
         finally:
             connection.close()
         where = self.schema_path(self.ledger.schema)
+        if added:
+            return [f"added column {LEDGER_DETAILS} to ledger {self.ledger}"]
         if exists:
             return [f"ledger {self.ledger} is up to date"]
         return [f"created ledger {self.ledger} in {where}"]
@@ -168,19 +178,21 @@ class SQLiteTarget:
         self.check_ready()
         connection = self._open(self.ledger.schema)
         try:
-            row = connection.execute(
-                f"SELECT event_id, operation, rows_affected, applied_at FROM "
-                f"{quote_double(self.ledger.table)} WHERE event_id = ?",
-                [event_id],
-            ).fetchone()
+            cursor = connection.execute(
+                f"SELECT * FROM {quote_double(self.ledger.table)} WHERE event_id = ?", [event_id]
+            )
+            found = cursor.fetchone()
+            # By name: a ledger from before the details column has none.
+            row = None if found is None else dict(zip([d[0].lower() for d in cursor.description], found, strict=True))
         except sqlite3.Error as exc:
             raise _sort_error(exc, "reading the ledger", self.schema_path(self.ledger.schema)) from None
         finally:
             connection.close()
         if row is None:
             return None
-        applied = dt.datetime.fromisoformat(row[3]) if row[3] else None
-        return LedgerEntry(row[0], row[1], int(row[2]), applied)
+        applied = dt.datetime.fromisoformat(row["applied_at"]) if row["applied_at"] else None
+        return LedgerEntry(row["event_id"], row["operation"], int(row["rows_affected"]), applied,
+                           ledger_details(row.get(LEDGER_DETAILS)))
 
     def delete_ledger_entries(self, event_ids: Sequence[str], dry_run: bool = False) -> int:
         self.check_ready()
@@ -263,6 +275,7 @@ class SQLiteSession:
     def __init__(self, target: SQLiteTarget) -> None:
         self.target = target
         self.connection: sqlite3.Connection | None = None
+        self.ledger_details = False  # the ledger has the details column
 
     def _connect(self, plan: ApplyPlan) -> sqlite3.Connection:
         if self.connection is None:
@@ -270,6 +283,7 @@ class SQLiteSession:
             ledger_path = self.target.schema_path(self.target.ledger.schema)
             try:
                 connection.execute("ATTACH DATABASE ? AS ledger", [f"file:{ledger_path}?mode=rw"])
+                self.ledger_details = _has_details(connection, "ledger", self.target.ledger.table)
             except sqlite3.Error as exc:
                 connection.close()
                 raise _sort_error(exc, "attaching the ledger", ledger_path) from None
@@ -313,9 +327,13 @@ class SQLiteSession:
         try:
             self._write_ledger(connection, plan, applied_at)
             counts = self._apply_change(connection, plan)
+            sets = "rows_affected = ?"
+            values: list[Any] = [counts.rows_affected]
+            if self.ledger_details:
+                sets += f", {LEDGER_DETAILS} = ?"
+                values.append(json.dumps(counts.details) if counts.details else None)
             connection.execute(
-                f"UPDATE {self.target._ledger_sql} SET rows_affected = ? WHERE event_id = ?",
-                [counts.rows_affected, plan.event_id],
+                f"UPDATE {self.target._ledger_sql} SET {sets} WHERE event_id = ?", [*values, plan.event_id]
             )
             connection.execute("COMMIT")
         except BaseException:
@@ -378,6 +396,12 @@ class SQLiteSession:
             )
         cursor = connection.execute(f"DELETE FROM {table} WHERE {where}", params)
         return int(cursor.rowcount)
+
+
+def _has_details(connection: sqlite3.Connection, schema: str, table: str) -> bool:
+    """Whether the ledger table (in the attached `schema`) has the details column."""
+    info = connection.execute(f"PRAGMA {schema}.table_info({quote_double(table)})").fetchall()
+    return any(str(row[1]).lower() == LEDGER_DETAILS for row in info)
 
 
 class _Runner:

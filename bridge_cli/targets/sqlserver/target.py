@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -29,12 +30,14 @@ from bridge_cli.errors import (
 from bridge_cli.events import Operation
 from bridge_cli.identifiers import TableName, parse_target_table
 from bridge_cli.targets import (
+    LEDGER_DETAILS,
     ApplyCounts,
     ApplyPlan,
     LedgerEntry,
     TargetCapabilities,
     TargetColumn,
     TargetTable,
+    ledger_details,
 )
 from bridge_cli.targets.sqlserver import tsql
 from bridge_cli.targets.sqlserver.connect_options import connect_spec
@@ -98,6 +101,7 @@ class SQLServerTarget:
         self.ledger = parse_target_table(str(config.get("ledger_table") or DEFAULT_LEDGER_TABLE))
         self.database = str(config.get("database"))
         self._ready = False
+        self._details_column: bool | None = None  # the ledger has the details column (asked once)
         self._idle: Any = None  # one connection kept between uses
         # Methods `auto` found refused or wrong on this server, with why: not asked again.
         self.refused: dict[str, str] = {}
@@ -160,12 +164,26 @@ class SQLServerTarget:
         self.execute(cursor, "SELECT OBJECT_ID(%s, N'U')", (tsql.table_sql(self.ledger),))
         return cursor.fetchone()[0] is not None
 
+    def ledger_has_details(self, cursor: Any) -> bool:
+        """Whether the ledger has the details column (a ledger from before it has not, until
+        `bridge init` adds it); asked once."""
+        if self._details_column is None:
+            self.execute(cursor, "SELECT COL_LENGTH(%s, %s)", (tsql.table_sql(self.ledger), LEDGER_DETAILS))
+            self._details_column = cursor.fetchall()[0][0] is not None
+        return self._details_column
+
     def init_ledger(self) -> list[str]:
         with self._cursor("creating the ledger") as cursor:
             existed = self._ledger_exists(cursor)
+            self._details_column = None
+            lacked = existed and not self.ledger_has_details(cursor)
             for statement in tsql.ledger_ddl(self.ledger):
                 cursor.execute(statement)
-        done = [f"ledger {self.ledger} is up to date" if existed
+            if lacked:
+                cursor.execute(tsql.add_ledger_details_sql(self.ledger))
+            self._details_column = True
+        done = [f"added column {LEDGER_DETAILS} to ledger {self.ledger}" if lacked
+                else f"ledger {self.ledger} is up to date" if existed
                 else f"created ledger {self.ledger} in database {self.database}"]
         swept = self.drop_stale_stages()
         if swept:
@@ -213,16 +231,17 @@ class SQLServerTarget:
 
     def ledger_entry(self, event_id: str) -> LedgerEntry | None:
         with self._cursor("reading the ledger") as cursor:
+            details = LEDGER_DETAILS if self.ledger_has_details(cursor) else "NULL"
             self.execute(
                 cursor,
-                f"SELECT event_id, operation, rows_affected, applied_at FROM {tsql.table_sql(self.ledger)} "
-                "WHERE event_id = %s",
+                f"SELECT event_id, operation, rows_affected, applied_at, {details} FROM "
+                f"{tsql.table_sql(self.ledger)} WHERE event_id = %s",
                 (event_id,),
             )
             row = cursor.fetchone()
         if row is None:
             return None
-        return LedgerEntry(str(row[0]), str(row[1]), int(row[2]), row[3])
+        return LedgerEntry(str(row[0]), str(row[1]), int(row[2]), row[3], ledger_details(row[4]))
 
     def delete_ledger_entries(self, event_ids: Sequence[str], dry_run: bool = False) -> int:
         total = 0
@@ -469,6 +488,7 @@ class SQLServerSession:
         execute = self.target.execute
         ledger = tsql.table_sql(self.target.ledger)
         try:
+            details = self.target.ledger_has_details(cursor)
             cursor.execute("SET XACT_ABORT ON; BEGIN TRANSACTION")
             try:
                 execute(
@@ -486,8 +506,14 @@ class SQLServerSession:
             counts = self._change(cursor, plan)
             if plan.identity_insert:
                 cursor.execute(tsql.identity_insert_sql(plan, False))
-            execute(cursor, f"UPDATE {ledger} SET rows_affected = %s WHERE event_id = %s",
-                    (counts.rows_affected, plan.event_id))
+            if details:
+                execute(cursor, f"UPDATE {ledger} SET rows_affected = %s, {LEDGER_DETAILS} = %s "
+                        "WHERE event_id = %s",
+                        (counts.rows_affected, json.dumps(counts.details) if counts.details else None,
+                         plan.event_id))
+            else:
+                execute(cursor, f"UPDATE {ledger} SET rows_affected = %s WHERE event_id = %s",
+                        (counts.rows_affected, plan.event_id))
             cursor.execute("COMMIT TRANSACTION")
         except BaseException as exc:
             self._rollback(cursor)

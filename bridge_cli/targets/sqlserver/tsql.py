@@ -15,7 +15,7 @@ from typing import Any
 from bridge_cli.errors import PermanentError
 from bridge_cli.events import Operation
 from bridge_cli.identifiers import TableName
-from bridge_cli.targets import ApplyPlan, TargetColumn
+from bridge_cli.targets import LEDGER_DETAILS, ApplyPlan, TargetColumn
 from bridge_cli.targets.common import where_clause
 from bridge_cli.targets.sync import SyncSQL
 
@@ -286,5 +286,13 @@ def ledger_ddl(ledger: TableName) -> list[str]:
         f"IF OBJECT_ID(N'{table_sql(ledger)}', N'U') IS NULL CREATE TABLE {table_sql(ledger)} ("
         "event_id NVARCHAR(200) NOT NULL PRIMARY KEY, operation NVARCHAR(10) NOT NULL, "
         "target_table NVARCHAR(400) NOT NULL, rows_affected BIGINT NOT NULL, "
-        "applied_at DATETIME2(3) NOT NULL)",
+        f"applied_at DATETIME2(3) NOT NULL, {LEDGER_DETAILS_COLUMN})",
     ]
+
+
+LEDGER_DETAILS_COLUMN = f"{LEDGER_DETAILS} NVARCHAR(400) NULL"  # an UPSERT's or REPLACE's counts, JSON
+
+
+def add_ledger_details_sql(ledger: TableName) -> str:
+    """The details column, for a ledger created before it."""
+    return f"ALTER TABLE {table_sql(ledger)} ADD {LEDGER_DETAILS_COLUMN}"
