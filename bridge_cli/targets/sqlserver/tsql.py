@@ -173,21 +173,49 @@ def apply_sql(plan: ApplyPlan, stage: str = STAGE, casts: Mapping[str, str] | No
 
 
 # Base types whose `=` is not "the same value": strings compare under their collation (case,
-# accents, trailing spaces), binaries ignore trailing zero bytes, DATETIMEOFFSET compares instants
-# and not offsets. changed_only compares these exactly.
-_AS_BYTES = frozenset({"char", "varchar", "nchar", "nvarchar", "text", "ntext", "xml", "binary", "varbinary", "image"})
+# accents, trailing spaces, characters it ignores), binaries ignore trailing zero bytes,
+# DATETIMEOFFSET compares instants and not offsets. changed_only compares these exactly.
+_TEXT = frozenset({"char", "varchar", "nchar", "nvarchar", "text", "ntext"})
+_UNICODE = frozenset({"nchar", "nvarchar", "ntext"})
+_AS_BYTES = frozenset({"binary", "varbinary", "image", "xml"})
+# Code point against code point: no case, accent or width folding, no ignorable characters.
+BINARY_COLLATION = "Latin1_General_BIN2"
 
 
 def _same_value(column: TargetColumn) -> str:
     """T-SQL that is true when d's and s's values of `column` (both not NULL) are the same."""
     d, s = f"d.{q(column.name)}", f"s.{q(column.name)}"
     kind = column.type.split("(")[0].strip().lower()
+    if kind in _TEXT:
+        return _same_text(d, s, kind)
     if kind in _AS_BYTES:
         d, s = f"CAST({d} AS VARBINARY(MAX))", f"CAST({s} AS VARBINARY(MAX))"
         return f"{d} = {s} AND DATALENGTH({d}) = DATALENGTH({s})"
     if kind == "datetimeoffset":
         return f"{d} = {s} AND DATEPART(TZOFFSET, {d}) = DATEPART(TZOFFSET, {s})"
     return f"{d} = {s}"
+
+
+def _same_text(d: str, s: str, kind: str) -> str:
+    """Strings: the same characters under a binary collation, and the same length in bytes (`=`
+    pads trailing spaces under every collation, binary ones too).
+
+    Not their bytes alone: Babelfish casts NVARCHAR to VARBINARY through code page 1252, so '東京'
+    and '東亰' both became '??' and compared the same. For VARCHAR the bytes stay as well: on SQL
+    Server a COLLATE into another code page (a Japanese or _UTF8 column) could translate the text
+    lossily, while its stored bytes are exact. Every test is true for equal values on both servers,
+    and together they are exact on each."""
+    if kind in ("text", "ntext"):  # these take no `=`
+        d_text, s_text = f"CAST({d} AS NVARCHAR(MAX))", f"CAST({s} AS NVARCHAR(MAX))"
+    else:
+        d_text, s_text = d, s
+    same = [
+        f"{d_text} COLLATE {BINARY_COLLATION} = {s_text} COLLATE {BINARY_COLLATION}",
+        f"DATALENGTH({d}) = DATALENGTH({s})",
+    ]
+    if kind not in _UNICODE:
+        same.insert(0, f"CAST({d} AS VARBINARY(MAX)) = CAST({s} AS VARBINARY(MAX))")
+    return " AND ".join(same)
 
 
 def differs_sql(columns: Sequence[TargetColumn]) -> str:
