@@ -136,7 +136,7 @@ def _first_per_key(plan: ApplyPlan, stage: str, casts: Mapping[str, str]) -> str
     )
     keys = ", ".join(q(k.name) for k in plan.keys)
     return (
-        f"(SELECT {columns}, ROW_NUMBER() OVER (PARTITION BY {keys} ORDER BY {q(ROW)}) AS {q(RANK)} "
+        f"(SELECT {q(ROW)}, {columns}, ROW_NUMBER() OVER (PARTITION BY {keys} ORDER BY {q(ROW)}) AS {q(RANK)} "
         f"FROM {stage}) AS s"
     )
 
