@@ -42,3 +42,20 @@ def test_a_replace_bringing_rows_of_another_slice_is_refused_naming_the_first(br
     assert "2 of 4 source rows fall outside the slice" in message, message
     assert message.endswith("First: (id=7, region='B')"), message  # the first in the source's order
     assert pair.target_rows("dbo.sliced_small", ["id", "region", "v"], "id") == ROWS
+
+
+@pytest.mark.parametrize("operation", ["upsert", "replace"])
+def test_a_key_twice_in_the_source_is_refused_before_anything_is_written(bridge_home: Path, operation: str) -> None:
+    """UPSERT's and REPLACE's statements read the stage without ranking rows per key: they rely
+    on this refusal coming first."""
+    pair = sliced_pair(bridge_home, "pymssql")
+    pair.create_source("lake.s.twice", {"id": "int", "region": "text", "v": "int"},
+                       [(1, "A", 10), (4, "A", 40), (1, "A", 11), (5, "A", 50)])
+    event = submit(pair.lake, operation, "dbo.sliced_small", source_table="lake.s.twice", primary_keys=["id"],
+                   filter_conditions={"region": "A"} if operation == "replace" else None)
+    pair.engine().process_once()
+    stored = pair.lake.get_event(event.event_id)
+    assert stored.status == "failed"
+    assert "source has 1 duplicate key(s) (2 rows)" in (stored.error_message or ""), stored.error_message
+    assert (stored.error_message or "").endswith("First: id=1"), stored.error_message
+    assert pair.target_rows("dbo.sliced_small", ["id", "region", "v"], "id") == ROWS

@@ -130,15 +130,24 @@ def insert_values_sql(
     return f"INSERT INTO {stage} ({names}) VALUES " + ", ".join(row for _ in range(rows))
 
 
-def _first_per_key(plan: ApplyPlan, stage: str, casts: Mapping[str, str]) -> str:
-    columns = ", ".join(
+def _stage_columns(plan: ApplyPlan, casts: Mapping[str, str]) -> str:
+    """The stage's order column and the plan's columns, those staged as another type cast back."""
+    return ", ".join([q(ROW)] + [
         f"CAST({q(c.name)} AS {c.type}) AS {q(c.name)}" if c.name in casts else q(c.name) for c in plan.columns
-    )
+    ])
+
+
+def _first_per_key(plan: ApplyPlan, stage: str, casts: Mapping[str, str]) -> str:
     keys = ", ".join(q(k.name) for k in plan.keys)
     return (
-        f"(SELECT {q(ROW)}, {columns}, ROW_NUMBER() OVER (PARTITION BY {keys} ORDER BY {q(ROW)}) AS {q(RANK)} "
-        f"FROM {stage}) AS s"
+        f"(SELECT {_stage_columns(plan, casts)}, ROW_NUMBER() OVER (PARTITION BY {keys} ORDER BY {q(ROW)}) "
+        f"AS {q(RANK)} FROM {stage}) AS s"
     )
+
+
+def _staged(plan: ApplyPlan, stage: str, casts: Mapping[str, str]) -> str:
+    """The stage as it is, for statements that run after its keys were found unique."""
+    return f"(SELECT {_stage_columns(plan, casts)} FROM {stage}) AS s"
 
 
 def _key_match(plan: ApplyPlan) -> str:
@@ -234,18 +243,23 @@ def sync_sql(plan: ApplyPlan, stage: str = STAGE, casts: Mapping[str, str] | Non
     """UPSERT and REPLACE as set-based statements, never MERGE (its concurrency bugs, and servers
     such as Babelfish lack it). UPSERT's statements read the target WITH (UPDLOCK, HOLDLOCK): the
     key ranges they look at stay locked to the commit, so no concurrent writer inserts a key
-    between the UPDATE and the INSERT of the missing ones."""
+    between the UPDATE and the INSERT of the missing ones.
+
+    Every statement but the duplicate checks reads the stage as it is, without INSERT's and
+    UPDATE's first-row-per-key ranking: `apply_sync` refuses duplicate keys before any of them
+    runs, so each key has one row, and the ranking cost a sort of the whole stage per statement
+    (a third or more of an UPSERT's apply at 100,000 rows on Babelfish, bench/bench_sync.py)."""
     casts = casts or {}
     target = table_sql(plan.table.name)
     keys = ", ".join(q(k.name) for k in plan.keys)
-    source = _first_per_key(plan, stage, casts)
+    source = _staged(plan, stage, casts)
     locked = f"{target} AS d WITH (UPDLOCK, HOLDLOCK)"
     columns = ", ".join(q(c.name) for c in plan.columns)
     selected = ", ".join(f"s.{q(c.name)}" for c in plan.columns)
     update = None
     if plan.set_columns:
         sets = ", ".join(f"d.{q(c.name)} = s.{q(c.name)}" for c in plan.set_columns)
-        update = f"UPDATE d SET {sets} FROM {locked} INNER JOIN {source} ON s.{q(RANK)} = 1 AND {_key_match(plan)}"
+        update = f"UPDATE d SET {sets} FROM {locked} INNER JOIN {source} ON {_key_match(plan)}"
         if plan.changed_only:
             update += f" WHERE {differs_sql(plan.set_columns)}"
     outside = outside_example = None
@@ -271,7 +285,7 @@ def sync_sql(plan: ApplyPlan, stage: str = STAGE, casts: Mapping[str, str] | Non
         update=update,
         insert_missing=(
             f"INSERT INTO {target} ({columns}) SELECT {selected} FROM {source} "
-            f"WHERE s.{q(RANK)} = 1 AND NOT EXISTS (SELECT 1 FROM {locked} WHERE {_key_match(plan)})"
+            f"WHERE NOT EXISTS (SELECT 1 FROM {locked} WHERE {_key_match(plan)})"
         ),
         outside=outside,
         outside_example=outside_example,
