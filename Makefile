@@ -6,7 +6,7 @@ BRIDGE := $(BIN)/bridge
 export BRIDGE_HOME ?= .bridge
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-databricks lint typecheck check completions bench bench-sqlserver bench-spark campaign clean
+.PHONY: help install demo test test-databricks lint typecheck check completions bench bench-sqlserver bench-sync bench-spark campaign clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -64,6 +64,10 @@ campaign: install ## Fault campaign: kill -9 workers mid-event on the embedded d
 bench-sqlserver: install ## SQL Server write methods, both drivers (needs BRIDGE_TEST_MSSQL_URL)
 	@test -n "$$BRIDGE_TEST_MSSQL_URL" || { echo "set BRIDGE_TEST_MSSQL_URL=mssql://user:pass@host:1433/db"; exit 2; }
 	$(BIN)/python bench/bench_write_methods.py $(BENCH_ARGS)
+
+bench-sync: install ## UPSERT vs the same rows as UPDATE + INSERT events, both drivers (needs BRIDGE_TEST_MSSQL_URL)
+	@test -n "$$BRIDGE_TEST_MSSQL_URL" || { echo "set BRIDGE_TEST_MSSQL_URL=mssql://user:pass@host:1433/db"; exit 2; }
+	$(BIN)/python bench/bench_sync.py $(BENCH_ARGS)
 
 bench-spark: install ## A 1,000,000-row event: worker vs local Spark, 1 and 2 partitions (needs BRIDGE_TEST_MSSQL_URL, Java, libjtds-java)
 	@test -n "$$BRIDGE_TEST_MSSQL_URL" || { echo "set BRIDGE_TEST_MSSQL_URL=mssql://user:pass@host:1433/db"; exit 2; }

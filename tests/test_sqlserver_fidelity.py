@@ -6,6 +6,7 @@ Runs against a real server when BRIDGE_TEST_MSSQL_URL is set; skipped (saying so
 from __future__ import annotations
 
 import datetime as dt
+import math
 import uuid
 from decimal import Decimal
 from pathlib import Path
@@ -229,3 +230,166 @@ def test_a_long_max_value_beside_a_null_is_staged_exactly(bridge_home: Path, dri
     schema = pair.target.ledger.schema  # type: ignore[attr-defined]
     assert pair._run("SELECT COUNT(*) FROM sys.tables WHERE schema_id = SCHEMA_ID(%s) AND name LIKE N'bridge[_]stage[_]%%'",
                      [schema], fetch=True) == [(0,)]
+
+
+# -- UPSERT: the same matrix, and changed_only's "really differs" for every type -------------------
+LONG_CHANGED = "ñ" + "x" * 8999 + "X" + "東"  # one letter's case, deep inside a long value
+SOURCE = "source"  # a step that changes the lake's row
+TARGET = "target"  # a step that changes the target's row behind bridge's back (SQL, {table} and id)
+# (column, id, how, new value or target-side SQL, whether it is a change); ids 1..4 start from the
+# matrix, 5 all NULL; each step starts from what the steps before it left.
+STEPS: list[tuple[str, int, str, Any, bool]] = [
+    ("nv", 1, SOURCE, "ÑANDÚ", True),  # case only: equal under the column's _CI_ collation
+    ("nv", 1, SOURCE, "ÑANDÚ ", True),  # a trailing space: `=` pads it away
+    ("nv", 1, SOURCE, "ÑANDU ", True),  # an accent only
+    ("nv", 2, SOURCE, "東亰", True),  # outside the code page: both were '??' as VARBINARY on Babelfish
+    ("nv", 3, SOURCE, "emoji 😁", True),  # another character outside the BMP
+    ("nv", 1, SOURCE, None, True),  # value -> NULL
+    ("nv", 1, SOURCE, "", True),  # NULL -> '' (not NULL)
+    ("nv", 1, SOURCE, " ", True),  # '' -> ' ', equal under `=`
+    ("v", 1, SOURCE, "Plain", True),
+    ("v", 1, SOURCE, "Plain ", True),
+    ("v", 5, SOURCE, "", True),
+    ("nvmax", 1, SOURCE, LONG_CHANGED, True),
+    ("nvmax", 1, SOURCE, LONG_CHANGED + " ", True),
+    ("nvmax", 2, SOURCE, " ", True),
+    ("dt7", 1, SOURCE, dt.datetime(2026, 1, 2, 3, 4, 5, 123457), True),  # 1 µs
+    ("dt7", 5, SOURCE, dt.datetime(2026, 1, 1), True),
+    ("dt7", 2, SOURCE, None, True),
+    ("dt3", 1, SOURCE, dt.datetime(2026, 1, 2, 3, 4, 5, 124000), True),  # 1 ms
+    # The same instant at another offset: SQL Server's `=` compares instants only.
+    ("dto", 1, TARGET, "UPDATE {table} SET [dto] = SWITCHOFFSET([dto], '+05:30') WHERE [id] = 1", True),
+    ("dto", 2, SOURCE, dt.datetime(2026, 7, 1, 12, 0, 0, 1, tzinfo=UTC), True),
+    ("dto", 3, SOURCE, None, True),
+    ("d", 1, SOURCE, dt.date(2026, 1, 3), True),
+    ("d", 5, SOURCE, dt.date(2026, 1, 3), True),
+    ("t", 1, SOURCE, dt.time(13, 14, 15, 123457), True),
+    ("t", 2, SOURCE, None, True),
+    ("dec", 1, SOURCE, Decimal("9999999999999999999999999999.9999999998"), True),  # the last digit
+    ("dec", 4, SOURCE, Decimal("0.0000000001"), True),
+    ("dec", 5, SOURCE, Decimal("0E-10"), True),  # NULL -> 0
+    ("f", 1, SOURCE, 0.10000000000000002, True),  # one unit in the last place
+    ("f", 4, SOURCE, 0.0, True),
+    # Decided: -0.0 is the same value as 0.0 (they compare equal everywhere, SQL included), so
+    # changed_only does not rewrite the row and the target keeps 0.0.
+    ("f", 4, SOURCE, -0.0, False),
+    ("f", 5, SOURCE, 0.0, True),  # NULL -> 0
+    ("b", 1, SOURCE, False, True),
+    ("b", 5, SOURCE, False, True),  # NULL -> 0
+    ("bi", 1, SOURCE, 9223372036854775806, True),
+    ("bi", 3, SOURCE, None, True),  # 0 -> NULL
+    ("u", 2, SOURCE, uuid.UUID(int=1), True),
+    ("vb", 1, SOURCE, b"\x00\x01\xff\x00", True),  # a trailing zero byte: `=` pads binaries with zeros
+    ("vb", 3, SOURCE, b"\x00", True),  # empty -> one zero byte
+    ("vb", 2, SOURCE, b"ABC", True),
+    ("vb", 5, SOURCE, b"", True),  # NULL -> empty
+    ("vb", 3, SOURCE, None, True),
+]
+
+
+def upsert(pair: MssqlPair, engine: Any, changed_only: bool) -> tuple[str, dict[str, Any] | None, int | None]:
+    """One UPSERT of lake.s.fidelity: its status (and error), its details, its rows_affected."""
+    import json
+
+    event = submit(pair.lake, "upsert", "dbo.fidelity", source_table="lake.s.fidelity", primary_keys=["id"],
+                   metadata={"changed_only": True} if changed_only else None)
+    [result] = engine.process_once()
+    stored = pair.lake.get_event(event.event_id)
+    details = json.loads(stored.details) if stored.details else None
+    return (stored.status if result else "none") + "|" + (stored.error_message or ""), details, stored.rows_affected
+
+
+def stored_rows(pair: MssqlPair) -> list[tuple[Any, ...]]:
+    names = ", ".join(f"[{n}]" for n in pair.matrix)  # type: ignore[attr-defined]
+    return pair._run(f"SELECT [id], {names} FROM [dbo].[fidelity] ORDER BY [id]", fetch=True)
+
+
+def offsets(pair: MssqlPair) -> dict[int, int | None]:
+    """Each row's DATETIMEOFFSET offset in minutes, which the matrix's comparison (in UTC) leaves out."""
+    if "dto" not in pair.matrix:  # type: ignore[attr-defined]
+        return {}
+    return dict(pair._run("SELECT [id], DATEPART(TZOFFSET, [dto]) FROM [dbo].[fidelity]", fetch=True))
+
+
+def state_mismatches(rows: list[tuple[Any, ...]], expected: dict[int, dict[str, Any]]) -> list[str]:
+    found = [] if [row[0] for row in rows] == sorted(expected) else [f"ids {[row[0] for row in rows]}"]
+    for row in rows:
+        for name, got in zip(expected.get(row[0], {}), row[1:], strict=False):
+            want = expected[row[0]][name]
+            if normalise(name, got) != normalise(name, want):
+                found.append(f"id {row[0]} {name}: expected {shorter(want)}, read {shorter(got)}")
+    return found
+
+
+def shorter(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) < 80 else f"{text[:40]}...{text[-30:]} ({len(value)} long)"
+
+
+@pytest.mark.parametrize("matrix_pair", [
+    "pymssql:values", "pymssql:values/1000", "pymssql:auto", "mssql-python:arrays", "mssql-python:auto",
+    "pymssql:bulk", "mssql-python:bulk",
+], indirect=True)
+def test_upsert_writes_every_type_exactly_and_changed_only_counts_only_real_changes(
+    matrix_pair: MssqlPair,
+) -> None:
+    pair = matrix_pair
+    matrix: dict[str, tuple[str, str, list[Any]]] = pair.matrix  # type: ignore[attr-defined]
+    engine = pair.engine()
+    outcome, details, affected = upsert(pair, engine, changed_only=False)
+    if not outcome.startswith("completed") and pair.target.write_method == "bulk":  # type: ignore[attr-defined]
+        assert "bulk" in outcome, outcome  # as the INSERT: refused or caught, and nothing applied
+        assert stored_rows(pair) == []
+        pytest.skip(f"this server's bulk load does not work with {pair.driver}: {outcome[:300]}")
+    assert outcome.startswith("completed"), outcome
+    assert (details, affected) == ({"inserted": 5, "updated": 0, "unchanged": 0}, 5)
+    rows = stored_rows(pair)
+    assert len(rows) == 5
+    assert mismatches(rows, matrix) == []
+    assert set(offsets(pair).values()) <= {0, None}
+
+    # The same rows again: nothing really differs, so nothing is written.
+    outcome, details, affected = upsert(pair, engine, changed_only=True)
+    assert outcome.startswith("completed"), outcome
+    assert (details, affected) == ({"inserted": 0, "updated": 0, "unchanged": 5}, 0)
+    assert mismatches(stored_rows(pair), matrix) == []
+
+    # One column of one row at a time: exactly that row is rewritten, and reads back as sent.
+    state = {i + 1: {name: values[i] for name, (_, _, values) in matrix.items()} for i in range(4)}
+    state[5] = dict.fromkeys(matrix)
+    problems: list[str] = []
+    seen: set[str] = set()  # a wrong value is told once, not again at every later step
+    steps = [step for step in STEPS if step[0] in matrix]
+    for column, row_id, how, value, changes in steps:
+        if how == SOURCE:
+            with pair.lake.connect("lake") as con:
+                con.execute(f'UPDATE s.fidelity SET "{column}" = ? WHERE id = ?', [value, row_id])
+            if changes:
+                state[row_id][column] = value
+        else:
+            pair._run(value.format(table="[dbo].[fidelity]"))
+        outcome, details, affected = upsert(pair, engine, changed_only=True)
+        step = f"{column} of id {row_id} -> {shorter(value)}"
+        counts = {"inserted": 0, "updated": int(changes), "unchanged": 5 - int(changes)}
+        if not outcome.startswith("completed"):
+            problems.append(f"{step}: {outcome[:300]}")
+            continue
+        if (details, affected) != (counts, int(changes)):
+            problems.append(f"{step}: counted {details}, rows_affected {affected}")
+        for found in state_mismatches(stored_rows(pair), state):
+            if found not in seen:
+                seen.add(found)
+                problems.append(f"{step}: {found}")
+        if column == "dto" and offsets(pair).get(row_id) not in (0, None):
+            problems.append(f"{step}: offset {offsets(pair)[row_id]} min kept, the source's is +00:00")
+        if column == "f" and value == 0.0:
+            signs = {i: math.copysign(1, v) for i, v in pair._run("SELECT [id], [f] FROM [dbo].[fidelity] "
+                                                                   "WHERE [f] = 0", fetch=True)}
+            if signs.get(row_id) != 1.0:
+                problems.append(f"{step}: the target's zero became {signs.get(row_id)} * 0.0")
+    assert problems == [], "\n".join(problems)
+
+    # Every value the steps wrote, compared with itself: still nothing really differs.
+    outcome, details, affected = upsert(pair, engine, changed_only=True)
+    assert (outcome.split("|")[0], details, affected) == (
+        "completed", {"inserted": 0, "updated": 0, "unchanged": 5}, 0), outcome

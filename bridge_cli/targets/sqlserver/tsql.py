@@ -130,15 +130,24 @@ def insert_values_sql(
     return f"INSERT INTO {stage} ({names}) VALUES " + ", ".join(row for _ in range(rows))
 
 
-def _first_per_key(plan: ApplyPlan, stage: str, casts: Mapping[str, str]) -> str:
-    columns = ", ".join(
+def _stage_columns(plan: ApplyPlan, casts: Mapping[str, str]) -> str:
+    """The stage's order column and the plan's columns, those staged as another type cast back."""
+    return ", ".join([q(ROW)] + [
         f"CAST({q(c.name)} AS {c.type}) AS {q(c.name)}" if c.name in casts else q(c.name) for c in plan.columns
-    )
+    ])
+
+
+def _first_per_key(plan: ApplyPlan, stage: str, casts: Mapping[str, str]) -> str:
     keys = ", ".join(q(k.name) for k in plan.keys)
     return (
-        f"(SELECT {columns}, {q(ROW)}, ROW_NUMBER() OVER (PARTITION BY {keys} ORDER BY {q(ROW)}) AS {q(RANK)} "
-        f"FROM {stage}) AS s"
+        f"(SELECT {_stage_columns(plan, casts)}, ROW_NUMBER() OVER (PARTITION BY {keys} ORDER BY {q(ROW)}) "
+        f"AS {q(RANK)} FROM {stage}) AS s"
     )
+
+
+def _staged(plan: ApplyPlan, stage: str, casts: Mapping[str, str]) -> str:
+    """The stage as it is, for statements that run after its keys were found unique."""
+    return f"(SELECT {_stage_columns(plan, casts)} FROM {stage}) AS s"
 
 
 def _key_match(plan: ApplyPlan) -> str:
@@ -173,21 +182,49 @@ def apply_sql(plan: ApplyPlan, stage: str = STAGE, casts: Mapping[str, str] | No
 
 
 # Base types whose `=` is not "the same value": strings compare under their collation (case,
-# accents, trailing spaces), binaries ignore trailing zero bytes, DATETIMEOFFSET compares instants
-# and not offsets. changed_only compares these exactly.
-_AS_BYTES = frozenset({"char", "varchar", "nchar", "nvarchar", "text", "ntext", "xml", "binary", "varbinary", "image"})
+# accents, trailing spaces, characters it ignores), binaries ignore trailing zero bytes,
+# DATETIMEOFFSET compares instants and not offsets. changed_only compares these exactly.
+_TEXT = frozenset({"char", "varchar", "nchar", "nvarchar", "text", "ntext"})
+_UNICODE = frozenset({"nchar", "nvarchar", "ntext"})
+_AS_BYTES = frozenset({"binary", "varbinary", "image", "xml"})
+# Code point against code point: no case, accent or width folding, no ignorable characters.
+BINARY_COLLATION = "Latin1_General_BIN2"
 
 
 def _same_value(column: TargetColumn) -> str:
     """T-SQL that is true when d's and s's values of `column` (both not NULL) are the same."""
     d, s = f"d.{q(column.name)}", f"s.{q(column.name)}"
     kind = column.type.split("(")[0].strip().lower()
+    if kind in _TEXT:
+        return _same_text(d, s, kind)
     if kind in _AS_BYTES:
         d, s = f"CAST({d} AS VARBINARY(MAX))", f"CAST({s} AS VARBINARY(MAX))"
         return f"{d} = {s} AND DATALENGTH({d}) = DATALENGTH({s})"
     if kind == "datetimeoffset":
         return f"{d} = {s} AND DATEPART(TZOFFSET, {d}) = DATEPART(TZOFFSET, {s})"
     return f"{d} = {s}"
+
+
+def _same_text(d: str, s: str, kind: str) -> str:
+    """Strings: the same characters under a binary collation, and the same length in bytes (`=`
+    pads trailing spaces under every collation, binary ones too).
+
+    Not their bytes alone: Babelfish casts NVARCHAR to VARBINARY through code page 1252, so '東京'
+    and '東亰' both became '??' and compared the same. For VARCHAR the bytes stay as well: on SQL
+    Server a COLLATE into another code page (a Japanese or _UTF8 column) could translate the text
+    lossily, while its stored bytes are exact. Every test is true for equal values on both servers,
+    and together they are exact on each."""
+    if kind in ("text", "ntext"):  # these take no `=`
+        d_text, s_text = f"CAST({d} AS NVARCHAR(MAX))", f"CAST({s} AS NVARCHAR(MAX))"
+    else:
+        d_text, s_text = d, s
+    same = [
+        f"{d_text} COLLATE {BINARY_COLLATION} = {s_text} COLLATE {BINARY_COLLATION}",
+        f"DATALENGTH({d}) = DATALENGTH({s})",
+    ]
+    if kind not in _UNICODE:
+        same.insert(0, f"CAST({d} AS VARBINARY(MAX)) = CAST({s} AS VARBINARY(MAX))")
+    return " AND ".join(same)
 
 
 def differs_sql(columns: Sequence[TargetColumn]) -> str:
@@ -208,18 +245,23 @@ def sync_sql(plan: ApplyPlan, stage: str = STAGE, casts: Mapping[str, str] | Non
     key ranges they look at stay locked to the commit, so no concurrent writer inserts a key
     between the UPDATE and the INSERT of the missing ones. Inserts go in source order (ORDER BY the
     staging order), so an IDENTITY column numbers new rows as the source lists them, as on SQLite,
-    whatever order a parallel load (Spark) left in the stage."""
+    whatever order a parallel load (Spark) left in the stage.
+
+    Every statement but the duplicate checks reads the stage as it is, without INSERT's and
+    UPDATE's first-row-per-key ranking: `apply_sync` refuses duplicate keys before any of them
+    runs, so each key has one row, and the ranking cost a sort of the whole stage per statement
+    (a third or more of an UPSERT's apply at 100,000 rows on Babelfish, bench/bench_sync.py)."""
     casts = casts or {}
     target = table_sql(plan.table.name)
     keys = ", ".join(q(k.name) for k in plan.keys)
-    source = _first_per_key(plan, stage, casts)
+    source = _staged(plan, stage, casts)
     locked = f"{target} AS d WITH (UPDLOCK, HOLDLOCK)"
     columns = ", ".join(q(c.name) for c in plan.columns)
     selected = ", ".join(f"s.{q(c.name)}" for c in plan.columns)
     update = None
     if plan.set_columns:
         sets = ", ".join(f"d.{q(c.name)} = s.{q(c.name)}" for c in plan.set_columns)
-        update = f"UPDATE d SET {sets} FROM {locked} INNER JOIN {source} ON s.{q(RANK)} = 1 AND {_key_match(plan)}"
+        update = f"UPDATE d SET {sets} FROM {locked} INNER JOIN {source} ON {_key_match(plan)}"
         if plan.changed_only:
             update += f" WHERE {differs_sql(plan.set_columns)}"
     outside = outside_example = None
@@ -245,8 +287,7 @@ def sync_sql(plan: ApplyPlan, stage: str = STAGE, casts: Mapping[str, str] | Non
         update=update,
         insert_missing=(
             f"INSERT INTO {target} ({columns}) SELECT {selected} FROM {source} "
-            f"WHERE s.{q(RANK)} = 1 AND NOT EXISTS (SELECT 1 FROM {locked} WHERE {_key_match(plan)}) "
-            f"ORDER BY s.{q(ROW)}"
+            f"WHERE NOT EXISTS (SELECT 1 FROM {locked} WHERE {_key_match(plan)}) ORDER BY s.{q(ROW)}"
         ),
         outside=outside,
         outside_example=outside_example,
