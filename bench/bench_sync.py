@@ -42,7 +42,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bridge_cli.config import AdapterConfig, load_settings  # noqa: E402
-from bridge_cli.engine import Engine, EventResult  # noqa: E402
+from bridge_cli.engine import Engine  # noqa: E402
+from bridge_cli.outcomes import EventResult  # noqa: E402
 from bridge_cli.targets.sqlserver import SQLServerTarget, tsql  # noqa: E402
 from bridge_cli.targets.sqlserver import target as sqlserver_target  # noqa: E402
 from tests.backends import mssql_url  # noqa: E402

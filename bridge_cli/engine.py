@@ -41,6 +41,13 @@ from bridge_cli.events import (
 from bridge_cli.heartbeat import Heartbeats
 from bridge_cli.lakes import Lake, QueueStats
 from bridge_cli.observe import Observers, WorkerObserver
+from bridge_cli.outcomes import (
+    EventResult,
+    details_from_json,
+    discrepancy_warning,
+    log_outcome,
+    skipped_warning,
+)
 from bridge_cli.planning import plan_with_stores
 from bridge_cli.prefetch import read_ahead
 from bridge_cli.spark.route import choose_route
@@ -57,23 +64,6 @@ log = logging.getLogger("bridge")
 ProgressCallback = Callable[[str, int], None]  # (event_id, rows read so far)
 # (event_id, phase, rows): "reading" with rows_expected, "writing" with the rows staged, "deleting"
 PhaseCallback = Callable[[str, str, "int | None"], None]
-
-
-@dataclass(frozen=True)
-class EventResult:
-    """What happened to one claimed event, as recorded on its row."""
-
-    event_id: str
-    operation: str | None
-    target_table: str | None
-    status: str  # completed, failed, pending (retry later) or "lost" (another worker took it)
-    rows_affected: int | None = None
-    discrepancy: int | None = None
-    warning: str | None = None
-    error_message: str | None = None
-    seconds: float = 0.0
-    attempts: int = 0
-    details: dict[str, int] | None = None  # UPSERT / REPLACE: inserted, updated, unchanged, deleted
 
 
 class DuplicateEventId(PermanentError):
@@ -207,7 +197,7 @@ class Engine:
         if not recorded:
             log.warning("event %s: claim lost before the result was recorded", event.event_id)
         else:
-            _log_outcome(event, outcome, seconds)
+            log_outcome(event, outcome, seconds)
         return EventResult(
             event_id=event.event_id,
             operation=event.operation,
@@ -219,7 +209,7 @@ class Engine:
             error_message=outcome.get("error_message"),
             seconds=seconds,
             attempts=attempts,
-            details=_details(outcome.get("details")),
+            details=details_from_json(outcome.get("details")),
         )
 
     def _fail_other_copies(self, event: Event, outcome: dict[str, Any]) -> None:
@@ -577,15 +567,6 @@ class Engine:
 _STATUS_CHECK_SECONDS = 600.0
 
 
-def _details(text: object) -> dict[str, int] | None:
-    return json.loads(text) if isinstance(text, str) else None
-
-
-def details_text(details: dict[str, int]) -> str:
-    """`inserted 3, updated 2, unchanged 1`: an UPSERT's or REPLACE's counts, for a log line."""
-    return ", ".join(f"{name} {count:,}" for name, count in details.items())
-
-
 def _no_data(job: Job) -> PermanentError:
     # REPLACE inserts what the source has: an empty one is refused as INSERT's is, whatever the
     # shrink guard would say (emptying a slice is a DELETE's job).
@@ -630,66 +611,10 @@ def warn_about_unknown_statuses(counts: dict[str, int]) -> None:
         )
 
 
-def _log_outcome(event: Event, outcome: dict[str, Any], seconds: float) -> None:
-    status = outcome["status"]
-    if status == Status.COMPLETED.value:
-        rows = outcome.get("rows_affected") or 0
-        rate = f", {rows / seconds:,.0f} rows/s" if seconds > 0 and rows else ""
-        details = _details(outcome.get("details"))
-        parts = f" ({details_text(details)})" if details else ""
-        log.info("event %s %s %s completed: %s rows%s in %.2fs%s%s", event.event_id, event.operation,
-                 event.target_table, f"{rows:,}", parts, seconds, rate,
-                 f"; warning: {outcome['warning']}" if outcome.get("warning") else "")
-    elif status == Status.FAILED.value:
-        log.warning("event %s %s %s failed: %s", event.event_id, event.operation, event.target_table,
-                    outcome.get("error_message"))
-    else:
-        log.warning("event %s: %s", event.event_id, outcome.get("warning"))
-
-
 def backoff_seconds(attempt: int, base: float, cap: float, rng: random.Random) -> float:
     """Exponential backoff with jitter, so that failing events do not retry in lockstep."""
     delay = min(cap, base * (2 ** max(0, attempt - 1)))
     return delay * (0.5 + rng.random() / 2)
-
-
-def discrepancy_warning(
-    event: Event, affected: int, discrepancy: int, details: dict[str, int] | None = None
-) -> str:
-    head = f"rows_expected={event.rows_expected} but rows_affected={affected}"
-    operation = (event.operation or "").upper()
-    if operation == Operation.INSERT.value:
-        why = (
-            "the source likely has duplicate keys, or keys already in the target (skipped)"
-            if discrepancy > 0 else "more rows inserted than expected: check rows_expected"
-        )
-    elif operation == Operation.UPSERT.value:
-        if discrepancy < 0:
-            why = "more rows written than expected: check rows_expected"
-        elif details and details.get("unchanged"):
-            why = "rows that were already the same were not counted (changed_only)"
-        else:  # every source row was written: there were fewer of them than expected
-            why = "the source had fewer rows than expected"
-    elif operation == Operation.REPLACE.value:
-        why = "the source had a different number of rows than expected"
-    elif operation == Operation.UPDATE.value:
-        why = (
-            "some source keys were not found in the target"
-            if discrepancy > 0 else "more rows matched than expected: keys are not unique in the target"
-        )
-    else:
-        why = "the filter conditions matched a different number of rows than expected"
-    return f"{head} (discrepancy {discrepancy}): {why}"
-
-
-def skipped_warning(event: Event, skipped: int) -> str:
-    operation = (event.operation or "").upper()
-    if operation == Operation.INSERT.value:
-        return (
-            f"{skipped} source row(s) not inserted: their keys were duplicated in the source "
-            "or already in the target"
-        )
-    return f"{skipped} source row(s) matched no target row"
 
 
 class _LeaseKeeper:

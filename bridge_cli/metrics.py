@@ -22,8 +22,8 @@ from bridge_cli.events import Status
 from bridge_cli.lakes import target_line
 
 if TYPE_CHECKING:
-    from bridge_cli.engine import EventResult
     from bridge_cli.lakes import QueueStats
+    from bridge_cli.outcomes import EventResult
 
 log = logging.getLogger("bridge")
 

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from bridge_cli.engine import EventResult
     from bridge_cli.lakes import QueueStats
+    from bridge_cli.outcomes import EventResult
 
 log = logging.getLogger("bridge")
 

@@ -29,8 +29,8 @@ from rich.text import Text
 from bridge_cli.api import CancelResult, PruneResult, QueueView, RequeueResult, WorkerState
 from bridge_cli.config import SettingSource
 from bridge_cli.doctor import CheckResult
-from bridge_cli.engine import EventResult
 from bridge_cli.events import Event, split_counts
+from bridge_cli.outcomes import EventResult
 from bridge_cli.untrusted import json_text, printable, strict_json
 
 _STATUS_STYLE = {

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from bridge_cli.engine import EventResult
+from bridge_cli.outcomes import EventResult
 from tests.backends import Col, MssqlPair, MssqlPythonPair, mssql_python_available, mssql_url
 from tests.helpers import submit
 

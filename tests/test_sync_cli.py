@@ -13,9 +13,9 @@ import pytest
 from prometheus_client import generate_latest
 
 from bridge_cli import jobs
-from bridge_cli.engine import EventResult
 from bridge_cli.errors import ValidationError
 from bridge_cli.metrics import WorkerMetrics
+from bridge_cli.outcomes import EventResult
 from tests.backends import Col, LocalPair
 from tests.helpers import submit
 from tests.test_cli import TERMINAL, run, show
