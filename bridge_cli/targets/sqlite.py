@@ -44,7 +44,7 @@ from bridge_cli.targets import (
 )
 from bridge_cli.targets.common import where_clause
 from bridge_cli.targets.sqlite_values import sqlite_rows
-from bridge_cli.targets.sync import SyncSQL, apply_sync
+from bridge_cli.targets.sync import SyncSQL, apply_sync, slice_statements
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -440,14 +440,10 @@ def sync_sql(plan: ApplyPlan, table: str) -> SyncSQL:
                 for c in plan.set_columns
             )
             update += f" AND ({differs})"
-    outside = outside_example = None
-    if plan.filters:
-        inside, params = where_clause(plan.filters, lambda name: f"s.{quote_double(name)}", "?")
-        not_inside = f"FROM {stage} AS s WHERE CASE WHEN {inside} THEN 0 ELSE 1 END = 1"
-        shown = ", ".join(f"s.{quote_double(c.name)}" for c in (*plan.keys, *(f for f, _ in plan.filters)))
-        outside = (f"SELECT count(*) {not_inside}", params)
-        outside_example = (f"SELECT {shown} {not_inside} ORDER BY s.rowid LIMIT 1", params)
-    where, where_params = where_clause(plan.filters, quote_double, "?") if plan.filters else ("", [])
+    outside, outside_example, delete_slice = slice_statements(
+        plan, table, f"{stage} AS s", quote_double, "?", "s.rowid",
+        lambda columns, rest: f"SELECT {columns} {rest} LIMIT 1",
+    )
     return SyncSQL(
         stage_count=f"SELECT count(*) FROM {stage}",
         duplicates=(
@@ -465,6 +461,6 @@ def sync_sql(plan: ApplyPlan, table: str) -> SyncSQL:
         ),
         outside=outside,
         outside_example=outside_example,
-        delete_slice=(f"DELETE FROM {table}" + (f" WHERE {where}" if where else ""), where_params),
+        delete_slice=delete_slice,
         insert_all=f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {stage} ORDER BY rowid",
     )

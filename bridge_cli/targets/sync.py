@@ -10,7 +10,7 @@ it was.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -18,6 +18,7 @@ from bridge_cli.errors import PermanentError
 from bridge_cli.events import Operation
 from bridge_cli.identifiers import shown
 from bridge_cli.targets import ApplyCounts, ApplyPlan, TargetColumn
+from bridge_cli.targets.common import where_clause
 
 Statement = tuple[str, list[Any]]
 MAX_EXAMPLES = 5
@@ -49,6 +50,26 @@ class SyncSQL:
     outside_example: Statement | None  # -> the first such row: its keys, then the slice's columns
     delete_slice: Statement  # REPLACE: the target rows of the slice
     insert_all: str  # REPLACE: every stage row
+
+
+def slice_statements(
+    plan: ApplyPlan, target: str, source: str, quote: Callable[[str], str], mark: str, order: str,
+    first_row: Callable[[str, str], str],
+) -> tuple[Statement | None, Statement | None, Statement]:
+    """REPLACE's statements about its slice, in a target's dialect: the stage rows outside it (a
+    count, then the first of them: keys and slice columns), None for the whole table; and the
+    DELETE of the slice. `first_row(columns, rest)` is the dialect's "SELECT the first row"."""
+    if not plan.filters:
+        return None, None, (f"DELETE FROM {target}", [])
+    inside, params = where_clause(plan.filters, lambda name: f"s.{quote(name)}", mark)
+    not_inside = f"FROM {source} WHERE CASE WHEN {inside} THEN 0 ELSE 1 END = 1"
+    shown = ", ".join(f"s.{quote(c.name)}" for c in (*plan.keys, *(f for f, _ in plan.filters)))
+    where, where_params = where_clause(plan.filters, quote, mark)
+    return (
+        (f"SELECT COUNT(*) {not_inside}", params),
+        (first_row(shown, f"{not_inside} ORDER BY {order}"), params),
+        (f"DELETE FROM {target} WHERE {where}", where_params),
+    )
 
 
 def apply_sync(run: StatementRunner, sql: SyncSQL, plan: ApplyPlan) -> ApplyCounts:

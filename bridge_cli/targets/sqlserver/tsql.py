@@ -17,7 +17,7 @@ from bridge_cli.events import Operation
 from bridge_cli.identifiers import TableName
 from bridge_cli.targets import LEDGER_DETAILS, ApplyPlan, TargetColumn
 from bridge_cli.targets.common import where_clause
-from bridge_cli.targets.sync import SyncSQL
+from bridge_cli.targets.sync import SyncSQL, slice_statements
 
 STAGE = "#bridge_stage"  # session-private: the staging table of every path on the session's connection
 STAGE_PREFIX = "bridge_stage_"  # shared staging tables (a bulk load on its own connection) in the ledger schema
@@ -264,14 +264,9 @@ def sync_sql(plan: ApplyPlan, stage: str = STAGE, casts: Mapping[str, str] | Non
         update = f"UPDATE d SET {sets} FROM {locked} INNER JOIN {source} ON {_key_match(plan)}"
         if plan.changed_only:
             update += f" WHERE {differs_sql(plan.set_columns)}"
-    outside = outside_example = None
-    if plan.filters:
-        inside, params = where_clause(plan.filters, lambda name: f"s.{q(name)}", "%s")
-        not_inside = f"FROM {source} WHERE CASE WHEN {inside} THEN 0 ELSE 1 END = 1"
-        shown = ", ".join(f"s.{q(c.name)}" for c in (*plan.keys, *(f for f, _ in plan.filters)))
-        outside = (f"SELECT COUNT(*) {not_inside}", params)
-        outside_example = (f"SELECT TOP 1 {shown} {not_inside} ORDER BY s.{q(ROW)}", params)
-    where, where_params = where_clause(plan.filters, q, "%s") if plan.filters else ("", [])
+    outside, outside_example, delete_slice = slice_statements(
+        plan, target, source, q, "%s", f"s.{q(ROW)}", lambda columns, rest: f"SELECT TOP 1 {columns} {rest}"
+    )
     return SyncSQL(
         stage_count=f"SELECT COUNT_BIG(*) FROM {stage}",
         duplicates=(
@@ -291,7 +286,7 @@ def sync_sql(plan: ApplyPlan, stage: str = STAGE, casts: Mapping[str, str] | Non
         ),
         outside=outside,
         outside_example=outside_example,
-        delete_slice=(f"DELETE FROM {target}" + (f" WHERE {where}" if where else ""), where_params),
+        delete_slice=delete_slice,
         insert_all=f"INSERT INTO {target} ({columns}) SELECT {selected} FROM {source} ORDER BY s.{q(ROW)}",
     )
 
