@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import random
@@ -41,17 +40,18 @@ from bridge_cli.events import (
 from bridge_cli.heartbeat import Heartbeats
 from bridge_cli.lakes import Lake, QueueStats
 from bridge_cli.observe import Observers, WorkerObserver
-from bridge_cli.outcomes import (
-    EventResult,
-    details_from_json,
-    discrepancy_warning,
-    log_outcome,
-    skipped_warning,
-)
+from bridge_cli.outcomes import EventResult, discrepancy_warning, log_outcome, skipped_warning
 from bridge_cli.planning import plan_with_stores
 from bridge_cli.prefetch import read_ahead
 from bridge_cli.spark.route import choose_route
-from bridge_cli.targets import ApplyPlan, ExternalStaging, LedgerEntry, Target
+from bridge_cli.targets import (
+    ApplyPlan,
+    ExternalStaging,
+    LedgerEntry,
+    Target,
+    details_from_json,
+    details_json,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -402,7 +402,7 @@ class Engine:
             discrepancy=discrepancy,
             warning="; ".join(warnings) or None,
             error_message=None,
-            details=json.dumps(applied.details) if applied.details else None,
+            details=details_json(applied.details),
         )
         return outcome
 

@@ -5,12 +5,12 @@ engine."""
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any
 
 from bridge_cli.events import Event, Operation, Status
+from bridge_cli.targets import details_from_json
 
 log = logging.getLogger("bridge")
 
@@ -32,16 +32,9 @@ class EventResult:
     details: dict[str, int] | None = None  # UPSERT / REPLACE: inserted, updated, unchanged, deleted
 
 
-
-def details_from_json(text: object) -> dict[str, int] | None:
-    """An outcome's `details` column (JSON text, as written) as counts."""
-    return json.loads(text) if isinstance(text, str) else None
-
-
 def details_text(details: dict[str, int]) -> str:
     """`inserted 3, updated 2, unchanged 1`: an UPSERT's or REPLACE's counts, for a log line."""
     return ", ".join(f"{name} {count:,}" for name, count in details.items())
-
 
 
 def log_outcome(event: Event, outcome: dict[str, Any], seconds: float) -> None:
@@ -59,7 +52,6 @@ def log_outcome(event: Event, outcome: dict[str, Any], seconds: float) -> None:
                     outcome.get("error_message"))
     else:
         log.warning("event %s: %s", event.event_id, outcome.get("warning"))
-
 
 
 def discrepancy_warning(

@@ -92,8 +92,14 @@ class LedgerEntry:
 LEDGER_DETAILS = "details"  # the ledger's column for ApplyCounts.details, as JSON text
 
 
-def ledger_details(text: object) -> dict[str, int] | None:
-    """The ledger's details column as counts; None when empty or not what bridge wrote."""
+def details_json(details: dict[str, int] | None) -> str | None:
+    """ApplyCounts.details as the JSON text the ledger and the event row keep; None for none."""
+    return json.dumps(details) if details else None
+
+
+def details_from_json(text: object) -> dict[str, int] | None:
+    """A ledger's or an event row's details column as counts; None when empty or not what bridge
+    wrote."""
     if not isinstance(text, str) or not text:
         return None
     try:

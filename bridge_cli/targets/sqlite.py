@@ -9,7 +9,6 @@ An identity column is `INTEGER PRIMARY KEY AUTOINCREMENT`.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import re
 import sqlite3
@@ -40,7 +39,8 @@ from bridge_cli.targets import (
     TargetCapabilities,
     TargetColumn,
     TargetTable,
-    ledger_details,
+    details_from_json,
+    details_json,
 )
 from bridge_cli.targets.common import where_clause
 from bridge_cli.targets.sqlite_values import sqlite_rows
@@ -192,7 +192,7 @@ class SQLiteTarget:
             return None
         applied = dt.datetime.fromisoformat(row["applied_at"]) if row["applied_at"] else None
         return LedgerEntry(row["event_id"], row["operation"], int(row["rows_affected"]), applied,
-                           ledger_details(row.get(LEDGER_DETAILS)))
+                           details_from_json(row.get(LEDGER_DETAILS)))
 
     def delete_ledger_entries(self, event_ids: Sequence[str], dry_run: bool = False) -> int:
         self.check_ready()
@@ -331,7 +331,7 @@ class SQLiteSession:
             values: list[Any] = [counts.rows_affected]
             if self.ledger_details:
                 sets += f", {LEDGER_DETAILS} = ?"
-                values.append(json.dumps(counts.details) if counts.details else None)
+                values.append(details_json(counts.details))
             connection.execute(
                 f"UPDATE {self.target._ledger_sql} SET {sets} WHERE event_id = ?", [*values, plan.event_id]
             )

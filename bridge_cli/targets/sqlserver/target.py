@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -37,7 +36,8 @@ from bridge_cli.targets import (
     TargetCapabilities,
     TargetColumn,
     TargetTable,
-    ledger_details,
+    details_from_json,
+    details_json,
 )
 from bridge_cli.targets.sqlserver import tsql
 from bridge_cli.targets.sqlserver.connect_options import connect_spec
@@ -241,7 +241,7 @@ class SQLServerTarget:
             row = cursor.fetchone()
         if row is None:
             return None
-        return LedgerEntry(str(row[0]), str(row[1]), int(row[2]), row[3], ledger_details(row[4]))
+        return LedgerEntry(str(row[0]), str(row[1]), int(row[2]), row[3], details_from_json(row[4]))
 
     def delete_ledger_entries(self, event_ids: Sequence[str], dry_run: bool = False) -> int:
         total = 0
@@ -506,14 +506,12 @@ class SQLServerSession:
             counts = self._change(cursor, plan)
             if plan.identity_insert:
                 cursor.execute(tsql.identity_insert_sql(plan, False))
+            sets = "rows_affected = %s"
+            values: list[Any] = [counts.rows_affected]
             if details:
-                execute(cursor, f"UPDATE {ledger} SET rows_affected = %s, {LEDGER_DETAILS} = %s "
-                        "WHERE event_id = %s",
-                        (counts.rows_affected, json.dumps(counts.details) if counts.details else None,
-                         plan.event_id))
-            else:
-                execute(cursor, f"UPDATE {ledger} SET rows_affected = %s WHERE event_id = %s",
-                        (counts.rows_affected, plan.event_id))
+                sets += f", {LEDGER_DETAILS} = %s"
+                values.append(details_json(counts.details))
+            execute(cursor, f"UPDATE {ledger} SET {sets} WHERE event_id = %s", (*values, plan.event_id))
             cursor.execute("COMMIT TRANSACTION")
         except BaseException as exc:
             self._rollback(cursor)
