@@ -44,7 +44,7 @@ from bridge_cli.targets import (
 )
 from bridge_cli.targets.common import where_clause
 from bridge_cli.targets.sqlite_values import sqlite_rows
-from bridge_cli.targets.sync import SyncSQL, apply_sync, slice_statements
+from bridge_cli.targets.sync import MAX_EXAMPLES, SyncSQL, apply_sync, slice_statements
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -451,7 +451,8 @@ def sync_sql(plan: ApplyPlan, table: str) -> SyncSQL:
             f"GROUP BY {keys} HAVING count(*) > 1)"
         ),
         duplicate_examples=(
-            f"SELECT {keys} FROM {stage} GROUP BY {keys} HAVING count(*) > 1 ORDER BY min(rowid) LIMIT 5"
+            f"SELECT {keys} FROM {stage} GROUP BY {keys} HAVING count(*) > 1 ORDER BY min(rowid) "
+            f"LIMIT {MAX_EXAMPLES}"
         ),
         matched=f"SELECT count(*) FROM {stage} AS s WHERE EXISTS (SELECT 1 FROM {table} AS d WHERE {match})",
         update=update,

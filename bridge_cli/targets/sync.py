@@ -127,7 +127,7 @@ def _refuse_duplicate_keys(run: StatementRunner, sql: SyncSQL, plan: ApplyPlan) 
     if not keys:
         return
     examples = run.all(sql.duplicate_examples)
-    shown_keys = "; ".join(key_text(plan.keys, row) for row in examples[:MAX_EXAMPLES])
+    shown_keys = "; ".join(key_text(plan.keys, row) for row in examples)
     raise PermanentError(
         f"{plan.operation.value} source has {int(keys):,} duplicate key(s) ({int(rows):,} rows); "
         f"keys must be unique and nothing was written. First: {shown_keys}"

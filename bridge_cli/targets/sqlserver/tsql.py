@@ -17,7 +17,7 @@ from bridge_cli.events import Operation
 from bridge_cli.identifiers import TableName
 from bridge_cli.targets import LEDGER_DETAILS, ApplyPlan, TargetColumn
 from bridge_cli.targets.common import where_clause
-from bridge_cli.targets.sync import SyncSQL, slice_statements
+from bridge_cli.targets.sync import MAX_EXAMPLES, SyncSQL, slice_statements
 
 STAGE = "#bridge_stage"  # session-private: the staging table of every path on the session's connection
 STAGE_PREFIX = "bridge_stage_"  # shared staging tables (a bulk load on its own connection) in the ledger schema
@@ -274,7 +274,8 @@ def sync_sql(plan: ApplyPlan, stage: str = STAGE, casts: Mapping[str, str] | Non
             f"GROUP BY {keys} HAVING COUNT_BIG(*) > 1) AS dup"
         ),
         duplicate_examples=(
-            f"SELECT TOP 5 {keys} FROM {stage} GROUP BY {keys} HAVING COUNT_BIG(*) > 1 ORDER BY MIN({q(ROW)})"
+            f"SELECT TOP {MAX_EXAMPLES} {keys} FROM {stage} GROUP BY {keys} HAVING COUNT_BIG(*) > 1 "
+            f"ORDER BY MIN({q(ROW)})"
         ),
         matched=(
             f"SELECT COUNT_BIG(*) FROM {source} WHERE EXISTS (SELECT 1 FROM {locked} WHERE {_key_match(plan)})"
