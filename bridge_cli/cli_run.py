@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -34,7 +35,7 @@ from bridge_cli.errors import (
 from bridge_cli.events import Status
 from bridge_cli.notify import SystemdNotifier
 from bridge_cli.observe import Observers, WorkerObserver
-from bridge_cli.settings_spec import POLL_INTERVAL_FLOOR
+from bridge_cli.settings_spec import POLL_INTERVAL_FLOOR, SpecError, WorkerId
 
 
 def _engine(
@@ -98,6 +99,15 @@ def _explain_waiting(engine: Engine, event_id: str) -> None:
         )
 
 
+def _checked_worker_id(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return WorkerId().coerce(value)
+    except SpecError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 @app.command(cls=_BridgeCommand)
 def worker(
     ctx: typer.Context,
@@ -124,6 +134,15 @@ def worker(
             callback=in_range(0, 65535),
             help="Serve Prometheus /metrics and /healthz on this port (0: off; default: the "
                  "profile's metrics_port).",
+        )
+    ] = None,
+    worker_id: Annotated[
+        str | None, typer.Option(
+            "--worker-id",
+            metavar="ID",
+            callback=_checked_worker_id,
+            help="This worker's id (default: the profile's worker_id, else hostname:pid:random); "
+                 "a live worker with the same id makes this one refuse to start.",
         )
     ] = None,
 ) -> None:
@@ -154,15 +173,18 @@ def worker(
     try:
         with reported_errors():
             settings = state.settings()
+            if worker_id is not None:
+                settings = dataclasses.replace(settings, worker_id=worker_id)
             port = settings.metrics_port if metrics_port is None else metrics_port
             engine = _engine(settings, None, patient=True)
             logcontext.worker_id.set(engine.worker_id)
-            log.info("worker started (profile %s, pid %d)", engine.settings.profile, os.getpid())
+            log.info("worker %s started (profile %s, pid %d)", engine.worker_id, engine.settings.profile,
+                     os.getpid())
             observers: list[WorkerObserver] = [notifier]
             if port:
                 from bridge_cli.metrics import MetricsServer, WorkerMetrics  # only when asked for
 
-                metrics = WorkerMetrics()
+                metrics = WorkerMetrics(in_flight=engine.in_flight)
                 server = MetricsServer(metrics, port).start()
                 observers.append(metrics)
             count = engine.run_worker(stop, poll_interval, max_events, observer=Observers(observers))

@@ -77,6 +77,10 @@ class Settings:
     # A worker serves Prometheus /metrics and /healthz on this port; 0 = off.
     metrics_port: int = 0
     lease_seconds: float = 300.0
+    # A busy worker writes its heartbeat (rows so far) this often; it counts as gone after 3 missed.
+    progress_seconds: float = 15.0
+    # The worker's id in the workers table and on its events; None: hostname:pid:random.
+    worker_id: str | None = None
     retry_backoff: float = 10.0
     retry_backoff_max: float = 600.0
     batch_rows: int = 5000

@@ -157,8 +157,10 @@ class Lake(Protocol):
         """Every row of the workers table, alive or gone, by worker id."""
         ...
 
-    def forget_worker(self, worker_id: str) -> None:
-        """Delete the worker's row (a worker that stops cleanly)."""
+    def forget_worker(self, worker_id: str, expired_before: datetime | None = None) -> None:
+        """Delete the worker's row: a worker that stops cleanly, or with `expired_before` a gone
+        one (`bridge workers --forget-gone`), only while its row says it expired before then (a
+        worker heard from meanwhile keeps its row)."""
         ...
 
     def source_columns(self, table: TableName) -> list[SourceColumn]:
