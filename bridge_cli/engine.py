@@ -495,7 +495,7 @@ class Engine:
             # retried in the loop below
             log.warning("stores not ready at start: %s: %s (retrying)", type(exc).__name__, exc)
         next_status_check = self.clock.monotonic() + _STATUS_CHECK_SECONDS
-        beats.start()  # the first beat, idle, at once; then one per change (see Heartbeats)
+        beats.start()  # one beat per change from now on (see Heartbeats)
         watch.on_start(interval)
         while not stop.is_set():
             try:

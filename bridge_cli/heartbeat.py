@@ -151,6 +151,7 @@ class Heartbeats:
         if phase != self._phase:
             self._phase = phase
             self._phase_since = self.monotonic()
+            log.debug("phase: %s", phase or "idle")
 
     def _mark(self) -> None:
         self._dirty = True
@@ -210,10 +211,9 @@ class Heartbeats:
         self._registered = True
 
     def start(self) -> None:
-        """Start the writer thread (the first beat, idle, goes out at once)."""
+        """Start the writer thread (claim_id wrote the first beat; the loop's changes follow)."""
         with self._changed:
             self._stopping = False
-            self._mark()
         self._thread = threading.Thread(target=self._write_beats, daemon=True, name="heartbeat")
         self._thread.start()
 

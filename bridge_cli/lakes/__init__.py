@@ -50,7 +50,7 @@ class WorkerBeat:
     # while it works (3 missed lease renewals), + its next idle wait too while idle.
     expires_at: datetime
     event_id: str | None = None  # the event in hand; None while idle
-    phase: str | None = None  # planning, reading, staging or applying (see engine.Heartbeats)
+    phase: str | None = None  # claimed, reading, staging, applying... (see heartbeat.py)
     rows: int | None = None  # rows read and staged so far
     rows_per_second: float | None = None
 
