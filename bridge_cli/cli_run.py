@@ -178,8 +178,7 @@ def worker(
             port = settings.metrics_port if metrics_port is None else metrics_port
             engine = _engine(settings, None, patient=True)
             logcontext.worker_id.set(engine.worker_id)
-            log.info("worker %s started (profile %s, pid %d)", engine.worker_id, engine.settings.profile,
-                     os.getpid())
+            log.info("worker started (profile %s, pid %d)", engine.settings.profile, os.getpid())
             observers: list[WorkerObserver] = [notifier]
             if port:
                 from bridge_cli.metrics import MetricsServer, WorkerMetrics  # only when asked for

@@ -10,6 +10,7 @@ slow or failing one never slows or fails it: a failed heartbeat is logged, never
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import secrets
@@ -76,6 +77,7 @@ class Heartbeats:
         self._idle_wait = 0.0
         self._dirty = False  # a change not yet written
         self._stopping = False
+        self._writing = False  # the writer thread is writing a beat now
         self._last_write: float | None = None
         self._written = 0  # beats written (statements): what a test or bench counts
         self._failing = False
@@ -214,7 +216,9 @@ class Heartbeats:
         """Start the writer thread (claim_id wrote the first beat; the loop's changes follow)."""
         with self._changed:
             self._stopping = False
-        self._thread = threading.Thread(target=self._write_beats, daemon=True, name="heartbeat")
+        context = contextvars.copy_context()  # its log lines name the worker
+        self._thread = threading.Thread(target=context.run, args=(self._write_beats,), daemon=True,
+                                        name="heartbeat")
         self._thread.start()
 
     def _due(self) -> float | None:
@@ -233,13 +237,31 @@ class Heartbeats:
                 if self._stopping:
                     return
                 busy = self._event is not None
-            self.beat()
+                self._writing = True
+            try:
+                self.beat()
+            finally:
+                with self._changed:
+                    self._writing = False
+                    self._changed.notify_all()
             hook = self.after_busy_beat
             if busy and hook is not None:
                 try:
                     hook()
                 except Exception as exc:
                     log.warning("after a heartbeat: %s: %s", type(exc).__name__, exc)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every change so far is written (or its write failed); False on timeout. For
+        tests that run a worker on an injected clock, where polls come faster than writes."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while self._dirty or self._writing:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._thread is None:
+                    return False
+                self._changed.wait(left)
+        return True
 
     def stop(self) -> None:
         """Stop the writer thread (a beat under way ends first)."""
