@@ -693,7 +693,7 @@ def run_campaign(home: Path, spec: CampaignSpec, say: Any = None) -> CampaignRes
             """The operation of the event a (just killed) worker held: its claim stays until the
             lease runs out. "-" when it held none."""
             for event in pair.lake.list_events("processing", 50):
-                if event.worker_id == f"{host}:{pid}":
+                if (event.worker_id or "").startswith(f"{host}:{pid}:"):  # host:pid:random
                     return operation_of.get(event.event_id, str(event.operation))
             return "-"
 
@@ -706,7 +706,7 @@ def run_campaign(home: Path, spec: CampaignSpec, say: Any = None) -> CampaignRes
             pid = workers.wait_for_apply(spec.aim_window, rng) if rng.random() < spec.aim_apply else None
             if pid is None:
                 busy = [
-                    int(e.worker_id.rsplit(":", 1)[1])
+                    int(e.worker_id.split(":")[-2])  # host:pid:random
                     for e in pair.lake.list_events("processing", 50)
                     if e.worker_id and e.worker_id.startswith(f"{host}:")
                 ]

@@ -127,16 +127,11 @@ def test_default_worker_ids_differ_and_ids_are_checked(
 def test_forget_gone_removes_gone_workers_rows_and_leaves_their_events(
     local: LocalPair, spawn: Callable[..., subprocess.Popen[str]], tmp_path: Path
 ) -> None:
-    alive = spawn("worker", "--poll-interval", "0.1", env=cli_env(BRIDGE_ORDERING="none"))
-    killed = spawn("worker", "--poll-interval", "0.1", env=cli_env(BRIDGE_PROGRESS_SECONDS="0.5",
-                                                                   BRIDGE_ORDERING="none"))
+    killed = spawn("worker", "--poll-interval", "0.1", env=cli_env(BRIDGE_PROGRESS_SECONDS="0.5"))
+    event_id = big_event(local, WATCHED_ROWS)
+    wait_busy(killed.pid, event_id)
+    alive = spawn("worker", "--poll-interval", "0.1", env=cli_env())
     wait_until(lambda: the_worker(alive.pid) is not None, 30, "a heartbeat")
-    alive.send_signal(signal.SIGSTOP)  # so the killed one takes the event
-    try:
-        event_id = big_event(local, WATCHED_ROWS)
-        wait_busy(killed.pid, event_id)
-    finally:
-        alive.send_signal(signal.SIGCONT)
     killed.kill()
     killed.wait(timeout=10)
     wait_until(lambda: (the_worker(killed.pid) or {}).get("state") == "gone", 30, "the worker gone")
