@@ -28,6 +28,7 @@ from bridge_cli.cli import (
 )
 from bridge_cli.config import Settings
 from bridge_cli.engine import Engine
+from bridge_cli.entry import take_early_signals
 from bridge_cli.errors import (
     RefusedError,
 )
@@ -126,6 +127,14 @@ def worker(
                  "profile's metrics_port).",
         )
     ] = None,
+    metrics_host: Annotated[
+        str | None, typer.Option(
+            "--metrics-host",
+            metavar="ADDRESS",
+            help="Serve metrics on this address only, e.g. 127.0.0.1 (default: the profile's "
+                 "metrics_host, else every interface).",
+        )
+    ] = None,
 ) -> None:
     """Run the long-lived worker: SIGTERM or Ctrl-C finishes the event in hand, then exits."""
     state = _state(ctx)
@@ -150,6 +159,11 @@ def worker(
     # SIGHUP (a closed terminal, `systemctl reload`) stops as SIGTERM does.
     stopping = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
     previous = {s: signal.signal(s, request_stop) for s in stopping}
+    if take_early_signals():  # stopped while starting (docker stop right after docker run)
+        log.info("stopped before it started: no event claimed")
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        return
     server = None
     try:
         with reported_errors():
@@ -163,7 +177,8 @@ def worker(
                 from bridge_cli.metrics import MetricsServer, WorkerMetrics  # only when asked for
 
                 metrics = WorkerMetrics()
-                server = MetricsServer(metrics, port).start()
+                host = settings.metrics_host if metrics_host is None else metrics_host
+                server = MetricsServer(metrics, port, host).start()
                 observers.append(metrics)
             count = engine.run_worker(stop, poll_interval, max_events, observer=Observers(observers))
     except KeyboardInterrupt:

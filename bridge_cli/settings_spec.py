@@ -255,6 +255,7 @@ PROFILE_SETTINGS: dict[str, Spec] = {
     "poll_interval": Number(low=POLL_INTERVAL_FLOOR),
     "idle_poll_max": Number(low=POLL_INTERVAL_FLOOR),
     "metrics_port": Integer(low=0, high=65535),
+    "metrics_host": Text(),
     "lease_seconds": Number(low=LEASE_SECONDS_FLOOR),
     "retry_backoff": Number(low=0),
     "retry_backoff_max": Number(low=0),
