@@ -2,7 +2,8 @@
 arrives while the process starts (`docker stop` right after `docker run`, systemd stopping a unit
 that is still starting) is then a clean stop of the worker, not a kill by the default action.
 
-Imports nothing of bridge's own at module level, so the handlers are in place within milliseconds.
+Imports nothing of bridge's own at module level, so the handlers are in place within milliseconds;
+the image closes even that window by starting bridge with the two signals blocked.
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ def main() -> None:
     for sig in EARLY_SIGNALS:
         signal.signal(sig, _remember)
     _installed = True
+    # A launcher may hold them blocked until now (the image: `env --block-signal`), so that one sent
+    # while the interpreter itself starts waits for us instead of killing it; ours from here on.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, EARLY_SIGNALS)
     try:
         from bridge_cli.cli import main as cli_main
 
