@@ -58,6 +58,15 @@ constraints: ## Re-resolve examples/constraints.txt, the pinned versions the con
 	.constraints-venv/bin/python examples/constraints.py .constraints-venv/report.json > examples/constraints.txt
 	rm -rf .constraints-venv
 
+PYTHON_SLIM ?= $(abspath ../shared/standins/python-slim)
+
+# The stand-in's `build` starts a Docker daemon and makes the python:3.12-slim base (no registry
+# here); `down` stops that daemon afterwards, whatever the tests did.
+test-container: install ## Build examples/Dockerfile on a local Docker daemon and test the image as it runs
+	S="$(PYTHON_SLIM)" bash -c '\
+	  trap "\"$$S/down\"" EXIT; "$$S/build" || exit 1; \
+	  BRIDGE_TEST_CONTAINER=1 $(BIN)/python -m pytest -q -rs -p no:cacheprovider tests/test_container.py'
+
 lint: install ## ruff and mypy
 	$(BIN)/ruff check bridge_cli tests bench
 	$(BIN)/mypy
