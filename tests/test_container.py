@@ -33,9 +33,9 @@ pytestmark = pytest.mark.skipif(
 
 IMAGE = "bridge"
 MSSQL_IMAGE = "bridge:mssql-python"
-# The README's build commands, as written there. The classic builder (DOCKER_BUILDKIT=0) ignores
-# examples/Dockerfile.dockerignore, so the context holds .venv, .bridge and __pycache__ folders:
-# test_the_image_holds_only_the_package checks none of that reaches the image.
+# The README's build commands, as written there, with the classic builder (DOCKER_BUILDKIT=0), which
+# reads no Dockerfile-specific ignore file: test_the_image_holds_only_the_package checks that what
+# else the context holds does not reach the image.
 BUILD = ["docker", "build", "-f", "examples/Dockerfile", "-t", IMAGE, "."]
 BUILD_MSSQL = ["docker", "build", "-f", "examples/Dockerfile", "--build-arg", "BRIDGE_EXTRAS=mssql-python",
                "-t", MSSQL_IMAGE, "."]
@@ -43,8 +43,10 @@ DATA = "/var/lib/bridge"
 BIG_ROWS = 3_000_000
 
 
-def docker(*args: str, timeout: float = 180, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, check=False)
+def docker(*args: str, timeout: float = 180, check: bool = True,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, check=False,
+                            env={**os.environ, **(env or {})})
     if check:
         assert result.returncode == 0, f"docker {' '.join(args)}: exit {result.returncode}\n{result.stdout}\n{result.stderr}"
     return result
@@ -62,12 +64,23 @@ def wait_until(condition: Callable[[], bool], seconds: float, what: str, every: 
 def images() -> None:
     """Both images, built with the README's commands (the classic builder)."""
     env = {**os.environ, "DOCKER_BUILDKIT": "0"}
-    for command in (BUILD, BUILD_MSSQL):
-        started = time.monotonic()
-        result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False)
-        assert result.returncode == 0, f"{' '.join(command)}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-        assert re.search(r"(?m)^Step 1/\d+ : FROM python:3.12-slim", result.stdout), "not the classic builder"
-        print(f"{' '.join(command)}: {time.monotonic() - started:.1f}s")
+    # What a working tree holds beside the package (bytecode, a stray file): in the context, not the image.
+    strays = [ROOT / "bridge_cli" / "__pycache__" / "stray.cpython-312.pyc", ROOT / "bridge_cli" / "stray.txt"]
+    made = [p for p in strays if not p.exists()]
+    try:
+        for path in made:
+            path.parent.mkdir(exist_ok=True)
+            path.write_bytes(b"not part of bridge")
+        for command in (BUILD, BUILD_MSSQL):
+            started = time.monotonic()
+            result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+                                    check=False)
+            assert result.returncode == 0, f"{' '.join(command)}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+            assert re.search(r"(?m)^Step 1/\d+ : FROM python:3.12-slim", result.stdout), "not the classic builder"
+            print(f"{' '.join(command)}: {time.monotonic() - started:.1f}s")
+    finally:
+        for path in made:
+            path.unlink()
 
 
 class Docker:
@@ -84,19 +97,19 @@ class Docker:
         return name
 
     def run(self, *args: str, image: str = IMAGE, timeout: float = 180, check: bool = True,
-            entrypoint: str | None = None) -> subprocess.CompletedProcess[str]:
+            entrypoint: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         """`docker run --rm [options] IMAGE [command]`; options come before "--", the command after."""
         options, command = _split(args)
         if entrypoint:
             options = [*options, "--entrypoint", entrypoint]
-        return docker("run", "--rm", *options, image, *command, timeout=timeout, check=check)
+        return docker("run", "--rm", *options, image, *command, timeout=timeout, check=check, env=env)
 
-    def start(self, *args: str, image: str = IMAGE) -> str:
-        """`docker run -d`: the container's name."""
+    def start(self, *args: str, image: str = IMAGE, env: dict[str, str] | None = None) -> str:
+        """`docker run -d --name NAME [options] IMAGE [command]`: the container's name."""
         options, command = _split(args)
         name = f"bridge-test-{uuid.uuid4().hex[:10]}"
         self.containers.append(name)
-        docker("run", "-d", "--name", name, *options, image, *command)
+        docker("run", "-d", "--name", name, *options, image, *command, env=env)
         return name
 
     def close(self) -> None:
@@ -136,8 +149,7 @@ def state(name: str) -> dict[str, Any]:
 
 
 def health(name: str) -> str:
-    found = state(name).get("Health") or {}
-    return str(found.get("Status", "none"))
+    return docker("inspect", "--format", "{{.State.Health.Status}}", name).stdout.strip()
 
 
 def status_json(name: str, event_id: str) -> dict[str, Any]:
@@ -148,7 +160,8 @@ def status_json(name: str, event_id: str) -> dict[str, Any]:
 
 # -- the image -------------------------------------------------------------------------------------
 def test_the_image_holds_only_the_package(dock: Docker) -> None:
-    # The context had the working tree's __pycache__ folders and .venv: none of it is in the image.
+    # The context had a __pycache__ folder and a stray file in the package (the fixture made them):
+    # only the tracked modules are in the image, and no copy of the sources.
     installed = dock.run("--", "-c", "import bridge_cli, pathlib; root = pathlib.Path(bridge_cli.__file__).parent; "
                          "print('\\n'.join(sorted(str(p.relative_to(root)) for p in root.rglob('*') if p.is_file())))",
                          entrypoint="python").stdout.split()
@@ -192,6 +205,8 @@ def test_the_demo_flow_with_no_config_mounted(dock: Docker) -> None:
     dock.run(*data, "--", "submit", "delete", "--target", "dbo.MarketScopeAccess", "--pk", "username",
              "--filter", '{"username": ["elena"]}', "--expected", "1")
     dock.run(*data, "--", "process-once")
+    shown = dock.run(*data, "--", "status", "--limit", "6").stdout
+    assert shown.count("completed") == 3, shown
     events = json.loads(dock.run(*data, "--", "status", "--limit", "6", "--json").stdout)
     assert sorted((e["operation"], e["status"], e["rows_affected"]) for e in events) == [
         ("DELETE", "completed", 1), ("INSERT", "completed", 5), ("UPDATE", "completed", 2)]
@@ -217,7 +232,7 @@ def test_a_mounted_config_the_user_cannot_read_and_a_root_owned_data_folder_say_
     assert result.stderr.strip().splitlines() == [
         f"Error: cannot write lake folder {DATA}/lake: permission denied; bridge runs as uid 10001 and {DATA} "
         f"belongs to uid 0: chown -R 10001:10001 {DATA}, or set BRIDGE_HOME to a folder that user can write"]
-    os.chown(folder, 10001, 10001)  # the fix it names, on the host's folder
+    subprocess.run(["chown", "-R", "10001:10001", str(folder)], check=True)  # the fix it names, on the host
     dock.run("-v", f"{folder}:{DATA}", "--", "init")
 
 
@@ -308,9 +323,10 @@ def test_a_read_only_root_without_capabilities_works_with_a_data_volume(dock: Do
     dock.run(*locked, *data, "--", "-m", "bridge_cli.demo", entrypoint="python")
     event_id = dock.run(*locked, *data, "--", "submit", "insert", "--source", "`mi-catalog`.`mi-schema`.datos_nuevos",
                         "--target", "dbo.MarketScopeAccess", "--pk", "username", "-q").stdout.strip()
-    worker = dock.start(*locked, *data, *HEALTH_FAST, "--", "worker", "--poll-interval", "0.2")
-    wait_until(lambda: health(worker) == "healthy", 90, "a healthy worker")
+    worker = dock.start(*locked, *data)
     wait_until(lambda: status_json(worker, event_id)["status"] == "completed", 60, "the event")
+    check = docker("exec", worker, "bridge-healthcheck", check=False)  # what HEALTHCHECK runs
+    assert check.returncode == 0 and check.stdout.startswith("ok"), check.stdout
     docker("stop", worker)
     assert state(worker)["ExitCode"] == 0, docker("logs", worker).stderr
     assert status_json_once(dock, data, event_id)["rows_affected"] == 5
@@ -362,15 +378,22 @@ def test_the_mssql_python_variant_doctor_reaches_the_server(dock: Docker, tmp_pa
     config.write_text(json.dumps({"profiles": {"prod": {"lake": {"kind": "duckdb"}, "target": target}}}))
     config.chmod(0o644)
     volume = dock.volume()
+    # As the README runs it: the password from the caller's environment (-e MSSQL_PASSWORD); the
+    # server listens on this host's loopback, hence --network host.
+    secret = {"MSSQL_PASSWORD": str(server["password"])}
     run = ("--network", "host", "-v", f"{volume}:{DATA}", "-v", f"{config}:/etc/bridge/bridge.yaml:ro",
-           "-e", "BRIDGE_CONFIG=/etc/bridge/bridge.yaml", "-e", "BRIDGE_PROFILE=prod",
-           "-e", f"MSSQL_PASSWORD={server['password']}")
-    dock.run(*run, "--", "init", image=MSSQL_IMAGE)
-    doctor = dock.run(*run, "--", "doctor", image=MSSQL_IMAGE, check=False)
+           "-e", "BRIDGE_CONFIG=/etc/bridge/bridge.yaml", "-e", "BRIDGE_PROFILE=prod", "-e", "MSSQL_PASSWORD")
+    dock.run(*run, "--", "init", image=MSSQL_IMAGE, env=secret)
+    doctor = dock.run(*run, "--", "doctor", image=MSSQL_IMAGE, check=False, env=secret)
     print(f"bridge doctor in {MSSQL_IMAGE}, exit {doctor.returncode}:\n{doctor.stdout}{doctor.stderr}")
     checks = {line.split("\t")[0]: line.split("\t")[1] for line in doctor.stdout.splitlines() if "\t" in line}
     assert checks["target"] == "ok" and checks["ledger"] == "ok", doctor.stdout
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
     # The plain image has no mssql-python: the same profile fails there, saying so.
-    plain = dock.run(*run, "--", "doctor", check=False)
+    plain = dock.run(*run, "--", "doctor", check=False, env=secret)
     assert plain.returncode == 5 and "mssql-python" in plain.stdout + plain.stderr
+    # A worker of that image against the server: healthy, then a clean stop.
+    worker = dock.start(*run, *HEALTH_FAST, image=MSSQL_IMAGE, env=secret)
+    wait_until(lambda: health(worker) == "healthy", 90, "a healthy worker on SQL Server")
+    docker("stop", "-t", "120", worker)
+    assert state(worker)["ExitCode"] == 0, docker("logs", worker).stderr
