@@ -180,6 +180,19 @@ def list_workers(lake: Lake, clock: Clock | None = None) -> list[WorkerState]:
     return sorted(states, key=lambda s: (not s.alive, s.beat.worker_id))
 
 
+def forget_gone_workers(
+    lake: Lake, older_than: timedelta = timedelta(0), clock: Clock | None = None
+) -> list[WorkerState]:
+    """Delete the rows of workers gone for longer than `older_than`, and return them. Their events
+    are untouched (`requeue --stale` is for those); a worker heard from meanwhile keeps its row."""
+    now = (clock or SystemClock()).now()
+    cutoff = now - older_than
+    gone = [s for s in list_workers(lake, clock) if not s.alive and s.beat.expires_at < cutoff]
+    for state in gone:
+        lake.forget_worker(state.beat.worker_id, expired_before=cutoff)
+    return gone
+
+
 def event_progress(lake: Lake, event: Event, clock: Clock | None = None) -> WorkerState | None:
     """The worker on a processing event, with its phase and rows so far; None when the event is
     not being processed or its worker's heartbeat does not name it (yet)."""

@@ -22,6 +22,7 @@ from bridge_cli.api import (
     WaitTimeout,
     copies_message,
     event_progress,
+    forget_gone_workers,
     get_event_rows,
     init_stores,
     list_workers,
@@ -516,10 +517,28 @@ def wait(
 
 
 @app.command(cls=_BridgeCommand)
-def workers(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+def workers(
+    ctx: typer.Context,
+    forget_gone: Annotated[bool, typer.Option(
+        "--forget-gone", help="Remove the rows of gone workers (their events are untouched: "
+                              "`requeue --stale` is for those).",
+    )] = False,
+    older_than: Annotated[str | None, typer.Option(
+        "--older-than", metavar="DURATION",
+        help="With --forget-gone: only workers gone for longer than this (30m, 12h, 7d).",
+    )] = None,
+    as_json: JsonFlag = False,
+) -> None:
     """List the workers: alive, or gone (no heartbeat in time), with their event, phase and rows."""
+    if older_than is not None and not forget_gone:
+        raise typer.BadParameter("--older-than goes with --forget-gone", param_hint="'--older-than'")
+    age = parse_duration(older_than, "--older-than") if older_than is not None else timedelta(0)
     with reported_errors():
-        states = list_workers(open_lake(_state(ctx).settings()))
+        lake = open_lake(_state(ctx).settings())
+        if forget_gone:
+            reporting.print_forgotten_workers(forget_gone_workers(lake, age), older_than, as_json)
+            return
+        states = list_workers(lake)
     reporting.print_workers(states, as_json)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -35,7 +36,7 @@ from bridge_cli.errors import (
 from bridge_cli.events import Status
 from bridge_cli.notify import SystemdNotifier
 from bridge_cli.observe import Observers, WorkerObserver
-from bridge_cli.settings_spec import POLL_INTERVAL_FLOOR
+from bridge_cli.settings_spec import POLL_INTERVAL_FLOOR, SpecError, WorkerId
 
 
 def _engine(
@@ -99,6 +100,15 @@ def _explain_waiting(engine: Engine, event_id: str) -> None:
         )
 
 
+def _checked_worker_id(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return WorkerId().coerce(value)
+    except SpecError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 @app.command(cls=_BridgeCommand)
 def worker(
     ctx: typer.Context,
@@ -135,6 +145,15 @@ def worker(
                  "metrics_host, else every interface).",
         )
     ] = None,
+    worker_id: Annotated[
+        str | None, typer.Option(
+            "--worker-id",
+            metavar="ID",
+            callback=_checked_worker_id,
+            help="This worker's id (default: the profile's worker_id, else hostname:pid:random); "
+                 "a live worker with the same id makes this one refuse to start.",
+        )
+    ] = None,
 ) -> None:
     """Run the long-lived worker: SIGTERM or Ctrl-C finishes the event in hand, then exits."""
     state = _state(ctx)
@@ -168,6 +187,8 @@ def worker(
     try:
         with reported_errors():
             settings = state.settings()
+            if worker_id is not None:
+                settings = dataclasses.replace(settings, worker_id=worker_id)
             port = settings.metrics_port if metrics_port is None else metrics_port
             engine = _engine(settings, None, patient=True)
             logcontext.worker_id.set(engine.worker_id)
@@ -176,7 +197,7 @@ def worker(
             if port:
                 from bridge_cli.metrics import MetricsServer, WorkerMetrics  # only when asked for
 
-                metrics = WorkerMetrics()
+                metrics = WorkerMetrics(in_flight=engine.in_flight)
                 host = settings.metrics_host if metrics_host is None else metrics_host
                 server = MetricsServer(metrics, port, host).start()
                 observers.append(metrics)

@@ -79,6 +79,10 @@ class Settings:
     # ... on this address ("" or 0.0.0.0: every IPv4 interface, as Prometheus exporters do; :: for IPv6).
     metrics_host: str = ""
     lease_seconds: float = 300.0
+    # A busy worker writes its heartbeat (rows so far) this often; it counts as gone after 3 missed.
+    progress_seconds: float = 15.0
+    # The worker's id in the workers table and on its events; None: hostname:pid:random.
+    worker_id: str | None = None
     retry_backoff: float = 10.0
     retry_backoff_max: float = 600.0
     batch_rows: int = 5000

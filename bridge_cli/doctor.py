@@ -25,7 +25,7 @@ from bridge_cli.errors import (
     TransientError,
 )
 from bridge_cli.events import Status, split_counts
-from bridge_cli.lakes import Lake
+from bridge_cli.lakes import Lake, WorkerBeat
 from bridge_cli.targets import Target
 
 # warning: worth changing, not a failure (exit 0); a check that needs it still runs.
@@ -304,13 +304,22 @@ def _workers(state: _State, clock: Clock) -> str:
     if not workers:
         raise _Skip("no worker has run against this event table yet")
     alive = [w.beat.worker_id for w in workers if w.alive]
-    gone = [w.beat.worker_id for w in workers if not w.alive]
+    gone = [_gone(w.beat) for w in workers if not w.alive]
     if not alive:
         raise CheckFailed(
-            f"no worker alive; {len(gone)} gone (no heartbeat): {', '.join(gone[:5])}",
-            "start `bridge worker` (see `bridge workers`)",
+            f"no worker alive; {len(gone)} gone (no heartbeat in time): {', '.join(gone[:5])}",
+            "start `bridge worker` (see `bridge workers`); `bridge workers --forget-gone` removes "
+            "the rows of workers that will not come back",
         )
-    return f"{len(alive)} alive: {', '.join(alive[:5])}" + (f"; {len(gone)} gone" if gone else "")
+    shown = f"{len(alive)} alive: {', '.join(alive[:5])}"
+    return shown + (f"; {len(gone)} gone: {', '.join(gone[:5])}" if gone else "")
+
+
+def _gone(beat: WorkerBeat) -> str:
+    """A gone worker, with the event it held when last heard from: what an operator may requeue."""
+    if beat.event_id is None:
+        return beat.worker_id
+    return f"{beat.worker_id} (held event {beat.event_id}, {beat.phase or 'claimed'})"
 
 
 def all_passed(results: list[CheckResult]) -> bool:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import random
-import socket
 import threading
 import time
 import uuid
@@ -26,6 +24,7 @@ from bridge_cli.errors import (
     PermanentError,
     TransientError,
     ValidationError,
+    WorkerIdInUse,
     WorkerStopping,
 )
 from bridge_cli.events import (
@@ -37,7 +36,7 @@ from bridge_cli.events import (
     duplicate_id_message,
     split_counts,
 )
-from bridge_cli.heartbeat import Heartbeats
+from bridge_cli.heartbeat import Heartbeats, InFlight, default_worker_id
 from bridge_cli.lakes import Lake, QueueStats
 from bridge_cli.observe import Observers, WorkerObserver
 from bridge_cli.outcomes import EventResult, discrepancy_warning, log_outcome, skipped_warning
@@ -79,10 +78,6 @@ class _Applied:
     details: dict[str, int] | None = None
 
 
-def default_worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
 class Engine:
     def __init__(
         self,
@@ -102,7 +97,7 @@ class Engine:
         self.lake = lake
         self.target = target
         self.clock = clock or SystemClock()
-        self.worker_id = worker_id or default_worker_id()
+        self.worker_id = worker_id or settings.worker_id or default_worker_id()
         self.on_progress = on_progress
         self.on_phase = on_phase
         self.rng = rng or random.Random()
@@ -189,6 +184,8 @@ class Engine:
             outcome = self._completed(event, applied)
         finally:
             keeper.stop()
+        if self.beats is not None:
+            self.beats.phase("recording")
         recorded = self.lake.update_event_if(
             event.event_id, {"claim_token": event.claim_token}, outcome
         )
@@ -465,7 +462,10 @@ class Engine:
         idle = IdleBackoff(interval, self.settings.idle_poll_max)
         watch = Observers([observer] if observer is not None else [])
 
-        beats = self.beats = Heartbeats(self.lake, self.worker_id, self.settings.lease_seconds, self.clock.now)
+        beats = self.beats = Heartbeats(
+            self.lake, self.worker_id, self.settings.lease_seconds, self.clock.now,
+            progress_seconds=self.settings.progress_seconds,
+        )
         self._stop = stop
         try:
             return self._loop(stop, interval, idle, watch, beats, max_events, on_result)
@@ -488,24 +488,27 @@ class Engine:
         try:
             self.target.check_ready()
             warn_about_unknown_statuses(self.lake.count_by_status())
-        except (NotInitialized, KeyboardInterrupt, SystemExit):
+            beats.claim_id()
+        except (NotInitialized, WorkerIdInUse, KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:  # unreachable, transient or unknown (a native panic too):
             # retried in the loop below
             log.warning("stores not ready at start: %s: %s (retrying)", type(exc).__name__, exc)
         next_status_check = self.clock.monotonic() + _STATUS_CHECK_SECONDS
-        beats.beat()  # registered at once, idle
+        beats.start()  # one beat per change from now on (see Heartbeats)
         watch.on_start(interval)
         while not stop.is_set():
             try:
                 self.target.check_ready()
+                if not beats.id_checked:  # the lake was not there at start
+                    beats.claim_id()
                 event = self.claim_next_event()
             except (ConnectionFailure, TransientError) as exc:
                 log.warning("cannot claim events now: %s (retrying in %ss)", exc, interval)
                 watch.on_poll(False, None)
                 pause(interval)
                 continue
-            except (KeyboardInterrupt, SystemExit):
+            except (WorkerIdInUse, KeyboardInterrupt, SystemExit):
                 raise
             except BaseException:  # an error no adapter knows (a native panic too): logged and
                 # retried, never fatal
@@ -517,7 +520,7 @@ class Engine:
             if event is None:
                 wait = idle.next_wait()
                 log.debug("no event due; next poll in %gs", wait)
-                beats.beat(idle_wait=wait)  # one heartbeat per idle poll
+                beats.idle(wait)  # one heartbeat per idle poll
                 if self.clock.monotonic() >= next_status_check:  # now and then, while idle
                     next_status_check = self.clock.monotonic() + _STATUS_CHECK_SECONDS
                     try:
@@ -528,8 +531,7 @@ class Engine:
                 continue
             idle.reset()  # work found: the next poll comes at the poll interval
             watch.on_event(event.event_id)
-            beats.event(event.event_id)
-            beats.beat_if_due()  # later ones ride on the lease renewals
+            beats.event(event.event_id)  # a beat at once: the claim
             try:
                 result = self.process_event(event)
             except (KeyboardInterrupt, SystemExit):
@@ -552,6 +554,12 @@ class Engine:
                 break
         watch.on_stop()
         return processed
+
+    def in_flight(self) -> InFlight | None:
+        """The event in hand, its phase, rows so far and seconds in that phase (a running worker's
+        metrics); None while idle or outside run_worker."""
+        beats = self.beats
+        return beats.in_flight() if beats is not None else None
 
     def _queue_stats(self) -> QueueStats | None:
         """The queue, counted for those watching the worker; a failure is logged, not fatal."""
@@ -669,6 +677,3 @@ class _LeaseKeeper:
                 self._lost = True
                 return
             self._renewed_at = time.monotonic()
-            beats = self.engine.beats
-            if beats is not None:  # the worker's heartbeat rides on the renewal
-                beats.beat_if_due()

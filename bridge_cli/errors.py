@@ -14,6 +14,10 @@ class ConfigError(BridgeError):
     """bridge.yaml, a profile or an environment override is wrong or missing."""
 
 
+class WorkerIdInUse(ConfigError):
+    """A live worker already runs under the id this one was given: two workers cannot share one."""
+
+
 class ConnectionFailure(BridgeError):
     """The lake or the target cannot be reached (or its store is not set up)."""
 

@@ -11,18 +11,21 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from bridge_cli.errors import ConfigError
 from bridge_cli.events import Status
 from bridge_cli.lakes import target_line
 
 if TYPE_CHECKING:
+    from bridge_cli.heartbeat import InFlight
     from bridge_cli.lakes import QueueStats
     from bridge_cli.outcomes import EventResult
 
@@ -39,7 +42,10 @@ class WorkerMetrics:
 
     wants_queue_stats = True
 
-    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, monotonic: Callable[[], float] = time.monotonic,
+        in_flight: Callable[[], InFlight | None] | None = None,
+    ) -> None:
         self.registry = CollectorRegistry()
         self._monotonic = monotonic
         self._lock = threading.Lock()
@@ -66,6 +72,8 @@ class WorkerMetrics:
         self.oldest_pending.set_function(self._oldest_pending_age)
         self.last_poll = Gauge("bridge_last_successful_poll_timestamp_seconds", "Unix time of the "
                                "worker's last successful poll", registry=r)
+        if in_flight is not None:
+            r.register(_InFlightCollector(in_flight))
         for status in Status:
             self.queue.labels(status.value).set(0)
         self._statuses: set[str] = {s.value for s in Status}
@@ -150,6 +158,28 @@ class WorkerMetrics:
             return 0.0
         now = datetime.now(timezone.utc).replace(tzinfo=None)
         return max(0.0, (now - oldest).total_seconds())
+
+
+class _InFlightCollector(Collector):
+    """The event in hand, read from the worker at each scrape: no event ids as labels (one series
+    per event would grow without end), only the phase."""
+
+    def __init__(self, in_flight: Callable[[], InFlight | None]) -> None:
+        self.in_flight = in_flight
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        now = self.in_flight()
+        yield GaugeMetricFamily("bridge_worker_busy", "1 while the worker has an event in hand",
+                                value=0 if now is None else 1)
+        rows = GaugeMetricFamily("bridge_event_rows_so_far", "Rows of the event in hand read and "
+                                 "staged so far (0 while idle)",
+                                 value=0 if now is None or now.rows is None else now.rows)
+        yield rows
+        phase = GaugeMetricFamily("bridge_event_phase_seconds", "Seconds the event in hand has "
+                                  "been in its current phase", labels=["phase"])
+        if now is not None:
+            phase.add_metric([now.phase], now.phase_seconds)
+        yield phase
 
 
 class MetricsServer:

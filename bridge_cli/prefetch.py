@@ -8,6 +8,7 @@ early (its own error), the reader is told to stop and the source is closed in it
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import queue
 import threading
 from collections.abc import Iterable, Iterator
@@ -54,7 +55,9 @@ def read_ahead(items: Iterable[T], depth: int = DEFAULT_DEPTH) -> Iterator[T]:
             if close is not None:
                 close()
 
-    reader = threading.Thread(target=read, daemon=True, name="source-reader")
+    # In the caller's context: its log lines say which worker and event they are about.
+    context = contextvars.copy_context()
+    reader = threading.Thread(target=context.run, args=(read,), daemon=True, name="source-reader")
     reader.start()
     try:
         while True:

@@ -410,6 +410,20 @@ def print_workers(states: Sequence[WorkerState], as_json: bool) -> None:
     stdout().print(workers_table(states, stdout().width))
 
 
+def print_forgotten_workers(states: Sequence[WorkerState], older_than: str | None, as_json: bool) -> None:
+    if as_json:
+        print_json({"forgotten": [worker_fields(s) for s in states]})
+        return
+    age = f" for longer than {older_than}" if older_than else ""
+    if not states:
+        info(f"no worker gone{age}: nothing to forget")
+        return
+    held = [s.beat.event_id for s in states if s.beat.event_id]
+    print_lines([f"forgot {len(states)} gone worker(s): {', '.join(s.beat.worker_id for s in states)}"
+         + (f"; the events they held ({', '.join(held)}) are untouched: `bridge requeue --stale` "
+            "requeues those still processing" if held else "")])
+
+
 class TopScreen:
     """`bridge top`: counts by status, the workers and the events in hand, redrawn in place on the
     terminal's alternate screen (left as it was on exit)."""

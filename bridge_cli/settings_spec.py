@@ -26,6 +26,7 @@ from typing import Any
 from bridge_cli.errors import ValidationError
 from bridge_cli.identifiers import parse_table_name
 from bridge_cli.patterns import parse_patterns
+from bridge_cli.untrusted import printable
 
 DEFAULT_EVENT_TABLE = "`000-sql-databricks-bridge`.`events`.bridge_events"
 DEFAULT_LEDGER_TABLE = "bridge.applied_events"
@@ -38,6 +39,8 @@ POLL_INTERVAL_FLOOR = 0.05
 LEASE_SECONDS_FLOOR = 1.0
 # SQL Server's SET LOCK_TIMEOUT takes milliseconds as a 32-bit int.
 LOCK_TIMEOUT_MAX = 2_147_483.0
+# Heartbeats while busy: more often than this would load the lake (on Databricks, a statement).
+PROGRESS_SECONDS_FLOOR = 0.1
 AT_LEAST_ONE_PATTERN = "must name at least one pattern ('*' allows any table)"
 
 # A default may depend on the profile: called with (Settings, the section's options).
@@ -172,6 +175,24 @@ class Text(Spec):
         raise SpecError(f"expected text, got {self._got(value)}")
 
 
+MAX_WORKER_ID_CHARS = 200
+
+
+@dataclass(frozen=True)
+class WorkerId(Spec):
+    """A worker's id (a Kubernetes pod name, say): shown in tables and logs, so printable text."""
+
+    def coerce(self, value: Any) -> str | None:
+        text = Text().coerce(value).strip()
+        if not text:
+            return None  # unset: hostname:pid:random
+        if len(text) > MAX_WORKER_ID_CHARS:
+            raise SpecError(f"at most {MAX_WORKER_ID_CHARS} characters, got {len(text)}")
+        if printable(text) != text:
+            raise SpecError("must be printable text (no control or bidirectional-override characters)")
+        return text
+
+
 @dataclass(frozen=True)
 class Table(Spec):
     min_parts: int = 1
@@ -257,6 +278,8 @@ PROFILE_SETTINGS: dict[str, Spec] = {
     "metrics_port": Integer(low=0, high=65535),
     "metrics_host": Text(),
     "lease_seconds": Number(low=LEASE_SECONDS_FLOOR),
+    "progress_seconds": Number(low=PROGRESS_SECONDS_FLOOR, high=3600),
+    "worker_id": WorkerId(),
     "retry_backoff": Number(low=0),
     "retry_backoff_max": Number(low=0),
     "batch_rows": Integer(low=1),

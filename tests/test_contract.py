@@ -617,6 +617,17 @@ def test_worker_heartbeats_upsert_list_and_forget(pair: LocalPair) -> None:
     assert [w.worker_id for w in pair.lake.list_workers()] == ["host-a:41"]
 
 
+def test_forgetting_a_gone_worker_spares_one_heard_from_since(pair: LocalPair) -> None:
+    seen = datetime(2026, 3, 1, 12, 0, 0)
+    pair.lake.heartbeat(_beat("gone:1", seen, event_id="insert-1", phase="applying"))
+    pair.lake.heartbeat(_beat("back:2", seen))
+    pair.lake.heartbeat(_beat("back:2", seen + timedelta(minutes=5)))  # heard from again
+    cutoff = seen + timedelta(minutes=1)  # both had expired by then, as first listed
+    pair.lake.forget_worker("gone:1", expired_before=cutoff)
+    pair.lake.forget_worker("back:2", expired_before=cutoff)
+    assert [w.worker_id for w in pair.lake.list_workers()] == ["back:2"]
+
+
 def test_init_adds_the_workers_table_to_an_existing_install(pair: LocalPair) -> None:
     from bridge_cli.errors import NotInitialized
 

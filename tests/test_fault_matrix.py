@@ -80,13 +80,15 @@ MATRIX: dict[str, list[Phase]] = {
     "lake.claimable_events": [Phase("lake.claimable_events", "claim", before_claim=True)],
     # Counted after each poll for the worker's metrics (the scenario's worker has them on).
     "lake.queue_stats": [Phase("lake.queue_stats", "poll")],
-    # The worker's heartbeat: at start and on idle polls (no event in hand), and riding on a lease
-    # renewal while an event is in hand; its row is removed when the worker stops.
+    # The worker's heartbeat: at start and on idle polls (no event in hand), and on each change
+    # while an event is in hand (from its writer thread); its row is removed when the worker stops.
     "lake.heartbeat": [
         Phase("lake.heartbeat", "idle", before_claim=True),  # the first: at start
         Phase("lake.heartbeat", "busy"),
     ],
     "lake.forget_worker": [Phase("lake.forget_worker", "stop")],
+    # At start: no live worker may hold this worker's id (read before and after its first beat).
+    "lake.list_workers": [Phase("lake.list_workers", "start", before_claim=True)],
     "lake.update_event_if": [
         Phase("lake.update_event_if", "claim", "before", before_claim=True),
         Phase("lake.update_event_if", "claim", "after"),  # claimed, but the worker never heard
@@ -133,7 +135,6 @@ NOT_CALLED_BY_WORKERS = {
     "lake.get_event",
     "lake.list_events",
     "lake.delete_finished_events",  # bridge prune
-    "lake.list_workers",  # bridge workers, status, top
     "lake.count_rows",  # only with spark_min_rows set: tests/test_spark_path.py injects its faults
     "target.init_ledger",
     "target.delete_ledger_entries",  # bridge prune
@@ -271,8 +272,11 @@ class FaultyLake(_Faulty):
         phase = "busy" if beat.event_id is not None else "idle"
         self._injector.call("lake.heartbeat", phase, self._real.heartbeat, beat)
 
-    def forget_worker(self, worker_id: str) -> None:
-        self._injector.call("lake.forget_worker", "stop", self._real.forget_worker, worker_id)
+    def forget_worker(self, worker_id: str, expired_before: Any = None) -> None:
+        self._injector.call("lake.forget_worker", "stop", self._real.forget_worker, worker_id, expired_before)
+
+    def list_workers(self) -> Any:
+        return self._injector.call("lake.list_workers", "start", self._real.list_workers)
 
     def source_columns(self, *args: Any, **kwargs: Any) -> Any:
         return self._injector.call("lake.source_columns", "source", self._real.source_columns, *args, **kwargs)

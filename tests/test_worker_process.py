@@ -92,7 +92,7 @@ def test_sighup_stops_a_worker_as_sigterm_does(
 
 
 LINE = re.compile(
-    r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR) bridge[\w.]* worker=\S+:\d+ "
+    r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR) bridge[\w.]* worker=\S+:\d+:[0-9a-f]{6} "
 )
 
 

@@ -14,13 +14,14 @@ import signal
 import struct
 import subprocess
 import termios
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tests import test_cli_process
 from tests.backends import LocalPair
-from tests.test_cli_process import BRIDGE, cli_env, ok, stderr_of, wait_until
+from tests.test_cli_process import BRIDGE, bridge, cli_env, ok, stderr_of, wait_until
 from tests.test_worker_process import SLOW, big_event, status
 
 spawn = test_cli_process.spawn  # the fixture: `bridge` processes, killed at the end
@@ -55,11 +56,29 @@ def wait_busy(pid: int, event_id: str) -> dict[str, Any]:
     return seen[0]
 
 
+def _more_rows(pid: int, than: int) -> dict[str, Any] | None:
+    row = the_worker(pid)
+    return row if row is not None and (row["rows"] or 0) > than else None
+
+
+def wait_until_value(get: Callable[[], dict[str, Any] | None], seconds: float, what: str) -> dict[str, Any]:
+    found: list[dict[str, Any]] = []
+
+    def got() -> bool:
+        value = get()
+        if value is not None:
+            found.append(value)
+        return value is not None
+
+    wait_until(got, seconds, what)
+    return found[0]
+
+
 def test_a_busy_worker_is_listed_with_its_event_phase_and_rows_and_leaves_on_sigterm(
     local: LocalPair, spawn: Callable[..., subprocess.Popen[str]], tmp_path: Path
 ) -> None:
-    # A 1.5 s lease: renewed, and so heartbeats sent, twice a second while the event is in hand.
-    worker = spawn("worker", "--poll-interval", "0.1", env=cli_env(**SLOWER, BRIDGE_LEASE_SECONDS="1.5"))
+    # A heartbeat every 0.5 s while the event is in hand, with the rows so far.
+    worker = spawn("worker", "--poll-interval", "0.1", env=cli_env(**SLOWER, BRIDGE_PROGRESS_SECONDS="0.5"))
     wait_until(lambda: the_worker(worker.pid) is not None, 30, "the worker's first heartbeat")
     idle = the_worker(worker.pid)
     assert idle is not None and (idle["state"], idle["event_id"], idle["phase"]) == ("alive", None, None)
@@ -67,7 +86,10 @@ def test_a_busy_worker_is_listed_with_its_event_phase_and_rows_and_leaves_on_sig
     row = wait_busy(worker.pid, event_id)
     assert row["state"] == "alive" and row["phase"] in ("staging", "applying")
     assert 0 < row["rows"] <= WATCHED_ROWS and row["rows_per_second"] > 0
-    assert row["worker_id"].endswith(f":{worker.pid}") and row["version"]
+    assert re.fullmatch(rf"[^:]+:{worker.pid}:[0-9a-f]{{6}}", row["worker_id"]) and row["version"]
+    # Later beats, between phase changes, carry the rows so far.
+    later = wait_until_value(lambda: _more_rows(worker.pid, row["rows"]), 30, "a later beat with more rows")
+    assert later["event_id"] == event_id and later["rows"] > row["rows"]
     # `status ID` on the processing event: its worker and progress.
     shown = json.loads(ok("status", event_id, "--json").stdout)
     assert shown["status"] == "processing", "the event ended before it could be watched"
@@ -85,20 +107,31 @@ def test_a_busy_worker_is_listed_with_its_event_phase_and_rows_and_leaves_on_sig
     assert "progress" not in json.loads(ok("status", event_id, "--json").stdout)
 
 
-def test_a_killed_worker_shows_as_gone_once_its_lease_runs_out(
+def test_a_killed_busy_worker_is_gone_within_three_progress_intervals_and_shows_its_event(
     local: LocalPair, spawn: Callable[..., subprocess.Popen[str]], tmp_path: Path
 ) -> None:
-    worker = spawn("worker", "--poll-interval", "0.1", env=cli_env(**SLOWER, BRIDGE_LEASE_SECONDS="2"))
+    # The lease stays at its default (300 s): liveness comes from the heartbeats, not the lease.
+    worker = spawn("worker", "--poll-interval", "0.1", env=cli_env(**SLOWER, BRIDGE_PROGRESS_SECONDS="1"))
     event_id = big_event(local)
     wait_busy(worker.pid, event_id)
     worker.kill()  # kill -9: no chance to remove its row
     worker.wait(timeout=10)
+    killed_at = time.monotonic()
     row = the_worker(worker.pid)
-    assert row is not None and row["event_id"] == event_id
-    # Gone once no heartbeat came for lease_seconds (3 missed renewals), still listed.
-    wait_until(lambda: (the_worker(worker.pid) or {}).get("state") == "gone", 15, "the worker gone")
+    assert row is not None and row["event_id"] == event_id and row["state"] == "alive"
+    # Gone once no heartbeat came for 3 progress intervals (3 s here; a CLI call's time on top).
+    wait_until(lambda: (the_worker(worker.pid) or {}).get("state") == "gone", 10, "the worker gone", every=0.1)
+    assert time.monotonic() - killed_at < 3 + 3
+    gone = the_worker(worker.pid)
+    assert gone is not None and gone["event_id"] == event_id and gone["phase"] in ("staging", "applying")
     piped = ok("workers").stdout
-    assert f"{row['worker_id']}\tgone\t{event_id}" in piped
+    assert f"{row['worker_id']}\tgone\t{event_id}\t{gone['phase']}" in piped
+    # doctor says so, naming the event the gone worker held.
+    doctor = bridge("doctor", "--json", env=cli_env())
+    checks = {c["name"]: c for c in json.loads(doctor.stdout)}
+    assert checks["workers"]["status"] == "failed"
+    assert f"{row['worker_id']} (held event {event_id}, {gone['phase']})" in checks["workers"]["detail"]
+    assert "--forget-gone" in checks["workers"]["fix"]
 
 
 # -- bridge top, in a pseudo-terminal ---------------------------------------------------------------
@@ -153,7 +186,7 @@ class Terminal:
 def test_top_shows_counts_workers_and_the_event_in_flight_and_quits_on_q(
     local: LocalPair, spawn: Callable[..., subprocess.Popen[str]], tmp_path: Path
 ) -> None:
-    worker = spawn("worker", "--poll-interval", "0.1", env=cli_env(**SLOWER, BRIDGE_LEASE_SECONDS="1.5"))
+    worker = spawn("worker", "--poll-interval", "0.1", env=cli_env(**SLOWER, BRIDGE_PROGRESS_SECONDS="0.5"))
     event_id = big_event(local, WATCHED_ROWS)
     row = wait_busy(worker.pid, event_id)
     screen = Terminal("top", "--interval", "0.5", env=cli_env())

@@ -50,7 +50,7 @@ class WorkerBeat:
     # while it works (3 missed lease renewals), + its next idle wait too while idle.
     expires_at: datetime
     event_id: str | None = None  # the event in hand; None while idle
-    phase: str | None = None  # planning, reading, staging or applying (see engine.Heartbeats)
+    phase: str | None = None  # claimed, reading, staging, applying... (see heartbeat.py)
     rows: int | None = None  # rows read and staged so far
     rows_per_second: float | None = None
 
@@ -157,8 +157,10 @@ class Lake(Protocol):
         """Every row of the workers table, alive or gone, by worker id."""
         ...
 
-    def forget_worker(self, worker_id: str) -> None:
-        """Delete the worker's row (a worker that stops cleanly)."""
+    def forget_worker(self, worker_id: str, expired_before: datetime | None = None) -> None:
+        """Delete the worker's row: a worker that stops cleanly, or with `expired_before` a gone
+        one (`bridge workers --forget-gone`), only while its row says it expired before then (a
+        worker heard from meanwhile keeps its row)."""
         ...
 
     def source_columns(self, table: TableName) -> list[SourceColumn]:

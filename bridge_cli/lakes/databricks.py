@@ -501,8 +501,15 @@ class DatabricksLake:
         rows = self._on_workers(f"SELECT {columns} FROM {self._workers} ORDER BY worker_id", {}, fetch=True)
         return [beat_from_row([_value(v) for v in row]) for row in rows]
 
-    def forget_worker(self, worker_id: str) -> None:
-        self._on_workers(f"DELETE FROM {self._workers} WHERE worker_id = :worker_id", {"worker_id": worker_id})
+    def forget_worker(self, worker_id: str, expired_before: datetime | None = None) -> None:
+        if expired_before is None:
+            self._on_workers(f"DELETE FROM {self._workers} WHERE worker_id = :worker_id",
+                             {"worker_id": worker_id})
+        else:
+            self._on_workers(
+                f"DELETE FROM {self._workers} WHERE worker_id = :worker_id AND expires_at < :before",
+                {"worker_id": worker_id, "before": expired_before},
+            )
 
     # -- source tables -----------------------------------------------------------------------
     def _quoted(self, table: TableName) -> str:

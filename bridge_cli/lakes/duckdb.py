@@ -468,8 +468,12 @@ class DuckDBLake:
         rows = self._on_workers(f"SELECT {columns} FROM {self._workers} ORDER BY worker_id", [], read_only=True)
         return [beat_from_row(row) for row in rows]
 
-    def forget_worker(self, worker_id: str) -> None:
-        self._on_workers(f"DELETE FROM {self._workers} WHERE worker_id = ?", [worker_id])
+    def forget_worker(self, worker_id: str, expired_before: datetime | None = None) -> None:
+        if expired_before is None:
+            self._on_workers(f"DELETE FROM {self._workers} WHERE worker_id = ?", [worker_id])
+        else:
+            self._on_workers(f"DELETE FROM {self._workers} WHERE worker_id = ? AND expires_at < ?",
+                             [worker_id, expired_before])
 
     # -- source tables -----------------------------------------------------------------------
     def source_columns(self, table: TableName) -> list[SourceColumn]:
