@@ -102,7 +102,6 @@ def test_sigterm_while_the_worker_starts_is_a_clean_stop(
     assert worker.wait(timeout=10) == 0, stderr_of(tmp_path, 0)
     assert time.monotonic() - started < 3
     log = stderr_of(tmp_path, 0)
-    print(log)
     assert "stopped before it started" in log or "stopping on SIGTERM" in log, log
     assert "Traceback" not in log
 
