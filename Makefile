@@ -68,7 +68,7 @@ test-container: install ## Build examples/Dockerfile on a local Docker daemon an
 	  BRIDGE_TEST_CONTAINER=1 $(BIN)/python -m pytest -q -rs -p no:cacheprovider tests/test_container.py'
 
 lint: install ## ruff and mypy
-	$(BIN)/ruff check bridge_cli tests bench
+	$(BIN)/ruff check bridge_cli tests bench examples
 	$(BIN)/mypy
 
 completions: install ## Regenerate completions/ from the app

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
-report = json.load(open(sys.argv[1], encoding="utf-8"))
+report = json.loads(Path(sys.argv[1]).read_text(encoding="utf-8"))
 env = report["environment"]
 pins = sorted(
     (item["metadata"]["name"].lower(), item["metadata"]["version"])
