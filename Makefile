@@ -6,7 +6,7 @@ BRIDGE := $(BIN)/bridge
 export BRIDGE_HOME ?= .bridge
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-databricks lint typecheck check completions bench bench-sqlserver bench-sync bench-spark campaign clean
+.PHONY: help install demo test test-databricks test-container constraints lint typecheck check completions bench bench-sqlserver bench-sync bench-spark campaign clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -47,8 +47,28 @@ test-databricks: install ## Start the Databricks stand-in (needs root, Java, ngi
 	  trap "\"$$S/down\"" EXIT; \
 	  python -m pytest -q -k databricks -p no:cacheprovider'
 
+# The container image installs these exact versions (Python 3.12 on Linux, as python:3.12-slim):
+# a fresh resolution of bridge and every extra the image offers, by pip itself.
+PYTHON312 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12.*/bin/python3.12) python3.12)
+constraints: ## Re-resolve examples/constraints.txt, the pinned versions the container image installs
+	rm -rf .constraints-venv && $(PYTHON312) -m venv .constraints-venv
+	.constraints-venv/bin/python -m pip install --quiet --upgrade pip
+	.constraints-venv/bin/python -m pip install --quiet --dry-run --ignore-installed \
+		--report .constraints-venv/report.json '.[mssql-python]'
+	.constraints-venv/bin/python examples/constraints.py .constraints-venv/report.json > examples/constraints.txt
+	rm -rf .constraints-venv
+
+PYTHON_SLIM ?= $(abspath ../shared/standins/python-slim)
+
+# The stand-in's `build` starts a Docker daemon and makes the python:3.12-slim base (no registry
+# here); `down` stops that daemon afterwards, whatever the tests did.
+test-container: install ## Build examples/Dockerfile on a local Docker daemon and test the image as it runs
+	S="$(PYTHON_SLIM)" bash -c '\
+	  trap "\"$$S/down\"" EXIT; "$$S/build" || exit 1; \
+	  BRIDGE_TEST_CONTAINER=1 $(BIN)/python -m pytest -q -rs -p no:cacheprovider tests/test_container.py'
+
 lint: install ## ruff and mypy
-	$(BIN)/ruff check bridge_cli tests bench
+	$(BIN)/ruff check bridge_cli tests bench examples
 	$(BIN)/mypy
 
 completions: install ## Regenerate completions/ from the app

@@ -1,3 +1,3 @@
-from bridge_cli.cli import main
+from bridge_cli.entry import main
 
 main()

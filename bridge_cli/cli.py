@@ -32,6 +32,7 @@ from bridge_cli.api import (
     wait_for_event,
 )
 from bridge_cli.config import Settings, load_settings
+from bridge_cli.entry import release_early_signals
 from bridge_cli.errors import (
     BridgeError,
     ConfigError,
@@ -191,6 +192,8 @@ def main_options(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
     ] = False,
 ) -> None:
+    if ctx.invoked_subcommand != "worker":  # only the worker turns an early SIGTERM into a clean stop
+        release_early_signals()
     if ctx.invoked_subcommand is None:  # plain `bridge`: the help, and success
         typer.echo(ctx.get_help())
         raise typer.Exit(EXIT_OK)

@@ -29,6 +29,7 @@ from bridge_cli.cli import (
 )
 from bridge_cli.config import Settings
 from bridge_cli.engine import Engine
+from bridge_cli.entry import take_early_signals
 from bridge_cli.errors import (
     RefusedError,
 )
@@ -136,6 +137,14 @@ def worker(
                  "profile's metrics_port).",
         )
     ] = None,
+    metrics_host: Annotated[
+        str | None, typer.Option(
+            "--metrics-host",
+            metavar="ADDRESS",
+            help="Serve metrics on this address only, e.g. 127.0.0.1 (default: the profile's "
+                 "metrics_host, else every interface).",
+        )
+    ] = None,
     worker_id: Annotated[
         str | None, typer.Option(
             "--worker-id",
@@ -169,6 +178,11 @@ def worker(
     # SIGHUP (a closed terminal, `systemctl reload`) stops as SIGTERM does.
     stopping = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
     previous = {s: signal.signal(s, request_stop) for s in stopping}
+    if take_early_signals():  # stopped while starting (docker stop right after docker run)
+        log.info("stopped before it started: no event claimed")
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        return
     server = None
     try:
         with reported_errors():
@@ -184,7 +198,8 @@ def worker(
                 from bridge_cli.metrics import MetricsServer, WorkerMetrics  # only when asked for
 
                 metrics = WorkerMetrics(in_flight=engine.in_flight)
-                server = MetricsServer(metrics, port).start()
+                host = settings.metrics_host if metrics_host is None else metrics_host
+                server = MetricsServer(metrics, port, host).start()
                 observers.append(metrics)
             count = engine.run_worker(stop, poll_interval, max_events, observer=Observers(observers))
     except KeyboardInterrupt:

@@ -76,6 +76,8 @@ class Settings:
     idle_poll_max: float = 300.0
     # A worker serves Prometheus /metrics and /healthz on this port; 0 = off.
     metrics_port: int = 0
+    # ... on this address ("" or 0.0.0.0: every IPv4 interface, as Prometheus exporters do; :: for IPv6).
+    metrics_host: str = ""
     lease_seconds: float = 300.0
     # A busy worker writes its heartbeat (rows so far) this often; it counts as gone after 3 missed.
     progress_seconds: float = 15.0
@@ -111,13 +113,26 @@ def find_config_file(explicit: str | None, env: Mapping[str, str]) -> Path | Non
     chosen, origin = (explicit, "--config") if explicit else (env.get("BRIDGE_CONFIG"), "BRIDGE_CONFIG")
     if chosen:
         path = Path(chosen)
-        if path.is_dir():
-            raise ConfigError(f"{origin}: {path} is a directory; name the bridge.yaml file in it")
-        if not path.is_file():
-            raise ConfigError(f"{origin}: config file {path} does not exist")
+        try:
+            if path.is_dir():
+                raise ConfigError(f"{origin}: {path} is a directory; name the bridge.yaml file in it")
+            if not path.is_file():
+                raise ConfigError(f"{origin}: config file {path} does not exist")
+        except PermissionError as exc:  # a folder on the way that this user may not enter
+            raise _unreadable(path, exc, origin) from None
         return path
     local = Path("bridge.yaml")
     return local if local.is_file() else None
+
+
+def _unreadable(path: Path, exc: OSError, origin: str = "") -> ConfigError:
+    """One line with the fix: a config mounted or copied with an owner and mode this user lacks."""
+    ids = f"uid {os.getuid()}, gid {os.getgid()}" if hasattr(os, "getuid") else "this user"
+    return ConfigError(
+        f"{origin + ': ' if origin else ''}cannot read config file {path}: {exc.strerror or exc} "
+        f"(bridge runs as {ids}): make it readable to that user, e.g. chmod a+r {path} "
+        "(and a+x on its folders), or give it that owner"
+    )
 
 
 def load_settings(
@@ -136,6 +151,8 @@ def load_settings(
         return _build(raw, "local", home, None, env)
     try:
         document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except PermissionError as exc:
+        raise _unreadable(path, exc) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

@@ -9,6 +9,7 @@ import sqlite3
 import sys
 
 from bridge_cli.config import Settings, load_settings
+from bridge_cli.errors import BridgeError, not_writable
 from bridge_cli.identifiers import TableName
 from bridge_cli.lakes.duckdb import DuckDBLake
 from bridge_cli.targets.sqlite import SQLiteTarget
@@ -39,7 +40,10 @@ def seed_demo(settings: Settings) -> list[str]:
         )
         con.executemany('INSERT INTO "mi-schema".datos_actualizados VALUES (?, ?)', CHANGED_USERS)
     path = target.schema_path("dbo")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise not_writable("target folder", path.parent, exc) from None
     connection = sqlite3.connect(path)
     try:
         connection.executescript(
@@ -64,7 +68,12 @@ def seed_demo(settings: Settings) -> list[str]:
 
 
 def main() -> None:
-    for line in seed_demo(load_settings()):
+    try:
+        lines = seed_demo(load_settings())
+    except BridgeError as exc:  # one line, as the `bridge` commands say it (exit 5: configuration)
+        sys.stderr.write(f"Error: {exc}\n")
+        raise SystemExit(5) from None
+    for line in lines:
         sys.stdout.write(line + "\n")
 
 

@@ -46,7 +46,25 @@ _WHY = {
 def not_writable(what: str, path: os.PathLike[str] | str, exc: OSError, detail: str = "") -> StoreNotWritable:
     """One line naming the store's file and why it cannot be written (`detail`: which step)."""
     why = _WHY.get(exc.errno or 0) or exc.strerror or str(exc)
-    return StoreNotWritable(f"cannot write {what} {path}: {why}{f' ({detail})' if detail else ''}")
+    fix = _ownership_fix(path) if exc.errno in (errno.EACCES, errno.EPERM) else ""
+    return StoreNotWritable(f"cannot write {what} {path}: {why}{f' ({detail})' if detail else ''}{fix}")
+
+
+def _ownership_fix(path: os.PathLike[str] | str) -> str:
+    """Who we are and who owns the nearest existing folder: a root-owned bind mount as a non-root
+    user's data folder is the usual cause, and chown the usual fix."""
+    if not hasattr(os, "getuid"):
+        return ""
+    folder = os.path.abspath(path)
+    while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+    try:
+        owner = os.stat(folder).st_uid
+    except OSError:
+        return ""
+    uid, gid = os.getuid(), os.getgid()
+    return (f"; bridge runs as uid {uid} and {folder} belongs to uid {owner}: "
+            f"chown -R {uid}:{gid} {folder}, or set BRIDGE_HOME to a folder that user can write")
 
 
 class ValidationError(BridgeError):

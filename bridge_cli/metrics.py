@@ -8,6 +8,7 @@ event is in hand; 503 otherwise, with the reason in the body.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -184,24 +185,31 @@ class _InFlightCollector(Collector):
 class MetricsServer:
     """/metrics and /healthz on a port, from a daemon thread."""
 
-    def __init__(self, metrics: WorkerMetrics, port: int, host: str = "0.0.0.0") -> None:
+    def __init__(self, metrics: WorkerMetrics, port: int, host: str = "") -> None:
         handler = _handler(metrics)
+        server = _IPv6Server if ":" in host else ThreadingHTTPServer  # "::", "::1", an IPv6 address
         try:
-            self.httpd = ThreadingHTTPServer((host, port), handler)
+            self.httpd = server((host, port), handler)
         except OSError as exc:
-            raise ConfigError(f"metrics port {port}: cannot listen: {exc.strerror or exc}") from None
+            where = f"{host}:{port}" if host else f"port {port}"
+            raise ConfigError(f"metrics {where}: cannot listen: {exc.strerror or exc}") from None
         self.httpd.daemon_threads = True
+        self.host = host
         self.port = int(self.httpd.server_address[1])
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="metrics-http", daemon=True)
 
     def start(self) -> MetricsServer:
         self._thread.start()
-        log.info("serving metrics on :%d (/metrics, /healthz)", self.port)
+        log.info("serving metrics on %s:%d (/metrics, /healthz)", self.host, self.port)
         return self
 
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class _IPv6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
 
 
 def _handler(metrics: WorkerMetrics) -> type[BaseHTTPRequestHandler]:

@@ -276,6 +276,7 @@ PROFILE_SETTINGS: dict[str, Spec] = {
     "poll_interval": Number(low=POLL_INTERVAL_FLOOR),
     "idle_poll_max": Number(low=POLL_INTERVAL_FLOOR),
     "metrics_port": Integer(low=0, high=65535),
+    "metrics_host": Text(),
     "lease_seconds": Number(low=LEASE_SECONDS_FLOOR),
     "progress_seconds": Number(low=PROGRESS_SECONDS_FLOOR, high=3600),
     "worker_id": WorkerId(),

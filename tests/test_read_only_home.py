@@ -277,9 +277,12 @@ def test_a_home_another_user_owns_reads_for_this_user_and_refuses_writes_in_one_
         refused = as_nobody("cancel", ids["pending"])
         assert refused.returncode == 5, shown(refused)
         lake_file = copy / "lake" / "000-sql-databricks-bridge.duckdb"
+        # ... and the fix: who bridge runs as, who owns the folder
+        fix = (f"; bridge runs as uid 65534 and {lake_file.parent} belongs to uid 0: "
+               f"chown -R 65534:65534 {lake_file.parent}, or set BRIDGE_HOME to a folder that user can write")
         assert refused.stderr.strip().splitlines() == [
             f"Error: cannot write lake file {lake_file}: permission denied (its lock file "
-            "000-sql-databricks-bridge.duckdb.lock cannot be opened for writing)"
+            f"000-sql-databricks-bridge.duckdb.lock cannot be opened for writing){fix}"
         ], shown(refused)
 
         os.chmod(lake_file.with_name(lake_file.name + ".lock"), 0o666)
