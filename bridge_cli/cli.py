@@ -21,6 +21,7 @@ from bridge_cli.adapters import open_lake, open_target
 from bridge_cli.api import (
     WaitTimeout,
     copies_message,
+    current_pauses,
     event_progress,
     get_event_rows,
     init_stores,
@@ -476,7 +477,7 @@ def status(
             reporting.print_event(rows[0], as_json, event_progress(lake, rows[0]))
             return
         if summary:
-            reporting.print_counts(lake.count_by_status(), as_json)
+            reporting.print_counts(lake.count_by_status(), as_json, current_pauses(lake))
             return
         events = recent_events(
             lake, status_filter.value if status_filter else None, limit or 20, target=target,
@@ -516,8 +517,12 @@ def wait(
 def workers(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """List the workers: alive, or gone (no heartbeat in time), with their event, phase and rows."""
     with reported_errors():
-        states = list_workers(open_lake(_state(ctx).settings()))
+        lake = open_lake(_state(ctx).settings())
+        states = list_workers(lake)
+        pauses = current_pauses(lake)
     reporting.print_workers(states, as_json)
+    if not as_json:
+        reporting.print_pause_note(pauses)
 
 
 @app.command(cls=_BridgeCommand)
@@ -557,6 +562,7 @@ def top(
 # commands as registered).
 from bridge_cli import cli_run  # noqa: E402,F401,I001
 from bridge_cli import cli_queue  # noqa: E402,F401,I001
+from bridge_cli import cli_control  # noqa: E402,F401,I001
 
 
 def main() -> None:

@@ -65,6 +65,9 @@ class WorkerMetrics:
         self.oldest_pending.set_function(self._oldest_pending_age)
         self.last_poll = Gauge("bridge_last_successful_poll_timestamp_seconds", "Unix time of the "
                                "worker's last successful poll", registry=r)
+        self.paused = Gauge("bridge_paused", "1 for each target pattern `bridge pause` holds (at the "
+                            "last poll)", ["target"], registry=r)
+        self._paused: set[str] = set()
         for status in Status:
             self.queue.labels(status.value).set(0)
         self._statuses: set[str] = {s.value for s in Status}
@@ -94,6 +97,12 @@ class WorkerMetrics:
                 self.queue.labels(status).set(stats.counts.get(status, 0))
             with self._lock:
                 self._oldest_pending_at = stats.oldest_pending_at
+            if stats.paused is not None:
+                for gone in self._paused - set(stats.paused):
+                    self.paused.remove(gone)
+                for target in stats.paused:
+                    self.paused.labels(target).set(1)
+                self._paused = set(stats.paused)
 
     def on_event(self, event_id: str) -> None:
         with self._lock:

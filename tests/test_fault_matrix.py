@@ -336,12 +336,12 @@ class FaultySession:
             yield batch
             self._injector.raise_fault()
 
-    def apply(self, plan: Any, applied_at: Any) -> int:
+    def apply(self, plan: Any, applied_at: Any, before_commit: Any = None) -> int:
         injector = self._injector
         fire = injector.count("session.apply", "apply")
         if fire and injector.moment() == "before":
             injector.raise_fault()
-        rows = self._real.apply(plan, applied_at)  # AlreadyApplied when the ledger has it
+        rows = self._real.apply(plan, applied_at, before_commit)  # AlreadyApplied when the ledger has it
         with injector.lock:
             injector.commits[plan.event_id] += 1
         if fire:
