@@ -78,6 +78,9 @@ def test_a_worker_skips_paused_targets_and_their_line_waits_while_others_proceed
     assert [r.event_id for r in engine.process_once()] == [elsewhere.event_id]
     assert [event(e)["status"] for e in (first, second, other)] == ["pending"] * 3
     assert engine.process_once(event_id=first) == []  # an explicit event obeys the pause too
+    explicit = run("process-once", "--event-id", first)
+    assert explicit.exit_code == 1, show(explicit)
+    assert f"event {first} waits: its target {USERS_TARGET} is paused, dbo.users (by {WHO}" in explicit.stderr
     resume_targets(users.lake, "dbo.users")
     assert [r.event_id for r in engine.process_once()] == [first, second, other]  # in claim order
     assert user_rows(users)[0] == ("ana", "a", 1)
