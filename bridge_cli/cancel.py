@@ -52,6 +52,7 @@ class CancelWatch:
         self._request: CancelRequest | None = None
         self._checked_at = monotonic()
         self._missing_said = False
+        self._failing = False
 
     def check(self) -> CancelRequest | None:
         """One read of the control table. A store error is logged, never raised: the caller is a
@@ -65,8 +66,11 @@ class CancelWatch:
                 log.debug("no control table: cancel requests cannot be seen (run `bridge init`)")
                 self._missing_said = True
             found = None
-        except Exception as exc:
-            log.debug("checking for a cancel request: %s: %s", type(exc).__name__, exc)
+        except Exception as exc:  # once at WARNING, then DEBUG (as a failed heartbeat)
+            level = logging.DEBUG if self._failing else logging.WARNING
+            log.log(level, "looking for a cancel request failed (the event goes on): %s: %s",
+                    type(exc).__name__, exc, extra={"event_id": self.event_id})
+            self._failing = True
             found = None
         with self._lock:
             self._checked_at = self.monotonic()

@@ -87,6 +87,10 @@ MATRIX: dict[str, list[Phase]] = {
         Phase("lake.heartbeat", "busy"),
     ],
     "lake.forget_worker": [Phase("lake.forget_worker", "stop")],
+    # `bridge pause`: read when a claim finds claimable events (and with the metrics' counts).
+    "lake.list_pauses": [Phase("lake.list_pauses", "call", before_claim=True)],
+    # `bridge cancel` of the event in hand: looked for before applying and with lease renewals.
+    "lake.cancel_request": [Phase("lake.cancel_request", "call")],
     "lake.update_event_if": [
         Phase("lake.update_event_if", "claim", "before", before_claim=True),
         Phase("lake.update_event_if", "claim", "after"),  # claimed, but the worker never heard
@@ -135,6 +139,10 @@ NOT_CALLED_BY_WORKERS = {
     "lake.delete_finished_events",  # bridge prune
     "lake.list_workers",  # bridge workers, status, top
     "lake.count_rows",  # only with spark_min_rows set: tests/test_spark_path.py injects its faults
+    "lake.add_pause",  # bridge pause
+    "lake.remove_pauses",  # bridge resume
+    "lake.request_cancel",  # bridge cancel
+    "lake.forget_cancel_request",  # after a cancelled event (tests/test_pause_cancel*.py)
     "target.init_ledger",
     "target.delete_ledger_entries",  # bridge prune
     "target.check_staging",  # bridge doctor
