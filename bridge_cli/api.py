@@ -1,5 +1,5 @@
 """What people, scripts and Databricks jobs ask of bridge: init, submit, status, wait, requeue,
-cancel and prune.
+cancel, pause, resume and prune.
 
 The CLI and the job-side functions both call these; none of them prints anything.
 """
@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from bridge_cli.cancel import cancel_message, pause_pattern
 from bridge_cli.clock import Clock, SystemClock
 from bridge_cli.config import Settings
 from bridge_cli.errors import (
@@ -31,7 +32,9 @@ from bridge_cli.events import (
     build_job,
     event_from_request,
 )
-from bridge_cli.lakes import EventFilter, Lake, WorkerBeat, claim_order_key, target_line
+from bridge_cli.identifiers import TableName
+from bridge_cli.lakes import CancelRequest, EventFilter, Lake, Pause, WorkerBeat, claim_order_key, target_line
+from bridge_cli.patterns import NamePattern
 from bridge_cli.planning import check_reach, plan_with_stores
 from bridge_cli.targets import Target
 
@@ -216,10 +219,11 @@ class QueueView:
     counts: dict[str, int]
     workers: list[WorkerState]
     in_flight: list[tuple[Event, WorkerState | None]]  # processing events, each with its worker
+    pauses: list[Pause] | None = None  # None: no control table (an install from before it)
 
 
 def queue_view(lake: Lake, clock: Clock | None = None, limit: int = 50) -> QueueView:
-    """Three queries: the counts, the workers table and the processing events."""
+    """Four queries: the counts, the workers table, the processing events and the pauses."""
     clock = clock or SystemClock()
     counts = lake.count_by_status()
     try:
@@ -231,7 +235,7 @@ def queue_view(lake: Lake, clock: Clock | None = None, limit: int = 50) -> Queue
     for event in lake.list_events(Status.PROCESSING.value, limit):
         state = by_event.get(event.event_id)
         in_flight.append((event, state if state and state.beat.worker_id == event.worker_id else None))
-    return QueueView(clock.now(), counts, workers, in_flight)
+    return QueueView(clock.now(), counts, workers, in_flight, current_pauses(lake))
 
 
 @dataclass(frozen=True)
@@ -324,6 +328,9 @@ class CancelResult:
     previous_status: str | None
     cancelled: bool
     reason: str
+    # cancelled; refused (or finished first); requested (not waited for); waiting (still
+    # processing when the wait ended: the request stands); missing (no such event)
+    outcome: str = "cancelled"
 
 
 def who_and_where() -> str:
@@ -336,63 +343,214 @@ def who_and_where() -> str:
 
 
 def cancel_events(
-    lake: Lake, event_ids: list[str], clock: Clock | None = None, by: str | None = None
+    lake: Lake, event_ids: list[str], clock: Clock | None = None, by: str | None = None, *,
+    wait: float | None = 60.0, interval: float = 1.0,
 ) -> list[CancelResult]:
-    """Move pending events to failed with "cancelled by USER@HOST at TIME". Only a pending,
-    unclaimed event is cancelled, by the same conditional update a claim uses: when a worker
-    claims it at the same moment, exactly one of the two wins."""
+    """Cancel events, saying "cancelled by USER@HOST at TIME".
+
+    A pending, unclaimed event moves to failed by the same conditional update a claim uses: when a
+    worker claims it at the same moment, exactly one of the two wins. A processing event gets a
+    cancel request for its claim in the control table; its worker stops at its next checkpoint,
+    rolls the target back and fails the event with that message. Then this waits up to `wait`
+    seconds (None: not at all) for the event to finish: it may have completed first (the request
+    is deleted; nothing changed) or still be processing (the request stands)."""
     clock = clock or SystemClock()
     by = by or who_and_where()
-    results: list[CancelResult] = []
+    results: dict[str, CancelResult] = {}
+    requested: dict[str, CancelRequest] = {}
     for event_id in dict.fromkeys(event_ids):  # each id once, in the order given
         event = lake.get_event(event_id)
         if event is None:
-            results.append(CancelResult(event_id, None, False, "no such event"))
-            continue
-        refusal = _cancel_refusal(event)
-        if refusal:
-            results.append(CancelResult(event_id, event.status, False, refusal))
-            continue
-        now = clock.now()
-        message = f"cancelled by {by} at {now.isoformat(timespec='seconds')}Z"
-        changed = lake.update_event_if(
-            event_id,
-            {"status": Status.PENDING.value, "claim_token": None},
-            {"status": Status.FAILED.value, "error_message": message, "processed_at": now,
-             "next_attempt_at": None, "lease_expires_at": None, "updated_at": now},
+            results[event_id] = CancelResult(event_id, None, False, "no such event", "missing")
+        elif event.status == Status.PENDING.value:
+            results[event_id] = _cancel_pending(lake, event, clock, by)
+        elif event.status == Status.PROCESSING.value and event.claim_token:
+            request = CancelRequest(event_id, event.claim_token, by, clock.now().replace(microsecond=0))
+            lake.request_cancel(request)
+            requested[event_id] = request
+            results[event_id] = CancelResult(
+                event_id, event.status, False,
+                f"cancel requested of worker {event.worker_id}: it stops at its next checkpoint, "
+                "applying nothing (`bridge wait` follows it)", "requested",
+            )
+        else:
+            results[event_id] = CancelResult(event_id, event.status, False, _cancel_refusal(event), "refused")
+    if requested and wait is not None:
+        results.update(_await_cancels(lake, requested, clock, by, wait, interval))
+    return list(results.values())
+
+
+def _cancel_pending(lake: Lake, event: Event, clock: Clock, by: str) -> CancelResult:
+    now = clock.now()
+    message = cancel_message(by, now)
+    changed = lake.update_event_if(
+        event.event_id,
+        {"status": Status.PENDING.value, "claim_token": None},
+        {"status": Status.FAILED.value, "error_message": message, "processed_at": now,
+         "next_attempt_at": None, "lease_expires_at": None, "updated_at": now},
+    )
+    if changed:
+        return CancelResult(event.event_id, event.status, True, message)
+    current = lake.get_event(event.event_id)
+    now_status = current.status if current is not None else "deleted"
+    return CancelResult(
+        event.event_id, event.status, False,
+        f"changed by someone else meanwhile (now {now_status}); not cancelled", "refused",
+    )
+
+
+def _await_cancels(
+    lake: Lake, requested: dict[str, CancelRequest], clock: Clock, by: str, wait: float, interval: float,
+) -> dict[str, CancelResult]:
+    """Follow each requested event until it ends, or `wait` seconds pass."""
+    start = clock.monotonic()
+    results: dict[str, CancelResult] = {}
+    waiting = dict(requested)
+    while True:
+        for event_id, request in list(waiting.items()):
+            ended = _cancel_ended(lake, request, clock, by)
+            if isinstance(ended, CancelRequest):  # claimed again (its worker had died): follow the new claim
+                waiting[event_id] = ended
+            elif ended is not None:
+                results[event_id] = ended
+                del waiting[event_id]
+        elapsed = clock.monotonic() - start
+        if not waiting or elapsed >= wait:
+            break
+        clock.sleep(min(interval, max(wait - elapsed, 0.0)))
+    for event_id in waiting:
+        results[event_id] = CancelResult(
+            event_id, Status.PROCESSING.value, False,
+            f"still processing after {wait:g}s: the cancel request stands, and its worker stops at "
+            "its next checkpoint (`bridge wait` follows it)", "waiting",
         )
-        if changed:
-            results.append(CancelResult(event_id, event.status, True, message))
-            continue
-        current = lake.get_event(event_id)
-        now_status = current.status if current is not None else "deleted"
-        results.append(CancelResult(
-            event_id, event.status, False,
-            f"changed by someone else meanwhile (now {now_status}); not cancelled",
-        ))
     return results
 
 
-def _cancel_refusal(event: Event) -> str | None:
-    if event.status == Status.PENDING.value:
-        return None
+def _cancel_ended(lake: Lake, request: CancelRequest, clock: Clock, by: str) -> CancelResult | CancelRequest | None:
+    """What became of a processing event asked to stop: a result, a new request (the event was
+    claimed again), or None (still processing under the same claim)."""
+    was = Status.PROCESSING.value
+    event = lake.get_event(request.event_id)
+    if event is None:
+        return CancelResult(request.event_id, was, False, "deleted meanwhile", "refused")
     if event.status == Status.PROCESSING.value:
-        return f"being processed by {event.worker_id}: only a pending event can be cancelled"
+        if event.claim_token == request.claim_token or not event.claim_token:
+            return None
+        lake.forget_cancel_request(request.event_id, request.claim_token)
+        renewed = replace(request, claim_token=event.claim_token)
+        lake.request_cancel(renewed)
+        return renewed
+    message = cancel_message(request.requested_by, request.requested_at)
+    if event.status == Status.FAILED.value and event.error_message == message:
+        return CancelResult(request.event_id, was, True, message)  # its worker deleted the request
+    lake.forget_cancel_request(request.event_id, request.claim_token)
+    if event.status == Status.COMPLETED.value:
+        return CancelResult(request.event_id, was, False,
+                            "completed before its worker saw the cancel; nothing was changed", "refused")
+    if event.status == Status.PENDING.value:  # sent back for a retry meanwhile: cancel it there
+        return replace(_cancel_pending(lake, event, clock, by), previous_status=was)
+    return CancelResult(request.event_id, was, False,
+                        f"{event.status} before its worker saw the cancel: {event.error_message}", "refused")
+
+
+def _cancel_refusal(event: Event) -> str:
+    if event.status == Status.PROCESSING.value:
+        return "processing without a claim token: it cannot be asked to stop"
     if event.status == Status.COMPLETED.value:
         return "already completed: it was applied (submit a new event to undo it)"
     if event.status == Status.FAILED.value:
         return "already failed: nothing to cancel"
-    return f"status {event.status!r} is not pending: only a pending event can be cancelled"
+    return f"status {event.status!r} is neither pending nor processing: nothing to cancel"
 
 
 def require_cancelled(results: list[CancelResult]) -> None:
-    """EventNotFound when an id is unknown, else RefusedError naming each event not cancelled."""
-    missing = [r.event_id for r in results if r.previous_status is None]
+    """EventNotFound when an id is unknown, else RefusedError naming each event not cancelled
+    (refused, or finished first), else CancelTimeout when one was still processing when the wait
+    ended. A request not waited for (`requested`) counts as done."""
+    missing = [r.event_id for r in results if r.outcome == "missing"]
     if missing:
         raise EventNotFound(f"no event with id {', '.join(map(repr, missing))}")
-    refused = [r for r in results if not r.cancelled]
+    refused = [r for r in results if r.outcome == "refused"]
     if refused:
         raise RefusedError("; ".join(f"{r.event_id}: {r.reason}" for r in refused))
+    waiting = [r for r in results if r.outcome == "waiting"]
+    if waiting:
+        raise CancelTimeout("; ".join(f"{r.event_id}: {r.reason}" for r in waiting))
+
+
+class CancelTimeout(BridgeError, TimeoutError):
+    """A processing event asked to stop was still processing when the wait ended."""
+
+
+def current_pauses(lake: Lake) -> list[Pause] | None:
+    """What is paused; None on an install from before the control table."""
+    try:
+        return lake.list_pauses()
+    except NotInitialized:
+        return None
+
+
+def _pattern_key(pattern: NamePattern) -> tuple[tuple[str, bool], ...]:
+    """Patterns that name the same tables compare equal: `users` and `dbo.users`, `*` and `*.*`."""
+    if pattern.allows_any:
+        return (("*", True),)
+    return tuple((p.text, p.is_wildcard or (not p.quoted and "*" in p.text)) for p in pattern.parts)
+
+
+@dataclass(frozen=True)
+class PauseResult:
+    pause: Pause
+    replaced: list[Pause]  # earlier pauses of the same pattern (their reason and time are gone)
+
+
+def pause_targets(
+    lake: Lake, target: str | None = None, reason: str | None = None, clock: Clock | None = None,
+    by: str | None = None,
+) -> PauseResult:
+    """Workers stop claiming events for targets matching `target` (a pattern as in
+    allowed_targets; None: every target) within one poll; an event in hand finishes."""
+    pattern = pause_pattern(target if target is not None else "*")
+    key = _pattern_key(pattern)
+    same = [p for p in lake.list_pauses() if _parsed_key(p.target) == key]
+    lake.remove_pauses([p.target for p in same])
+    pause = Pause("*" if pattern.allows_any else pattern.text, reason or None, by or who_and_where(),
+                  (clock or SystemClock()).now().replace(microsecond=0))
+    lake.add_pause(pause)
+    return PauseResult(pause, same)
+
+
+def _parsed_key(text: str) -> tuple[tuple[str, bool], ...] | None:
+    try:
+        return _pattern_key(pause_pattern(text))
+    except ValidationError:
+        return None
+
+
+@dataclass(frozen=True)
+class ResumeResult:
+    target: str | None  # the pattern asked for; None: everything
+    resumed: list[Pause]
+    still_paused_by: list[Pause]  # pauses left that still cover every table of `target`
+
+
+def resume_targets(lake: Lake, target: str | None = None) -> ResumeResult:
+    """Remove the pause of `target` (None: every pause), and say which pauses still hold it."""
+    pauses = lake.list_pauses()
+    if target is None:
+        lake.remove_pauses([p.target for p in pauses])
+        return ResumeResult(None, pauses, [])
+    pattern = pause_pattern(target)
+    key = _pattern_key(pattern)
+    chosen = [p for p in pauses if _parsed_key(p.target) == key]
+    lake.remove_pauses([p.target for p in chosen])
+    left = [p for p in pauses if p not in chosen]
+    if pattern.allows_any:
+        holding = [p for p in left if _parsed_key(p.target) == (("*", True),)]
+    else:  # the pattern's parts as a name: `dbo.*` still holds `dbo.stg_*`
+        named = TableName(tuple(x.text for x in pattern.parts))
+        holding = [p for p in left if _holds(p, named)]
+    return ResumeResult(pattern.text, chosen, holding)
 
 
 @dataclass(frozen=True)
@@ -430,3 +588,11 @@ def prune_events(
     event_ids = lake.delete_finished_events(before, statuses, dry_run)
     ledger_rows = target.delete_ledger_entries(event_ids, dry_run) if event_ids else 0
     return PruneResult(before, statuses, event_ids, ledger_rows, dry_run)
+
+
+def _holds(pause: Pause, named: TableName) -> bool:
+    try:
+        pattern = pause_pattern(pause.target)
+    except ValidationError:
+        return False
+    return pattern.allows_any or pattern.matches(named)

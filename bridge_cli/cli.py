@@ -21,6 +21,7 @@ from bridge_cli.adapters import open_lake, open_target
 from bridge_cli.api import (
     WaitTimeout,
     copies_message,
+    current_pauses,
     event_progress,
     forget_gone_workers,
     get_event_rows,
@@ -480,7 +481,7 @@ def status(
             reporting.print_event(rows[0], as_json, event_progress(lake, rows[0]))
             return
         if summary:
-            reporting.print_counts(lake.count_by_status(), as_json)
+            reporting.print_counts(lake.count_by_status(), as_json, current_pauses(lake))
             return
         events = recent_events(
             lake, status_filter.value if status_filter else None, limit or 20, target=target,
@@ -539,7 +540,10 @@ def workers(
             reporting.print_forgotten_workers(forget_gone_workers(lake, age), older_than, as_json)
             return
         states = list_workers(lake)
+        pauses = current_pauses(lake)
     reporting.print_workers(states, as_json)
+    if not as_json:
+        reporting.print_pause_note(pauses)
 
 
 @app.command(cls=_BridgeCommand)
@@ -579,6 +583,7 @@ def top(
 # commands as registered).
 from bridge_cli import cli_run  # noqa: E402,F401,I001
 from bridge_cli import cli_queue  # noqa: E402,F401,I001
+from bridge_cli import cli_control  # noqa: E402,F401,I001
 
 
 def main() -> None:

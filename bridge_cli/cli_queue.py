@@ -9,6 +9,7 @@ import typer
 from bridge_cli import reporting
 from bridge_cli.adapters import open_lake, open_target
 from bridge_cli.api import (
+    CancelTimeout,
     cancel_events,
     prune_events,
     requeue_events,
@@ -17,10 +18,12 @@ from bridge_cli.api import (
 )
 from bridge_cli.cli import (
     EXIT_CONFIG,
+    EXIT_TIMEOUT,
     JsonFlag,
     _BridgeCommand,
     _state,
     app,
+    in_range,
     parse_duration,
     reported_errors,
 )
@@ -63,15 +66,28 @@ def requeue(
 @app.command(cls=_BridgeCommand)
 def cancel(
     ctx: typer.Context,
-    event_ids: Annotated[list[str], typer.Argument(metavar="EVENT_ID", help="Pending events to cancel.")],
+    event_ids: Annotated[list[str], typer.Argument(metavar="EVENT_ID", help="Pending or processing events to cancel.")],
+    timeout: Annotated[float | None, typer.Option(
+        "--timeout", metavar="SECONDS", callback=in_range(0),
+        help="Seconds to wait for a processing event's worker to stop it (default 60; exit 3 after).",
+    )] = None,
+    no_wait: Annotated[bool, typer.Option(
+        "--no-wait", help="Only ask a processing event's worker to stop; do not wait.",
+    )] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Move pending events to failed, "cancelled by USER@HOST at TIME" (never one in hand or done)."""
+    """Fail events "cancelled by USER@HOST at TIME": pending at once, processing by its worker (nothing applied)."""
+    if no_wait and timeout is not None:
+        raise typer.BadParameter("does nothing with --no-wait", param_hint="--timeout")
     with reported_errors():
         lake = open_lake(_state(ctx).settings())
-        results = cancel_events(lake, event_ids)
+        results = cancel_events(lake, event_ids, wait=None if no_wait else (60.0 if timeout is None else timeout))
         reporting.print_cancel(results, as_json)
-        require_cancelled(results)
+        try:
+            require_cancelled(results)
+        except CancelTimeout as exc:
+            reporting.error(str(exc))
+            raise typer.Exit(EXIT_TIMEOUT) from None
 
 
 @app.command(cls=_BridgeCommand)

@@ -15,9 +15,11 @@ import typer
 from bridge_cli import logcontext, reporting
 from bridge_cli.adapters import open_lake, open_target
 from bridge_cli.api import (
+    current_pauses,
     events_ahead,
     get_event,
 )
+from bridge_cli.cancel import describe_pauses, pause_covering
 from bridge_cli.cli import (
     EXIT_ABORTED,
     JsonFlag,
@@ -86,10 +88,14 @@ def process_once(
 
 
 def _explain_waiting(engine: Engine, event_id: str) -> None:
-    """An explicit event that per-target order holds back is refused, naming what it waits for."""
+    """An explicit event that a pause or per-target order holds back is refused, naming why."""
+    event = get_event(engine.lake, event_id)
+    pause = pause_covering(current_pauses(engine.lake) or [], event.target_table)
+    if event.status == Status.PENDING.value and pause is not None:
+        raise RefusedError(f"event {event_id} waits: its target {event.target_table} is paused, "
+                           f"{describe_pauses([pause])}; `bridge resume` lifts it")
     if engine.settings.ordering != "per_target":
         return
-    event = get_event(engine.lake, event_id)
     ahead = events_ahead(engine.lake, event)
     if event.status == Status.PENDING.value and ahead:
         first = ahead[0]

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from bridge_cli.adapters import open_lake, open_target
 from bridge_cli.api import list_workers
+from bridge_cli.cancel import describe_pauses
 from bridge_cli.clock import Clock, SystemClock
 from bridge_cli.config import Settings, load_settings
 from bridge_cli.errors import (
@@ -92,6 +93,7 @@ def run_checks(
         ("statuses", ("event table",), lambda: _statuses(state)),
         ("leases", ("event table",), lambda: _leases(state, clock)),
         ("workers", ("event table",), lambda: _workers(state, clock)),
+        ("pauses", ("event table",), lambda: _pauses(state)),
         ("spark", ("config",), lambda: _spark(state)),
     ]
     results: dict[str, CheckResult] = {}
@@ -320,6 +322,19 @@ def _gone(beat: WorkerBeat) -> str:
     if beat.event_id is None:
         return beat.worker_id
     return f"{beat.worker_id} (held event {beat.event_id}, {beat.phase or 'claimed'})"
+
+
+def _pauses(state: _State) -> str:
+    """`bridge pause` is for a while (a maintenance window): say so while it lasts."""
+    assert state.lake is not None
+    try:
+        pauses = state.lake.list_pauses()
+    except NotInitialized as exc:
+        raise CheckWarning(str(exc), "run `bridge init`: it adds the control table, leaving the events alone") from None
+    if pauses:
+        raise CheckWarning(f"paused, workers claim none of their events: {describe_pauses(pauses)}",
+                           "`bridge resume` (or `bridge resume --target PATTERN`) when the window is over")
+    return "nothing is paused"
 
 
 def all_passed(results: list[CheckResult]) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import random
 import threading
@@ -14,6 +15,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 from bridge_cli import logcontext
+from bridge_cli.cancel import CancelWatch, describe_pauses, pause_covering
 from bridge_cli.clock import Clock, SystemClock
 from bridge_cli.config import Settings
 from bridge_cli.errors import (
@@ -37,7 +39,7 @@ from bridge_cli.events import (
     split_counts,
 )
 from bridge_cli.heartbeat import Heartbeats, InFlight, default_worker_id
-from bridge_cli.lakes import Lake, QueueStats
+from bridge_cli.lakes import Lake, Pause, QueueStats
 from bridge_cli.observe import Observers, WorkerObserver
 from bridge_cli.outcomes import EventResult, discrepancy_warning, log_outcome, skipped_warning
 from bridge_cli.planning import plan_with_stores
@@ -107,6 +109,9 @@ class Engine:
         self._keeper: _LeaseKeeper | None = None  # the lease of the event in hand
         self.beats: Heartbeats | None = None  # the worker's row in the workers table (run_worker)
         self._stop: threading.Event | None = None  # run_worker's: a Spark run is cancelled when set
+        self._cancel: CancelWatch | None = None  # `bridge cancel` of the event in hand
+        self._pauses_said: tuple[Pause, ...] | None = None  # the pauses last logged ("paused: ...")
+        self._no_control_said = False
         # Huge events stage on Spark (the profile's `spark:` section); checked at start, so a wrong
         # section stops the worker before it claims anything.
         if spark is None and settings.spark is not None:
@@ -123,7 +128,12 @@ class Engine:
         """Claim the first due event by conditional update; None when there is nothing to do."""
         now = self.clock.now()
         per_target = self.settings.ordering == "per_target"
-        for event in self.lake.claimable_events(now, 20, event_id, per_target):
+        candidates = self.lake.claimable_events(now, _CLAIM_PAGE, event_id, per_target)
+        if candidates:  # nothing claimable, nothing to pause: an idle poll reads no pauses
+            candidates = self._not_paused(
+                candidates, lambda: self.lake.claimable_events(now, _PAUSED_LOOK_AHEAD, event_id, per_target)
+            )
+        for event in candidates:
             token = uuid.uuid4().hex
             changes: dict[str, Any] = {
                 "status": Status.PROCESSING.value,
@@ -143,7 +153,68 @@ class Engine:
             log.debug("event %s was claimed by another worker", event.event_id)
         return None
 
+    def _not_paused(self, candidates: list[Event], further: Callable[[], list[Event]]) -> list[Event]:
+        """The candidates whose target no pause covers (`bridge pause`); `further` lists more when
+        a whole page is paused, so other targets still proceed."""
+        pauses = self._pauses()
+        if not pauses:
+            self._say_paused((), 0)
+            return candidates
+        free = [e for e in candidates if pause_covering(pauses, e.target_table) is None]
+        if not free and len(candidates) >= _CLAIM_PAGE:
+            candidates = further()
+            free = [e for e in candidates if pause_covering(pauses, e.target_table) is None]
+        self._say_paused(tuple(pauses), len(candidates) - len(free))
+        return free
+
+    def _pauses(self) -> list[Pause]:
+        try:
+            return self.lake.list_pauses()
+        except NotInitialized as exc:  # an old install, this worker upgraded: never a stopped worker
+            if not self._no_control_said:
+                log.warning("%s; until then nothing is paused", exc)
+                self._no_control_said = True
+            return []
+
+    def _say_paused(self, pauses: tuple[Pause, ...], held: int) -> None:
+        """One log line per change of the pauses, not one per poll."""
+        if pauses == (self._pauses_said or ()):
+            return
+        if pauses:
+            log.info("paused: %s; %d claimable event(s) held back", describe_pauses(pauses), held)
+        elif self._pauses_said:
+            log.info("resumed: nothing is paused")
+        self._pauses_said = pauses
+
     # -- processing --------------------------------------------------------------------------
+    def check_cancel(self) -> None:
+        """Look for a `bridge cancel` of the event in hand: one read of the control table (none
+        while idle). The heartbeat thread calls it after each beat, the lease keeper on each renewal.
+        The worker stops at its next checkpoint; a store error is logged, never raised."""
+        watch = self._cancel
+        if watch is not None:
+            watch.check()
+
+    def _cancel_checkpoint(self, fresh: bool = False) -> None:
+        """Stop here (EventCancelled) when a cancel of the event in hand was seen. In a worker the
+        heartbeat thread looks after each beat, off the event's path; without one (process-once)
+        the checkpoint reads the control table itself now and then, and with `fresh` before the
+        target transaction starts (never inside it)."""
+        watch = self._cancel
+        if watch is None:
+            return
+        if self.beats is None:
+            if fresh:
+                watch.check()
+            else:
+                watch.check_if_due()
+        watch.raise_if_requested()
+
+    def _before_commit(self) -> None:
+        """Inside the target transaction, before its commit: only what was already seen."""
+        if self._cancel is not None:
+            self._cancel.raise_if_requested()
+
     def process_event(self, event: Event) -> EventResult:
         """Apply one claimed event and record the outcome; never raises for a bad event."""
         assert event.claim_token is not None, "process_event needs a claimed event"
@@ -154,6 +225,7 @@ class Engine:
     def _process(self, event: Event) -> EventResult:
         started = self.clock.monotonic()
         attempts = event.attempts or 1
+        watch = self._cancel = CancelWatch(self.lake, event.event_id, event.claim_token or "")
         keeper = self._keeper = _LeaseKeeper(self, event)
         keeper.start()
         try:
@@ -184,11 +256,14 @@ class Engine:
             outcome = self._completed(event, applied)
         finally:
             keeper.stop()
+            self._cancel = None
         if self.beats is not None:
             self.beats.phase("recording")
         recorded = self.lake.update_event_if(
             event.event_id, {"claim_token": event.claim_token}, outcome
         )
+        if recorded:
+            watch.forget()
         status = outcome["status"] if recorded else "lost"
         seconds = self.clock.monotonic() - started
         if not recorded:
@@ -266,9 +341,10 @@ class Engine:
         try:
             if source_columns is None:  # a DELETE: nothing to read
                 self._phase(event, "deleting", event.rows_expected)
+                self._cancel_checkpoint(fresh=True)
                 with self.target.session() as session:
                     self._check_lease()
-                    counts = session.apply(plan, self.clock.now())
+                    counts = session.apply(plan, self.clock.now(), before_commit=self._before_commit)
                 return _Applied(counts.rows_affected, None)
             assert job.source is not None
             route = choose_route(job, plan, self.settings, self.spark, self.lake)
@@ -286,8 +362,9 @@ class Engine:
                     if staged == 0:
                         raise _no_data(job)
                     self._check_lease()
+                    self._cancel_checkpoint(fresh=True)
                     self._phase(event, "writing", staged)
-                    counts = session.apply(plan, self.clock.now())
+                    counts = session.apply(plan, self.clock.now(), before_commit=self._before_commit)
             finally:
                 # A load that failed midway leaves the reader thread and the source (its file lock
                 # or connection) open until collected, which the error's traceback can put off
@@ -322,13 +399,15 @@ class Engine:
             if staged == 0:
                 raise _no_data(job)
             self._check_lease()
+            self._cancel_checkpoint(fresh=True)
             self._phase(event, "writing", staged)
-            counts = session.apply(plan, self.clock.now())
+            counts = session.apply(plan, self.clock.now(), before_commit=self._before_commit)
         return _Applied(counts.rows_affected, staged, note=note, details=counts.details)
 
     def _while_staging(self) -> None:
         """Between polls of a long staging run: stop it if the lease is going or the worker is."""
         self._check_lease()
+        self._cancel_checkpoint()  # the run is cancelled as for a stopping worker
         if self._stop is not None and self._stop.is_set():
             raise WorkerStopping("the worker stopped while Spark staged this event; the run was cancelled")
 
@@ -350,6 +429,7 @@ class Engine:
         try:
             for batch in batches:
                 self._check_lease()
+                self._cancel_checkpoint()
                 rows += batch.num_rows
                 if self.beats is not None:
                     self.beats.rows(rows)
@@ -466,6 +546,7 @@ class Engine:
             self.lake, self.worker_id, self.settings.lease_seconds, self.clock.now,
             progress_seconds=self.settings.progress_seconds,
         )
+        beats.after_busy_beat = self.check_cancel  # a `bridge cancel` is looked for with each beat
         self._stop = stop
         try:
             return self._loop(stop, interval, idle, watch, beats, max_events, on_result)
@@ -564,7 +645,8 @@ class Engine:
     def _queue_stats(self) -> QueueStats | None:
         """The queue, counted for those watching the worker; a failure is logged, not fatal."""
         try:
-            return self.lake.queue_stats()
+            stats = self.lake.queue_stats()
+            return dataclasses.replace(stats, paused=tuple(p.target for p in self._pauses()))
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:  # a native panic too: the worker lives on
@@ -573,6 +655,8 @@ class Engine:
 
 
 _STATUS_CHECK_SECONDS = 600.0
+_CLAIM_PAGE = 20  # candidates a claim looks at
+_PAUSED_LOOK_AHEAD = 500  # ... and when every one of them is paused
 
 
 def _no_data(job: Job) -> PermanentError:
@@ -677,3 +761,4 @@ class _LeaseKeeper:
                 self._lost = True
                 return
             self._renewed_at = time.monotonic()
+            self.engine.check_cancel()

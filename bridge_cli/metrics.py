@@ -74,6 +74,9 @@ class WorkerMetrics:
                                "worker's last successful poll", registry=r)
         if in_flight is not None:
             r.register(_InFlightCollector(in_flight))
+        self.paused = Gauge("bridge_paused", "1 for each target pattern `bridge pause` holds (at the "
+                            "last poll)", ["target"], registry=r)
+        self._paused: set[str] = set()
         for status in Status:
             self.queue.labels(status.value).set(0)
         self._statuses: set[str] = {s.value for s in Status}
@@ -103,6 +106,12 @@ class WorkerMetrics:
                 self.queue.labels(status).set(stats.counts.get(status, 0))
             with self._lock:
                 self._oldest_pending_at = stats.oldest_pending_at
+            if stats.paused is not None:
+                for gone in self._paused - set(stats.paused):
+                    self.paused.remove(gone)
+                for target in stats.paused:
+                    self.paused.labels(target).set(1)
+                self._paused = set(stats.paused)
 
     def on_event(self, event_id: str) -> None:
         with self._lock:

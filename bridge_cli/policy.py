@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from bridge_cli.config import DEFAULT_EVENT_TABLE, DEFAULT_LEDGER_TABLE, Settings
 from bridge_cli.errors import ConfigError, PermanentError, ValidationError
 from bridge_cli.identifiers import TableName, parse_table_name, parse_target_table
-from bridge_cli.lakes import workers_table_name
+from bridge_cli.lakes import control_table_name, workers_table_name
 from bridge_cli.patterns import NamePattern, parse_patterns
 
 # Schemas that belong to the server: never a target, whatever allowed_targets says.
@@ -39,6 +39,7 @@ class TablePolicy:
     ledger_table: TableName  # schema.table on the target
     event_table: TableName  # catalog.schema.table in the lake
     workers_table: TableName
+    control_table: TableName
 
     def check_target(self, target: TableName) -> None:
         """PermanentError when `target` is one of bridge's or the server's own tables, or is not
@@ -46,7 +47,7 @@ class TablePolicy:
         _check("target", target, self._protected_target(target), self.allowed_targets)
 
     def check_source(self, source: TableName) -> None:
-        """PermanentError when `source` is bridge's event or workers table, or is not in
+        """PermanentError when `source` is bridge's event, workers or control table, or is not in
         allowed_sources."""
         _check("source", source, self._protected_source(source), self.allowed_sources)
 
@@ -54,7 +55,8 @@ class TablePolicy:
         schema, table = target.schema.lower(), target.table.lower()
         if _same(target, self.ledger_table):
             return "it is bridge's ledger (the record of applied events)"
-        for own, what in ((self.event_table, "event"), (self.workers_table, "workers")):
+        own_tables = ((self.event_table, "event"), (self.workers_table, "workers"), (self.control_table, "control"))
+        for own, what in own_tables:
             if (schema, table) == (own.schema.lower(), own.table.lower()):
                 return f"it has the name of bridge's {what} table"
         if schema in SYSTEM_SCHEMAS:
@@ -66,6 +68,8 @@ class TablePolicy:
             return "it is bridge's event table"
         if _same(source, self.workers_table):
             return "it is bridge's workers table"
+        if _same(source, self.control_table):
+            return "it is bridge's control table (pauses and cancel requests)"
         return None
 
 
@@ -103,4 +107,5 @@ def table_policy(settings: Settings) -> TablePolicy:
         ledger_table=parse_target_table(str(settings.target.get("ledger_table") or DEFAULT_LEDGER_TABLE)),
         event_table=event_table,
         workers_table=workers_table_name(event_table),
+        control_table=control_table_name(event_table),
     )

@@ -26,10 +26,20 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
-from bridge_cli.api import CancelResult, PruneResult, QueueView, RequeueResult, WorkerState
+from bridge_cli.api import (
+    CancelResult,
+    PauseResult,
+    PruneResult,
+    QueueView,
+    RequeueResult,
+    ResumeResult,
+    WorkerState,
+)
+from bridge_cli.cancel import describe_pauses
 from bridge_cli.config import SettingSource
 from bridge_cli.doctor import CheckResult
 from bridge_cli.events import Event, split_counts
+from bridge_cli.lakes import Pause
 from bridge_cli.outcomes import EventResult
 from bridge_cli.untrusted import json_text, printable, strict_json
 
@@ -352,14 +362,47 @@ def print_events(events: Sequence[Event], as_json: bool) -> None:
     )
 
 
-def print_counts(counts: dict[str, int], as_json: bool) -> None:
+def print_counts(counts: dict[str, int], as_json: bool, pauses: Sequence[Pause] | None = None) -> None:
     known, unknown = split_counts(counts)
+    paused = {"paused": [asdict(p) for p in pauses]} if pauses else {}
     if as_json:
-        print_json({**known, "unknown": unknown} if unknown else known)
+        print_json({**known, **({"unknown": unknown} if unknown else {}), **paused})
     elif not to_terminal():
         _print_rows([*known.items(), *((f"unknown:{k}", v) for k, v in unknown.items())])
+        _print_rows((f"paused:{p.target}", p.paused_by, p.paused_at, p.reason) for p in pauses or ())
     else:
         stdout().print(f"counts by status: {_counts_summary(counts)}")
+        print_pause_note(pauses)
+
+
+def print_pause_note(pauses: Sequence[Pause] | None) -> None:
+    """One line saying what is paused (nothing when nothing is): stdout on a terminal, else stderr."""
+    if pauses:
+        line = f"paused (workers claim none of their events): {describe_pauses(pauses)}"
+        if to_terminal():
+            stdout().print(f"[bold yellow]{escape(line)}[/]", highlight=False, soft_wrap=True)
+        else:
+            info(line)
+
+
+def print_pause(result: PauseResult, as_json: bool) -> None:
+    if as_json:
+        print_json({**asdict(result.pause), "replaced": [asdict(p) for p in result.replaced]})
+        return
+    sys.stdout.write(printable(f"paused {describe_pauses([result.pause])}") + "\n")
+    info("workers claim none of their events from their next poll; an event in hand finishes "
+         "(`bridge resume` undoes it)")
+
+
+def print_resume(result: ResumeResult, as_json: bool) -> None:
+    if as_json:
+        print_json({"resumed": [asdict(p) for p in result.resumed],
+                    "still_paused_by": [asdict(p) for p in result.still_paused_by]})
+        return
+    for pause in result.resumed:
+        sys.stdout.write(printable(f"resumed {describe_pauses([pause])}") + "\n")
+    if not result.resumed:
+        info("nothing was paused" + (f" with the pattern {result.target}" if result.target else ""))
 
 
 def _counts_summary(counts: dict[str, int]) -> str:
@@ -461,6 +504,8 @@ def top_renderable(view: QueueView | None, interval: float, problem: str | None 
         parts.append(f"[bold red]refresh failed:[/] {escape(problem)} (retrying)")
     if view is not None:
         parts.append(f"counts by status: {_counts_summary(view.counts)}")
+        if view.pauses:
+            parts.append(f"[bold yellow]paused:[/] {escape(describe_pauses(view.pauses))}")
         if view.workers:
             parts.append(workers_table(view.workers, width))
         else:

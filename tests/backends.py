@@ -440,6 +440,7 @@ class DatabricksPair(LocalPair):
     def close(self) -> None:
         self.lake.execute(f"DROP TABLE IF EXISTS {self.lake._table}")  # type: ignore[attr-defined]
         self.lake.execute(f"DROP TABLE IF EXISTS {self.lake._workers}")  # type: ignore[attr-defined]
+        self.lake.execute(f"DROP TABLE IF EXISTS {self.lake._control}")  # type: ignore[attr-defined]
         self.lake.close()  # type: ignore[attr-defined]
 
     def run(self, sql: str, params: dict[str, Any] | None = None, fetch: bool = False) -> list[Any]:

@@ -531,9 +531,10 @@ def test_cancel_and_a_claim_one_wins(pair: LocalPair) -> None:
     engine = pair.engine(worker_id="vm:1")
     assert engine.claim_next_event(won_by_claim.event_id) is not None
     stale_view = pair.lake.get_event(won_by_cancel.event_id)  # a worker read it as pending...
-    results = cancel_events(pair.lake, [won_by_claim.event_id, won_by_cancel.event_id], by="ana@vm")
-    assert [r.cancelled for r in results] == [False, True]
-    assert "being processed by vm:1" in results[0].reason
+    results = cancel_events(pair.lake, [won_by_claim.event_id, won_by_cancel.event_id], by="ana@vm",
+                            wait=None)
+    assert [(r.cancelled, r.outcome) for r in results] == [(False, "requested"), (True, "cancelled")]
+    assert "cancel requested of worker vm:1" in results[0].reason  # its worker is asked to stop it
     # ...and its claim, made after the cancel, loses.
     assert not pair.lake.update_event_if(
         won_by_cancel.event_id, {"status": stale_view.status, "claim_token": stale_view.claim_token},

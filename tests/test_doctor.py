@@ -95,7 +95,7 @@ def test_config_show_of_the_embedded_default_and_of_a_broken_config(bridge_home:
 
 # -- bridge doctor ---------------------------------------------------------------------------------
 CHECKS = ["config", "lake", "event table", "target", "ledger", "staging", "allowed tables",
-          "leftover stages", "statuses", "leases", "workers", "spark"]
+          "leftover stages", "statuses", "leases", "workers", "pauses", "spark"]
 
 
 def doctor(*args: str, env: dict[str, str | None] | None = None) -> tuple[int, dict[str, dict[str, Any]]]:

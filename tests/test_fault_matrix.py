@@ -89,6 +89,10 @@ MATRIX: dict[str, list[Phase]] = {
     "lake.forget_worker": [Phase("lake.forget_worker", "stop")],
     # At start: no live worker may hold this worker's id (read before and after its first beat).
     "lake.list_workers": [Phase("lake.list_workers", "start", before_claim=True)],
+    # `bridge pause`: read when a claim finds claimable events (and with the metrics' counts).
+    "lake.list_pauses": [Phase("lake.list_pauses", "call", before_claim=True)],
+    # `bridge cancel` of the event in hand: looked for before applying and with lease renewals.
+    "lake.cancel_request": [Phase("lake.cancel_request", "call")],
     "lake.update_event_if": [
         Phase("lake.update_event_if", "claim", "before", before_claim=True),
         Phase("lake.update_event_if", "claim", "after"),  # claimed, but the worker never heard
@@ -136,6 +140,10 @@ NOT_CALLED_BY_WORKERS = {
     "lake.list_events",
     "lake.delete_finished_events",  # bridge prune
     "lake.count_rows",  # only with spark_min_rows set: tests/test_spark_path.py injects its faults
+    "lake.add_pause",  # bridge pause
+    "lake.remove_pauses",  # bridge resume
+    "lake.request_cancel",  # bridge cancel
+    "lake.forget_cancel_request",  # after a cancelled event (tests/test_pause_cancel*.py)
     "target.init_ledger",
     "target.delete_ledger_entries",  # bridge prune
     "target.check_staging",  # bridge doctor
@@ -340,12 +348,12 @@ class FaultySession:
             yield batch
             self._injector.raise_fault()
 
-    def apply(self, plan: Any, applied_at: Any) -> int:
+    def apply(self, plan: Any, applied_at: Any, before_commit: Any = None) -> int:
         injector = self._injector
         fire = injector.count("session.apply", "apply")
         if fire and injector.moment() == "before":
             injector.raise_fault()
-        rows = self._real.apply(plan, applied_at)  # AlreadyApplied when the ledger has it
+        rows = self._real.apply(plan, applied_at, before_commit)  # AlreadyApplied when the ledger has it
         with injector.lock:
             injector.commits[plan.event_id] += 1
         if fire:

@@ -34,6 +34,7 @@ class QueueStats:
 
     counts: dict[str, int]
     oldest_pending_at: datetime | None
+    paused: tuple[str, ...] | None = None  # the paused target patterns; None: not read
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,57 @@ def workers_table_name(event_table: TableName) -> TableName:
     return TableName((*event_table.parts[:-1], workers))
 
 
+def control_table_name(event_table: TableName) -> TableName:
+    """The control table beside the event table (pauses and cancel requests): `bridge_events` ->
+    `bridge_control`; any other event table name gets `_control` appended."""
+    name = event_table.table
+    ends = name.lower().endswith("events")
+    control = name[: -len("events")] + "control" if ends else f"{name}_control"
+    return TableName((*event_table.parts[:-1], control))
+
+
+@dataclass(frozen=True)
+class Pause:
+    """A row of the control table: workers claim no event whose target matches `target` (a pattern
+    as in allowed_targets; `*` is everything). Times naive UTC."""
+
+    target: str
+    reason: str | None
+    paused_by: str  # USER@HOST
+    paused_at: datetime
+
+
+@dataclass(frozen=True)
+class CancelRequest:
+    """A row of the control table: the worker holding this claim of the event stops it."""
+
+    event_id: str
+    claim_token: str
+    requested_by: str  # USER@HOST
+    requested_at: datetime
+
+
+# The control table's columns: kind 'pause' (target, reason) or 'cancel' (event_id, claim_token).
+CONTROL_COLUMNS = ("kind", "target", "event_id", "claim_token", "reason", "requested_by", "requested_at")
+PAUSE_SELECT = "SELECT target, reason, requested_by, requested_at FROM {table} WHERE kind = 'pause' ORDER BY target"
+
+
+def pause_values(pause: Pause) -> list[Any]:
+    return ["pause", pause.target, None, None, pause.reason, pause.paused_by, pause.paused_at]
+
+
+def cancel_values(request: CancelRequest) -> list[Any]:
+    return ["cancel", None, request.event_id, request.claim_token, None, request.requested_by,
+            request.requested_at]
+
+
+def control_missing(event_table: TableName) -> NotInitialized:
+    return NotInitialized(
+        f"control table {control_table_name(event_table)} does not exist: run `bridge init` (an "
+        "existing install keeps its events and gains the table)"
+    )
+
+
 @dataclass(frozen=True)
 class SourceColumn:
     name: str
@@ -99,8 +151,8 @@ class Lake(Protocol):
     event_table_name: str
 
     def init_event_table(self, upgrade: bool) -> list[str]:
-        """Create the event table (or add missing lifecycle columns) and the workers table beside
-        it (see `workers_table_name`); return what was done."""
+        """Create the event table (or add missing lifecycle columns) and the workers and control
+        tables beside it (see `workers_table_name`, `control_table_name`); return what was done."""
         ...
 
     def insert_event(self, event: Event) -> None: ...
@@ -161,6 +213,30 @@ class Lake(Protocol):
         """Delete the worker's row: a worker that stops cleanly, or with `expired_before` a gone
         one (`bridge workers --forget-gone`), only while its row says it expired before then (a
         worker heard from meanwhile keeps its row)."""
+        ...
+
+    def list_pauses(self) -> list[Pause]:
+        """The pauses in the control table, by target (NotInitialized when it does not exist)."""
+        ...
+
+    def add_pause(self, pause: Pause) -> None:
+        """Record a pause, replacing one with the same `target` text."""
+        ...
+
+    def remove_pauses(self, targets: Sequence[str]) -> None:
+        """Delete the pauses with these `target` texts."""
+        ...
+
+    def request_cancel(self, request: CancelRequest) -> None:
+        """Record a cancel request for one claim of an event."""
+        ...
+
+    def cancel_request(self, event_id: str, claim_token: str) -> CancelRequest | None:
+        """The cancel request for this claim, if any (one statement)."""
+        ...
+
+    def forget_cancel_request(self, event_id: str, claim_token: str) -> None:
+        """Delete the cancel request for this claim."""
         ...
 
     def source_columns(self, table: TableName) -> list[SourceColumn]:

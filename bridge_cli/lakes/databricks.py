@@ -29,23 +29,31 @@ from bridge_cli.events import ALL_COLUMNS, Event
 from bridge_cli.identifiers import TableName, parse_table_name, quote_backtick
 from bridge_cli.lakes import (
     CLAIM_ORDER,
+    CONTROL_COLUMNS,
     FINISHED_AT,
     MAX_COPIES_LISTED,
+    PAUSE_SELECT,
     QUEUE_STATS_SELECT,
     WORKER_COLUMNS,
+    CancelRequest,
     EventFilter,
     LakeCapabilities,
+    Pause,
     QueueStats,
     SourceColumn,
     WorkerBeat,
     beat_from_row,
     beat_values,
+    cancel_values,
     claimable_condition,
+    control_missing,
+    control_table_name,
     event_table_problem,
     finished_statuses,
     first_in_line_condition,
     lifecycle_columns_to_add,
     list_conditions,
+    pause_values,
     queue_stats_from_rows,
     workers_table_name,
 )
@@ -72,6 +80,12 @@ WORKER_TYPES = {
     "event_id": "STRING", "phase": "STRING", "rows_done": "BIGINT", "rows_per_second": "DOUBLE",
 }
 assert tuple(WORKER_TYPES) == WORKER_COLUMNS
+
+CONTROL_TYPES = {
+    "kind": "STRING", "target": "STRING", "event_id": "STRING", "claim_token": "STRING",
+    "reason": "STRING", "requested_by": "STRING", "requested_at": "TIMESTAMP",
+}
+assert tuple(CONTROL_TYPES) == CONTROL_COLUMNS
 
 _CONFLICT_MARKERS = (
     "ConcurrentAppendException", "ConcurrentDeleteReadException", "ConcurrentDeleteDeleteException",
@@ -272,6 +286,10 @@ class DatabricksLake:
     def _workers(self) -> str:
         return ".".join(quote_backtick(p) for p in workers_table_name(self.event_table).parts)
 
+    @property
+    def _control(self) -> str:
+        return ".".join(quote_backtick(p) for p in control_table_name(self.event_table).parts)
+
     # -- event table -------------------------------------------------------------------------
     def _existing_columns(self) -> set[str] | None:
         try:
@@ -289,7 +307,7 @@ class DatabricksLake:
         return columns
 
     def init_event_table(self, upgrade: bool) -> list[str]:
-        return [*self._init_events(upgrade), *self._init_workers()]
+        return [*self._init_events(upgrade), *self._init_workers(), *self._init_control()]
 
     def _init_events(self, upgrade: bool) -> list[str]:
         existing = self._existing_columns()
@@ -324,6 +342,20 @@ class DatabricksLake:
             "TBLPROPERTIES ('delta.enableDeletionVectors' = 'true')"
         )
         return [f"created workers table {workers_table_name(self.event_table)}"]
+
+    def _init_control(self) -> list[str]:
+        try:
+            self.execute(f"DESCRIBE TABLE {self._control}", fetch=True)
+            return []
+        except PermanentError as exc:
+            if not _names_missing_object(exc):
+                raise
+        body = ", ".join(f"{quote_backtick(c)} {t}" for c, t in CONTROL_TYPES.items())
+        self.execute(
+            f"CREATE TABLE IF NOT EXISTS {self._control} ({body}) USING DELTA "
+            "TBLPROPERTIES ('delta.enableDeletionVectors' = 'true')"
+        )
+        return [f"created control table {control_table_name(self.event_table)}"]
 
     def _select(self, where: str, params: Mapping[str, Any], tail: str = "") -> list[Event]:
         columns = ", ".join(quote_backtick(c) for c in ALL_COLUMNS)
@@ -510,6 +542,55 @@ class DatabricksLake:
                 f"DELETE FROM {self._workers} WHERE worker_id = :worker_id AND expires_at < :before",
                 {"worker_id": worker_id, "before": expired_before},
             )
+
+    # -- control (pauses, cancel requests) --------------------------------------------------------
+    def _on_control(self, sql: str, params: Mapping[str, Any], fetch: bool = False) -> list[Any]:
+        try:
+            return list(self._with_conflict_retries(lambda: self.execute(sql, params, fetch=fetch)))
+        except PermanentError as exc:
+            if _names_missing_object(exc):
+                raise control_missing(self.event_table) from None
+            raise
+
+    def _insert_control(self, values: list[Any]) -> None:
+        named = dict(zip(CONTROL_COLUMNS, values, strict=True))
+        columns = ", ".join(quote_backtick(c) for c in CONTROL_COLUMNS)
+        marks = ", ".join(f"CAST(:{c} AS {CONTROL_TYPES[c]})" for c in CONTROL_COLUMNS)
+        self._on_control(f"INSERT INTO {self._control} ({columns}) VALUES ({marks})", named)
+
+    def list_pauses(self) -> list[Pause]:
+        rows = self._on_control(PAUSE_SELECT.format(table=self._control), {}, fetch=True)
+        return [Pause(str(t), r, str(by or ""), _value(at)) for t, r, by, at in rows]
+
+    def add_pause(self, pause: Pause) -> None:
+        """Two statements (Delta has no unique key): the old pause of this target goes, the new
+        one comes. Pausing is a person's command, so the cost is theirs, not a worker's."""
+        self.remove_pauses([pause.target])
+        self._insert_control(pause_values(pause))
+
+    def remove_pauses(self, targets: Sequence[str]) -> None:
+        if targets:
+            named = {f"t_{i}": t for i, t in enumerate(targets)}
+            listed = ", ".join(f":{n}" for n in named)
+            self._on_control(f"DELETE FROM {self._control} WHERE kind = 'pause' AND target IN ({listed})", named)
+
+    def request_cancel(self, request: CancelRequest) -> None:
+        self.forget_cancel_request(request.event_id, request.claim_token)
+        self._insert_control(cancel_values(request))
+
+    def cancel_request(self, event_id: str, claim_token: str) -> CancelRequest | None:
+        rows = self._on_control(
+            f"SELECT requested_by, requested_at FROM {self._control} WHERE kind = 'cancel' "
+            "AND event_id = :event_id AND claim_token = :claim_token LIMIT 1",
+            {"event_id": event_id, "claim_token": claim_token}, fetch=True,
+        )
+        return CancelRequest(event_id, claim_token, str(rows[0][0] or ""), _value(rows[0][1])) if rows else None
+
+    def forget_cancel_request(self, event_id: str, claim_token: str) -> None:
+        self._on_control(
+            f"DELETE FROM {self._control} WHERE kind = 'cancel' AND event_id = :event_id "
+            "AND claim_token = :claim_token", {"event_id": event_id, "claim_token": claim_token},
+        )
 
     # -- source tables -----------------------------------------------------------------------
     def _quoted(self, table: TableName) -> str:

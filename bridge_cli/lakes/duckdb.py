@@ -38,23 +38,31 @@ from bridge_cli.events import ALL_COLUMNS, Event
 from bridge_cli.identifiers import TableName, parse_table_name, quote_double
 from bridge_cli.lakes import (
     CLAIM_ORDER,
+    CONTROL_COLUMNS,
     FINISHED_AT,
     MAX_COPIES_LISTED,
+    PAUSE_SELECT,
     QUEUE_STATS_SELECT,
     WORKER_COLUMNS,
+    CancelRequest,
     EventFilter,
     LakeCapabilities,
+    Pause,
     QueueStats,
     SourceColumn,
     WorkerBeat,
     beat_from_row,
     beat_values,
+    cancel_values,
     claimable_condition,
+    control_missing,
+    control_table_name,
     event_table_problem,
     finished_statuses,
     first_in_line_condition,
     lifecycle_columns_to_add,
     list_conditions,
+    pause_values,
     queue_stats_from_rows,
     workers_table_name,
 )
@@ -96,6 +104,12 @@ _WORKER_TYPES = {
     "event_id": "VARCHAR", "phase": "VARCHAR", "rows_done": "BIGINT", "rows_per_second": "DOUBLE",
 }
 assert tuple(_WORKER_TYPES) == WORKER_COLUMNS
+
+_CONTROL_TYPES = {
+    "kind": "VARCHAR NOT NULL", "target": "VARCHAR", "event_id": "VARCHAR", "claim_token": "VARCHAR",
+    "reason": "VARCHAR", "requested_by": "VARCHAR", "requested_at": "TIMESTAMP",
+}
+assert tuple(_CONTROL_TYPES) == CONTROL_COLUMNS
 
 # DuckDB's instance cache is per process; one lock keeps this process's threads from racing
 # to open the same file with different settings.
@@ -263,6 +277,11 @@ class DuckDBLake:
         workers = workers_table_name(self.event_table)
         return f"{quote_double(workers.schema)}.{quote_double(workers.table)}"
 
+    @property
+    def _control(self) -> str:
+        control = control_table_name(self.event_table)
+        return f"{quote_double(control.schema)}.{quote_double(control.table)}"
+
     # -- event table -------------------------------------------------------------------------
     def init_event_table(self, upgrade: bool) -> list[str]:
         done: list[str] = []
@@ -288,7 +307,16 @@ class DuckDBLake:
                 body = ", ".join(f"{quote_double(c)} {t}" for c, t in _WORKER_TYPES.items())
                 con.execute(f"CREATE TABLE {self._workers} ({body})")
                 done.append(f"created workers table {workers}")
+            done.extend(self._init_control(con))
         return done
+
+    def _init_control(self, con: duckdb.DuckDBPyConnection) -> list[str]:
+        control = control_table_name(self.event_table)
+        if self._table_exists(con, control.schema, control.table):
+            return []
+        body = ", ".join(f"{quote_double(c)} {t}" for c, t in _CONTROL_TYPES.items())
+        con.execute(f"CREATE TABLE {self._control} ({body})")
+        return [f"created control table {control}"]
 
     def _table_exists(self, con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
         return bool(con.execute(
@@ -474,6 +502,62 @@ class DuckDBLake:
         else:
             self._on_workers(f"DELETE FROM {self._workers} WHERE worker_id = ? AND expires_at < ?",
                              [worker_id, expired_before])
+
+    # -- control (pauses, cancel requests) --------------------------------------------------------
+    def _on_control(self, statements: list[tuple[str, list[Any]]], read_only: bool = False) -> list[Any]:
+        """Run the statements in one transaction under the file's lock; the last one's rows."""
+        import duckdb
+
+        rows: list[Any] = []
+        with self._events(read_only=read_only) as con:
+            try:
+                if len(statements) > 1:
+                    con.execute("BEGIN TRANSACTION")
+                for sql, params in statements:
+                    rows = con.execute(sql, params).fetchall()
+                if len(statements) > 1:
+                    con.execute("COMMIT")
+            except Exception as exc:
+                if isinstance(exc, duckdb.CatalogException):
+                    raise control_missing(self.event_table) from None
+                raise self._explain(exc, con) from None
+        return rows
+
+    def list_pauses(self) -> list[Pause]:
+        rows = self._on_control([(PAUSE_SELECT.format(table=self._control), [])], read_only=True)
+        return [Pause(str(t), r, str(by or ""), at) for t, r, by, at in rows]
+
+    def add_pause(self, pause: Pause) -> None:
+        marks = ", ".join("?" for _ in CONTROL_COLUMNS)
+        self._on_control([
+            (f"DELETE FROM {self._control} WHERE kind = 'pause' AND target = ?", [pause.target]),
+            (f"INSERT INTO {self._control} VALUES ({marks})", pause_values(pause)),
+        ])
+
+    def remove_pauses(self, targets: Sequence[str]) -> None:
+        if targets:
+            marks = ", ".join("?" for _ in targets)
+            self._on_control([(f"DELETE FROM {self._control} WHERE kind = 'pause' AND target IN ({marks})",
+                               list(targets))])
+
+    def request_cancel(self, request: CancelRequest) -> None:
+        marks = ", ".join("?" for _ in CONTROL_COLUMNS)
+        self._on_control([
+            (f"DELETE FROM {self._control} WHERE kind = 'cancel' AND event_id = ? AND claim_token = ?",
+             [request.event_id, request.claim_token]),
+            (f"INSERT INTO {self._control} VALUES ({marks})", cancel_values(request)),
+        ])
+
+    def cancel_request(self, event_id: str, claim_token: str) -> CancelRequest | None:
+        rows = self._on_control([(
+            f"SELECT requested_by, requested_at FROM {self._control} "
+            "WHERE kind = 'cancel' AND event_id = ? AND claim_token = ? LIMIT 1", [event_id, claim_token],
+        )], read_only=True)
+        return CancelRequest(event_id, claim_token, str(rows[0][0] or ""), rows[0][1]) if rows else None
+
+    def forget_cancel_request(self, event_id: str, claim_token: str) -> None:
+        self._on_control([(f"DELETE FROM {self._control} WHERE kind = 'cancel' AND event_id = ? "
+                           "AND claim_token = ?", [event_id, claim_token])])
 
     # -- source tables -----------------------------------------------------------------------
     def source_columns(self, table: TableName) -> list[SourceColumn]:

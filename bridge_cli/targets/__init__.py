@@ -118,9 +118,13 @@ class TargetSession(Protocol):
         """Copy source batches into a session-private staging table; return rows staged."""
         ...
 
-    def apply(self, plan: ApplyPlan, applied_at: datetime) -> ApplyCounts:
+    def apply(
+        self, plan: ApplyPlan, applied_at: datetime, before_commit: Callable[[], None] | None = None
+    ) -> ApplyCounts:
         """One transaction: the set-based statements plus the ledger row; what they did.
-        Raises AlreadyApplied when the ledger already holds the event (nothing changed)."""
+        Raises AlreadyApplied when the ledger already holds the event (nothing changed).
+        `before_commit` runs inside the transaction, just before its commit: what it raises rolls
+        everything back (a `bridge cancel` of the event in hand)."""
         ...
 
 

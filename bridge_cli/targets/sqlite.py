@@ -13,7 +13,7 @@ import os
 import re
 import sqlite3
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
@@ -318,7 +318,9 @@ class SQLiteSession:
             raise _sort_error(exc, "staging source rows", *self._files(plan)) from None
         return staged
 
-    def apply(self, plan: ApplyPlan, applied_at: dt.datetime) -> ApplyCounts:
+    def apply(
+        self, plan: ApplyPlan, applied_at: dt.datetime, before_commit: Callable[[], None] | None = None
+    ) -> ApplyCounts:
         connection = self._connect(plan)
         try:
             connection.execute("BEGIN IMMEDIATE")
@@ -335,6 +337,8 @@ class SQLiteSession:
             connection.execute(
                 f"UPDATE {self.target._ledger_sql} SET {sets} WHERE event_id = ?", [*values, plan.event_id]
             )
+            if before_commit is not None:
+                before_commit()
             connection.execute("COMMIT")
         except BaseException:
             connection.execute("ROLLBACK")

@@ -483,7 +483,9 @@ class SQLServerSession:
         return check.differences(tuple(row))
 
     # -- applying ----------------------------------------------------------------------------
-    def apply(self, plan: ApplyPlan, applied_at: dt.datetime) -> ApplyCounts:
+    def apply(
+        self, plan: ApplyPlan, applied_at: dt.datetime, before_commit: Callable[[], None] | None = None
+    ) -> ApplyCounts:
         cursor = self.connection.cursor()
         execute = self.target.execute
         ledger = tsql.table_sql(self.target.ledger)
@@ -512,6 +514,8 @@ class SQLServerSession:
                 sets += f", {LEDGER_DETAILS} = %s"
                 values.append(details_json(counts.details))
             execute(cursor, f"UPDATE {ledger} SET {sets} WHERE event_id = %s", (*values, plan.event_id))
+            if before_commit is not None:
+                before_commit()
             cursor.execute("COMMIT TRANSACTION")
         except BaseException as exc:
             self._rollback(cursor)
