@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import random
 import threading
@@ -21,12 +20,10 @@ from bridge_cli.config import Settings
 from bridge_cli.errors import (
     AlreadyApplied,
     BridgeError,
-    ConnectionFailure,
     NotInitialized,
     PermanentError,
     TransientError,
     ValidationError,
-    WorkerIdInUse,
     WorkerStopping,
 )
 from bridge_cli.events import (
@@ -36,11 +33,10 @@ from bridge_cli.events import (
     Status,
     build_job,
     duplicate_id_message,
-    split_counts,
 )
 from bridge_cli.heartbeat import Heartbeats, InFlight, default_worker_id
-from bridge_cli.lakes import Lake, Pause, QueueStats
-from bridge_cli.observe import Observers, WorkerObserver
+from bridge_cli.lakes import Lake, Pause
+from bridge_cli.observe import WorkerObserver
 from bridge_cli.outcomes import EventResult, discrepancy_warning, log_outcome, skipped_warning
 from bridge_cli.planning import plan_with_stores
 from bridge_cli.prefetch import read_ahead
@@ -53,6 +49,7 @@ from bridge_cli.targets import (
     details_from_json,
     details_json,
 )
+from bridge_cli.worker_loop import run_worker
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -108,7 +105,7 @@ class Engine:
         self.wait = wait or _wait_for_stop
         self._keeper: _LeaseKeeper | None = None  # the lease of the event in hand
         self.beats: Heartbeats | None = None  # the worker's row in the workers table (run_worker)
-        self._stop: threading.Event | None = None  # run_worker's: a Spark run is cancelled when set
+        self.stopping: threading.Event | None = None  # run_worker's: a Spark run is cancelled when set
         self._cancel: CancelWatch | None = None  # `bridge cancel` of the event in hand
         self._pauses_said: tuple[Pause, ...] | None = None  # the pauses last logged ("paused: ...")
         self._no_control_said = False
@@ -156,7 +153,7 @@ class Engine:
     def _not_paused(self, candidates: list[Event], further: Callable[[], list[Event]]) -> list[Event]:
         """The candidates whose target no pause covers (`bridge pause`); `further` lists more when
         a whole page is paused, so other targets still proceed."""
-        pauses = self._pauses()
+        pauses = self.current_pauses()
         if not pauses:
             self._say_paused((), 0)
             return candidates
@@ -167,7 +164,8 @@ class Engine:
         self._say_paused(tuple(pauses), len(candidates) - len(free))
         return free
 
-    def _pauses(self) -> list[Pause]:
+    def current_pauses(self) -> list[Pause]:
+        """The pauses a claim obeys; none (logged once) where the control table is missing."""
         try:
             return self.lake.list_pauses()
         except NotInitialized as exc:  # an old install, this worker upgraded: never a stopped worker
@@ -408,7 +406,7 @@ class Engine:
         """Between polls of a long staging run: stop it if the lease is going or the worker is."""
         self._check_lease()
         self._cancel_checkpoint()  # the run is cancelled as for a stopping worker
-        if self._stop is not None and self._stop.is_set():
+        if self.stopping is not None and self.stopping.is_set():
             raise WorkerStopping("the worker stopped while Spark staged this event; the run was cancelled")
 
     def _phase(self, event: Event, phase: str, rows: int | None) -> None:
@@ -537,104 +535,9 @@ class Engine:
         on_result: Callable[[EventResult], None] | None = None,
         observer: WorkerObserver | None = None,
     ) -> int:
-        """Claim and process until `stop` is set (after the event in hand) or max_events."""
-        interval = self.settings.poll_interval if poll_interval is None else poll_interval
-        idle = IdleBackoff(interval, self.settings.idle_poll_max)
-        watch = Observers([observer] if observer is not None else [])
-
-        beats = self.beats = Heartbeats(
-            self.lake, self.worker_id, self.settings.lease_seconds, self.clock.now,
-            progress_seconds=self.settings.progress_seconds,
-        )
-        beats.after_busy_beat = self.check_cancel  # a `bridge cancel` is looked for with each beat
-        self._stop = stop
-        try:
-            return self._loop(stop, interval, idle, watch, beats, max_events, on_result)
-        finally:
-            self._stop = None
-            self.beats = None
-            beats.forget()  # a clean stop (Ctrl-C too): the row goes
-
-    def _loop(
-        self, stop: threading.Event, interval: float, idle: IdleBackoff, watch: Observers,
-        beats: Heartbeats, max_events: int | None, on_result: Callable[[EventResult], None] | None,
-    ) -> int:
-        def pause(seconds: float) -> None:
-            watch.on_wait(seconds)
-            self.wait(stop, seconds)
-
-        processed = 0
-        # A worker started against stores that are missing says so and exits; a store that fails
-        # for a moment (a transient or unknown error) is retried, at start as later.
-        try:
-            self.target.check_ready()
-            warn_about_unknown_statuses(self.lake.count_by_status())
-            beats.claim_id()
-        except (NotInitialized, WorkerIdInUse, KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException as exc:  # unreachable, transient or unknown (a native panic too):
-            # retried in the loop below
-            log.warning("stores not ready at start: %s: %s (retrying)", type(exc).__name__, exc)
-        next_status_check = self.clock.monotonic() + _STATUS_CHECK_SECONDS
-        beats.start()  # one beat per change from now on (see Heartbeats)
-        watch.on_start(interval)
-        while not stop.is_set():
-            try:
-                self.target.check_ready()
-                if not beats.id_checked:  # the lake was not there at start
-                    beats.claim_id()
-                event = self.claim_next_event()
-            except (ConnectionFailure, TransientError) as exc:
-                log.warning("cannot claim events now: %s (retrying in %ss)", exc, interval)
-                watch.on_poll(False, None)
-                pause(interval)
-                continue
-            except (WorkerIdInUse, KeyboardInterrupt, SystemExit):
-                raise
-            except BaseException:  # an error no adapter knows (a native panic too): logged and
-                # retried, never fatal
-                log.exception("unexpected error while claiming events (retrying in %ss)", interval)
-                watch.on_poll(False, None)
-                pause(interval)
-                continue
-            watch.on_poll(True, self._queue_stats() if watch.wants_queue_stats else None)
-            if event is None:
-                wait = idle.next_wait()
-                log.debug("no event due; next poll in %gs", wait)
-                beats.idle(wait)  # one heartbeat per idle poll
-                if self.clock.monotonic() >= next_status_check:  # now and then, while idle
-                    next_status_check = self.clock.monotonic() + _STATUS_CHECK_SECONDS
-                    try:
-                        warn_about_unknown_statuses(self.lake.count_by_status())
-                    except Exception as exc:
-                        log.debug("counting events by status: %s", exc)
-                pause(wait)
-                continue
-            idle.reset()  # work found: the next poll comes at the poll interval
-            watch.on_event(event.event_id)
-            beats.event(event.event_id)  # a beat at once: the claim
-            try:
-                result = self.process_event(event)
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except BaseException as exc:
-                # The result could not be recorded (e.g. the lake went away): the claim's lease
-                # runs out and the event is claimed again; the ledger keeps it from applying twice.
-                log.warning(
-                    "event %s: result not recorded: %s: %s", event.event_id, type(exc).__name__, exc
-                )
-                pause(interval)
-                continue
-            finally:
-                beats.event(None)
-            processed += 1
-            watch.on_result(result)
-            if on_result is not None:
-                on_result(result)
-            if max_events is not None and processed >= max_events:
-                break
-        watch.on_stop()
-        return processed
+        """Claim and process until `stop` is set (after the event in hand) or max_events: the
+        long-lived worker (bridge_cli/worker_loop.py)."""
+        return run_worker(self, stop, poll_interval, max_events, on_result, observer)
 
     def in_flight(self) -> InFlight | None:
         """The event in hand, its phase, rows so far and seconds in that phase (a running worker's
@@ -642,19 +545,6 @@ class Engine:
         beats = self.beats
         return beats.in_flight() if beats is not None else None
 
-    def _queue_stats(self) -> QueueStats | None:
-        """The queue, counted for those watching the worker; a failure is logged, not fatal."""
-        try:
-            stats = self.lake.queue_stats()
-            return dataclasses.replace(stats, paused=tuple(p.target for p in self._pauses()))
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException as exc:  # a native panic too: the worker lives on
-            log.warning("counting the queue for metrics: %s: %s", type(exc).__name__, exc)
-            return None
-
-
-_STATUS_CHECK_SECONDS = 600.0
 _CLAIM_PAGE = 20  # candidates a claim looks at
 _PAUSED_LOOK_AHEAD = 500  # ... and when every one of them is paused
 
@@ -670,37 +560,6 @@ def _no_data(job: Job) -> PermanentError:
 
 def _wait_for_stop(stop: threading.Event, seconds: float) -> bool:
     return stop.wait(seconds)
-
-
-class IdleBackoff:
-    """Polls that find nothing wait longer each time: from the poll interval, doubling, up to
-    idle_poll_max; work found snaps it back. An idle worker on a serverless warehouse then lets
-    the warehouse stop instead of waking it every poll_interval."""
-
-    def __init__(self, interval: float, idle_max: float) -> None:
-        self.interval = interval
-        self.idle_max = max(interval, idle_max)
-        self._next = interval
-
-    def next_wait(self) -> float:
-        wait = self._next
-        self._next = min(self.idle_max, self._next * 2)
-        return wait
-
-    def reset(self) -> None:
-        self._next = self.interval
-
-
-def warn_about_unknown_statuses(counts: dict[str, int]) -> None:
-    """Events whose status is not one of the four (e.g. 'PENDING' written by a job's own SQL) are
-    never claimed: say so in the worker's log rather than ignore them silently forever."""
-    _, unknown = split_counts(counts)
-    if unknown:
-        listed = ", ".join(f"{k!r}: {v}" for k, v in sorted(unknown.items()))
-        log.warning(
-            "events with a status bridge does not know are never processed (%s): set their status "
-            "to 'pending' to have them processed, or to 'failed'", listed,
-        )
 
 
 def backoff_seconds(attempt: int, base: float, cap: float, rng: random.Random) -> float:

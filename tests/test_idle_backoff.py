@@ -10,10 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
-from bridge_cli.engine import Engine, IdleBackoff
+from bridge_cli.engine import Engine
 from bridge_cli.lakes import Lake, QueueStats
 from bridge_cli.metrics import WorkerMetrics
 from bridge_cli.outcomes import EventResult
+from bridge_cli.worker_loop import IdleBackoff
 from tests.backends import Col, LocalPair
 from tests.helpers import ManualClock, submit
 

@@ -22,6 +22,7 @@ from bridge_cli.identifiers import TableName, parse_source_table, parse_target_t
 from bridge_cli.lakes import QueueStats, control_table_name
 from bridge_cli.metrics import WorkerMetrics
 from bridge_cli.policy import table_policy
+from bridge_cli.worker_loop import queue_stats_for_metrics
 from tests import test_cli
 from tests.backends import Col, DatabricksPair, LocalPair, MssqlPair, MssqlPythonPair, mssql_python_available, mssql_url
 from tests.backends import standin_settings as databricks_standin
@@ -250,12 +251,12 @@ def test_metrics_show_each_paused_pattern_as_a_gauge_read_with_the_queue_counts(
     metrics = WorkerMetrics()
     engine = users.engine()
     pause_targets(users.lake, "dbo.*")
-    stats = engine._queue_stats()
+    stats = queue_stats_for_metrics(engine)
     assert stats is not None and stats.paused == ("dbo.*",)
     metrics.on_poll(True, stats)
     assert 'bridge_paused{target="dbo.*"} 1.0' in generate_latest(metrics.registry).decode()
     resume_targets(users.lake)
-    metrics.on_poll(True, engine._queue_stats())
+    metrics.on_poll(True, queue_stats_for_metrics(engine))
     assert "bridge_paused{" not in generate_latest(metrics.registry).decode()
     metrics.on_poll(True, QueueStats({}, None))  # counted without pauses: the gauge is left alone
     assert "bridge_paused{" not in generate_latest(metrics.registry).decode()
