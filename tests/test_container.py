@@ -354,7 +354,20 @@ def test_two_containers_with_one_hostname_get_distinct_worker_ids(dock: Docker) 
         f"{[m.group(1) if m else None for m in started]}: the default worker id must differ between "
         "containers with one hostname (hostname:pid is the same: bridge has the same pid in each)")
     print(f"two containers with --hostname bridge-worker: worker ids {sorted(ids)}")
-    for name in (first, second):
+    # The README's maintenance pause, run in one of the containers: every worker sees it.
+    docker("exec", first, "bridge", "pause", "--target", "dbo.*")
+    summary = json.loads(docker("exec", second, "bridge", "status", "--summary", "--json").stdout)
+    assert [p["target"] for p in summary["paused"]] == ["dbo.*"], summary
+    docker("exec", second, "bridge", "resume")
+    summary = json.loads(docker("exec", first, "bridge", "status", "--summary", "--json").stdout)
+    assert "paused" not in summary, summary  # the key comes only while something is paused
+    # A stable id (a pod's name): a second worker under it refuses to start, saying why.
+    named = dock.start(*data, "-e", "BRIDGE_WORKER_ID=bridge-worker-0", "--", "worker", "--poll-interval", "0.2")
+    wait_until(lambda: "worker started" in docker("logs", named).stderr, 60, f"{named} started")
+    time.sleep(1)
+    twin = dock.run(*data, "-e", "BRIDGE_WORKER_ID=bridge-worker-0", "--", "worker", check=False)
+    assert twin.returncode == 5 and "worker id 'bridge-worker-0' is in use by a live worker" in twin.stderr
+    for name in (first, second, named):
         docker("stop", name)
 
 
