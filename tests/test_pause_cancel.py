@@ -23,9 +23,8 @@ from bridge_cli.lakes import QueueStats, control_table_name
 from bridge_cli.metrics import WorkerMetrics
 from bridge_cli.policy import table_policy
 from bridge_cli.worker_loop import queue_stats_for_metrics
-from tests import test_cli
+from tests import test_cli, test_databricks
 from tests.backends import Col, DatabricksPair, LocalPair, MssqlPair, MssqlPythonPair, mssql_python_available, mssql_url
-from tests.backends import standin_settings as databricks_standin
 from tests.helpers import submit as submit_to
 from tests.test_cli import NEW_USERS, USERS_TARGET, event, insert_users, run, show, user_rows
 from tests.test_cli_queue_control import AfterRead, delete_event
@@ -349,15 +348,8 @@ def test_sqlserver_a_paused_target_waits_and_resumes(bridge_home: Path) -> None:
 
 
 # -- Databricks --------------------------------------------------------------------------------------
-needs_standin = pytest.mark.skipif(databricks_standin() is None,
-                                   reason="the Databricks stand-in is not running (make test-databricks starts it)")
-
-
-@pytest.fixture
-def dbx(bridge_home: Path) -> Any:
-    pair = DatabricksPair(bridge_home)
-    yield pair
-    pair.close()
+dbx = test_databricks.dbx  # the fixture: a Databricks pair on the stand-in
+needs_standin = test_databricks.needs_standin
 
 
 @needs_standin

@@ -329,33 +329,28 @@ class DatabricksLake:
         self.execute(f"ALTER TABLE {self._table} ADD COLUMNS ({added})")
         return [f"added column {c}" for c in missing]
 
-    def _init_workers(self) -> list[str]:
+    def _init_side_table(self, quoted: str, types: Mapping[str, str], made: str) -> list[str]:
+        """A table of bridge's own beside the event table (workers, control), when missing."""
         try:
-            self.execute(f"DESCRIBE TABLE {self._workers}", fetch=True)
+            self.execute(f"DESCRIBE TABLE {quoted}", fetch=True)
             return []
         except PermanentError as exc:
             if not _names_missing_object(exc):
                 raise
-        body = ", ".join(f"{quote_backtick(c)} {t}" for c, t in WORKER_TYPES.items())
+        body = ", ".join(f"{quote_backtick(c)} {t}" for c, t in types.items())
         self.execute(
-            f"CREATE TABLE IF NOT EXISTS {self._workers} ({body}) USING DELTA "
+            f"CREATE TABLE IF NOT EXISTS {quoted} ({body}) USING DELTA "
             "TBLPROPERTIES ('delta.enableDeletionVectors' = 'true')"
         )
-        return [f"created workers table {workers_table_name(self.event_table)}"]
+        return [made]
+
+    def _init_workers(self) -> list[str]:
+        return self._init_side_table(self._workers, WORKER_TYPES,
+                                     f"created workers table {workers_table_name(self.event_table)}")
 
     def _init_control(self) -> list[str]:
-        try:
-            self.execute(f"DESCRIBE TABLE {self._control}", fetch=True)
-            return []
-        except PermanentError as exc:
-            if not _names_missing_object(exc):
-                raise
-        body = ", ".join(f"{quote_backtick(c)} {t}" for c, t in CONTROL_TYPES.items())
-        self.execute(
-            f"CREATE TABLE IF NOT EXISTS {self._control} ({body}) USING DELTA "
-            "TBLPROPERTIES ('delta.enableDeletionVectors' = 'true')"
-        )
-        return [f"created control table {control_table_name(self.event_table)}"]
+        return self._init_side_table(self._control, CONTROL_TYPES,
+                                     f"created control table {control_table_name(self.event_table)}")
 
     def _select(self, where: str, params: Mapping[str, Any], tail: str = "") -> list[Event]:
         columns = ", ".join(quote_backtick(c) for c in ALL_COLUMNS)
