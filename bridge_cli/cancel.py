@@ -66,7 +66,9 @@ class CancelWatch:
                 log.debug("no control table: cancel requests cannot be seen (run `bridge init`)")
                 self._missing_said = True
             found = None
-        except Exception as exc:  # once at WARNING, then DEBUG (as a failed heartbeat)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # a native panic too; once at WARNING, then DEBUG (as a heartbeat)
             level = logging.DEBUG if self._failing else logging.WARNING
             log.log(level, "looking for a cancel request failed (the event goes on): %s: %s",
                     type(exc).__name__, exc, extra={"event_id": self.event_id})

@@ -248,7 +248,7 @@ class Heartbeats:
             if busy and hook is not None:
                 try:
                     hook()
-                except Exception as exc:
+                except BaseException as exc:  # a native panic too: this thread must outlive it
                     log.warning("after a heartbeat: %s: %s", type(exc).__name__, exc)
 
     def flush(self, timeout: float = 10.0) -> bool:
