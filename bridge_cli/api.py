@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from bridge_cli.cancel import cancel_message, pause_pattern
+from bridge_cli.cancel import cancel_message, pause_holds, pause_pattern
 from bridge_cli.clock import Clock, SystemClock
 from bridge_cli.config import Settings
 from bridge_cli.errors import (
@@ -549,7 +549,7 @@ def resume_targets(lake: Lake, target: str | None = None) -> ResumeResult:
         holding = [p for p in left if _parsed_key(p.target) == (("*", True),)]
     else:  # the pattern's parts as a name: `dbo.*` still holds `dbo.stg_*`
         named = TableName(tuple(x.text for x in pattern.parts))
-        holding = [p for p in left if _holds(p, named)]
+        holding = [p for p in left if pause_holds(p, named)]
     return ResumeResult(pattern.text, chosen, holding)
 
 
@@ -589,10 +589,3 @@ def prune_events(
     ledger_rows = target.delete_ledger_entries(event_ids, dry_run) if event_ids else 0
     return PruneResult(before, statuses, event_ids, ledger_rows, dry_run)
 
-
-def _holds(pause: Pause, named: TableName) -> bool:
-    try:
-        pattern = pause_pattern(pause.target)
-    except ValidationError:
-        return False
-    return pattern.allows_any or pattern.matches(named)

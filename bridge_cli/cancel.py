@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from bridge_cli.errors import NotInitialized, PermanentError, ValidationError
-from bridge_cli.identifiers import parse_target_table
+from bridge_cli.identifiers import TableName, parse_target_table
 from bridge_cli.lakes import CancelRequest, Lake, Pause
 from bridge_cli.patterns import NamePattern, parse_pattern
 
@@ -112,23 +112,24 @@ def pause_pattern(text: str) -> NamePattern:
     return parse_pattern(text, max_parts=2)
 
 
+def pause_holds(pause: Pause, name: TableName | None) -> bool:
+    """Whether the pause covers the table; None, a target name that does not parse (the event will
+    fail anyway), is held only by a pause of everything. A pattern written by hand that does not
+    parse holds nothing."""
+    try:
+        pattern = pause_pattern(pause.target)
+    except ValidationError:
+        return False
+    return pattern.allows_any or (name is not None and pattern.matches(name))
+
+
 def pause_covering(pauses: Sequence[Pause], target_table: str | None) -> Pause | None:
-    """The first pause whose pattern matches the event's target table. A target name that does not
-    parse (the event will fail anyway) is held only by a pause of everything."""
-    for pause in pauses:
-        try:
-            pattern = pause_pattern(pause.target)
-        except ValidationError:  # written by hand: never matches
-            continue
-        if pattern.allows_any:
-            return pause
-        try:
-            name = parse_target_table(target_table or "")
-        except ValidationError:
-            continue
-        if pattern.matches(name):
-            return pause
-    return None
+    """The first pause whose pattern matches the event's target table."""
+    try:
+        name: TableName | None = parse_target_table(target_table or "")
+    except ValidationError:
+        name = None
+    return next((pause for pause in pauses if pause_holds(pause, name)), None)
 
 
 def describe_pauses(pauses: Sequence[Pause]) -> str:

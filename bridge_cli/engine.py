@@ -107,7 +107,7 @@ class Engine:
         self.beats: Heartbeats | None = None  # the worker's row in the workers table (run_worker)
         self.stopping: threading.Event | None = None  # run_worker's: a Spark run is cancelled when set
         self._cancel: CancelWatch | None = None  # `bridge cancel` of the event in hand
-        self._pauses_said: tuple[Pause, ...] | None = None  # the pauses last logged ("paused: ...")
+        self._pauses_said: tuple[Pause, ...] = ()  # the pauses last logged ("paused: ...")
         self._no_control_said = False
         # Huge events stage on Spark (the profile's `spark:` section); checked at start, so a wrong
         # section stops the worker before it claims anything.
@@ -176,7 +176,7 @@ class Engine:
 
     def _say_paused(self, pauses: tuple[Pause, ...], held: int) -> None:
         """One log line per change of the pauses, not one per poll."""
-        if pauses == (self._pauses_said or ()):
+        if pauses == self._pauses_said:
             return
         if pauses:
             log.info("paused: %s; %d claimable event(s) held back", describe_pauses(pauses), held)
@@ -544,6 +544,7 @@ class Engine:
         metrics); None while idle or outside run_worker."""
         beats = self.beats
         return beats.in_flight() if beats is not None else None
+
 
 _CLAIM_PAGE = 20  # candidates a claim looks at
 _PAUSED_LOOK_AHEAD = 500  # ... and when every one of them is paused

@@ -52,17 +52,15 @@ class InFlight:
 
 class Heartbeats:
     def __init__(
-        self, lake: Lake, worker_id: str, lease_seconds: float, now: Callable[[], datetime],
+        self, lake: Lake, worker_id: str, now: Callable[[], datetime],
         monotonic: Callable[[], float] = time.monotonic, progress_seconds: float = 15.0,
-        started_at: datetime | None = None,
     ) -> None:
         self.lake = lake
         self.worker_id = worker_id
-        self.lease = lease_seconds
         self.progress = progress_seconds
         self.now = now
         self.monotonic = monotonic
-        self.started_at = started_at or now()
+        self.started_at = now()
         self.host = socket.gethostname()
         self.pid = os.getpid()
         # Called by the writer thread after each beat while an event is in hand (a cancel
@@ -79,7 +77,6 @@ class Heartbeats:
         self._stopping = False
         self._writing = False  # the writer thread is writing a beat now
         self._last_write: float | None = None
-        self._written = 0  # beats written (statements): what a test or bench counts
         self._failing = False
         self._registered = False  # a heartbeat went through: there is a row to remove
         self._thread: threading.Thread | None = None
@@ -166,10 +163,6 @@ class Heartbeats:
             return InFlight(self._event, self._phase or "claimed", self._rows,
                             self.monotonic() - self._phase_since)
 
-    @property
-    def written(self) -> int:
-        return self._written
-
     # -- what reaches the lake --------------------------------------------------------------------
     def snapshot(self) -> WorkerBeat:
         now = self.now()
@@ -208,7 +201,6 @@ class Heartbeats:
         finally:
             with self._changed:
                 self._last_write = self.monotonic()
-                self._written += 1
         self._failing = False
         self._registered = True
 

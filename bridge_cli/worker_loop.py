@@ -43,7 +43,7 @@ def run_worker(
     watch = Observers([observer] if observer is not None else [])
 
     beats = engine.beats = Heartbeats(
-        engine.lake, engine.worker_id, engine.settings.lease_seconds, engine.clock.now,
+        engine.lake, engine.worker_id, engine.clock.now,
         progress_seconds=engine.settings.progress_seconds,
     )
     beats.after_busy_beat = engine.check_cancel  # a `bridge cancel` is looked for with each beat
