@@ -198,7 +198,9 @@ def worker(
             port = settings.metrics_port if metrics_port is None else metrics_port
             engine = _engine(settings, None, patient=True)
             logcontext.worker_id.set(engine.worker_id)
-            log.info("worker started (profile %s, pid %d)", engine.settings.profile, os.getpid())
+            driver = engine.target.describe_driver()
+            log.info("worker started (profile %s, pid %d%s)", engine.settings.profile, os.getpid(),
+                     f"; SQL Server driver {driver}" if driver else "")
             observers: list[WorkerObserver] = [notifier]
             if port:
                 from bridge_cli.metrics import MetricsServer, WorkerMetrics  # only when asked for

@@ -343,7 +343,23 @@ def describe_settings(
             elif option in SECRET_KEYS:
                 value = "***"
             sources.append(SettingSource(f"{which}.{option}", value, origin(f"{which}.{option}")))
+        if which == "target" and adapter.kind == "sqlserver":
+            sources.append(_chosen_driver(adapter))
     return settings, sources
+
+
+def _chosen_driver(target: AdapterConfig) -> SettingSource:
+    """The driver `driver: auto` (or the profile) gives on this machine, and why."""
+    from bridge_cli.targets.sqlserver.driver_choice import choose_driver
+
+    try:
+        choice = choose_driver(target.options, target.source)
+    except ConfigError as exc:
+        return SettingSource("target.driver_chosen", None, f"none: {exc}")
+    if choice.requested != "auto":
+        return SettingSource("target.driver_chosen", choice.driver, "named in the profile")
+    why = f"auto fell back: {choice.reason}; {choice.fix}" if choice.fix else f"auto: {choice.reason}"
+    return SettingSource("target.driver_chosen", choice.driver, why)
 
 
 def _profile_lines(path: Path, profile: str) -> dict[str, tuple[int, Any]]:

@@ -85,6 +85,7 @@ def run_checks(
         ("config", (), lambda: _config(state, config, profile, env)),
         ("lake", ("config",), lambda: _lake(state)),
         ("event table", ("lake",), lambda: _event_table(state, clock)),
+        ("driver", ("config",), lambda: _driver(state)),
         ("target", ("config",), lambda: _target(state)),
         ("ledger", ("target",), lambda: _ledger(state)),
         ("staging", ("ledger",), lambda: _staging(state)),
@@ -190,6 +191,22 @@ def _event_table(state: _State, clock: Clock) -> str:
         raise CheckFailed(f"a conditional update of event {never}, which does not exist, reported a change",
                           "the event table's row counts cannot be trusted: report this")
     return f"{lake.event_table_name} exists, has the lifecycle columns, and takes conditional updates"
+
+
+def _driver(state: _State) -> str:
+    """Which SQL Server driver `driver: auto` (or the profile) gives, and why; a fallback to the
+    slower pymssql is a warning with what would make mssql-python load."""
+    assert state.settings is not None
+    target = state.settings.target
+    if target.kind != "sqlserver":
+        raise _Skip(f"the {target.kind} target has no driver to choose")
+    from bridge_cli.targets.sqlserver.driver_choice import choose_driver
+
+    choice = choose_driver(target.options, target.source)
+    if choice.fix is not None:
+        raise CheckWarning(f"pymssql, because auto fell back: {choice.reason}",
+                           f"{choice.fix}; or name `driver: pymssql` in the profile to choose it knowingly")
+    return choice.describe()
 
 
 def _target(state: _State) -> str:

@@ -293,7 +293,7 @@ PROFILE_SETTINGS: dict[str, Spec] = {
 ORDERED_PAIRS = (("poll_interval", "idle_poll_max"), ("retry_backoff", "retry_backoff_max"))
 
 # What the adapters accept (tests/test_settings_types.py compares these with the adapters' lists).
-SQLSERVER_DRIVERS = ("pymssql", "mssql-python")
+SQLSERVER_DRIVERS = ("auto", "pymssql", "mssql-python")
 SQLSERVER_AUTHENTICATIONS = (
     "SqlPassword", "ActiveDirectoryServicePrincipal", "ActiveDirectoryDefault", "ActiveDirectoryMsi",
     "ActiveDirectoryPassword",
@@ -304,6 +304,17 @@ JDBC_DRIVERS = ("microsoft", "jtds")
 
 _EVENT_TABLE = Table(default=DEFAULT_EVENT_TABLE, min_parts=3, max_parts=3)
 _LEDGER_TABLE = Table(default=DEFAULT_LEDGER_TABLE, min_parts=1, max_parts=2)
+
+def _pymssql_appname(settings: Any, options: Mapping[str, Any]) -> str | None:
+    """pymssql sends APP=bridge; mssql-python always sends its own (MSSQL-Python)."""
+    from bridge_cli.errors import ConfigError
+    from bridge_cli.targets.sqlserver.driver_choice import choose_driver
+
+    try:
+        return "bridge" if choose_driver(options, "target").driver == "pymssql" else None
+    except ConfigError:
+        return None
+
 
 # Every option each adapter reads, by kind: any other key in a `lake:` or `target:` section is a typo.
 ADAPTER_SPECS: dict[str, dict[str, Spec]] = {
@@ -321,7 +332,7 @@ ADAPTER_SPECS: dict[str, dict[str, Spec]] = {
     },
     "sqlite": {"path": Text(default=_under_home("target")), "ledger_table": _LEDGER_TABLE},
     "sqlserver": {
-        "driver": Choice(default="pymssql", values=SQLSERVER_DRIVERS),
+        "driver": Choice(default="auto", values=SQLSERVER_DRIVERS),
         "host": Text(), "port": Integer(default=1433, low=1, high=65535), "database": Text(), "user": Text(),
         "password": Text(secret=True),
         "authentication": Choice(values=SQLSERVER_AUTHENTICATIONS),
@@ -333,7 +344,7 @@ ADAPTER_SPECS: dict[str, dict[str, Spec]] = {
         "timeout": Integer(default=0, low=0),  # query timeout; 0: none
         "packet_size": Integer(low=512, high=32767),
         "tds_version": Text(),
-        "appname": Text(default=lambda s, o: "bridge" if o.get("driver", "pymssql") == "pymssql" else None),
+        "appname": Text(default=_pymssql_appname),
         "write_method": Choice(default="auto", values=WRITE_METHODS),
         "rows_per_trip": Integer(default=1000, low=1),
         "bulk_timeout": Integer(default=0, low=0),  # 0: none

@@ -747,7 +747,8 @@ def test_worker_without_init_exits_5_with_a_hint(bridge_home) -> None:
 
 @pytest.mark.parametrize("option,named", [
     ("driver: odbc", "target.driver: 'odbc'"),
-    ("write_method: arrays", "write_method: 'arrays' is not one of auto, bulk, values (driver pymssql)"),
+    ("driver: pymssql\n      write_method: arrays",
+     "write_method: 'arrays' is not one of auto, bulk, values (driver pymssql)"),
     ("driver: mssql-python\n      write_method: values",
      "write_method: 'values' is not one of auto, bulk, arrays (driver mssql-python)"),
 ])

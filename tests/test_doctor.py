@@ -94,7 +94,7 @@ def test_config_show_of_the_embedded_default_and_of_a_broken_config(bridge_home:
 
 
 # -- bridge doctor ---------------------------------------------------------------------------------
-CHECKS = ["config", "lake", "event table", "target", "ledger", "staging", "allowed tables",
+CHECKS = ["config", "lake", "event table", "driver", "target", "ledger", "staging", "allowed tables",
           "leftover stages", "statuses", "leases", "workers", "pauses", "spark"]
 
 
@@ -113,8 +113,10 @@ def test_doctor_after_init_on_the_embedded_default_is_all_ok(bridge_home: Path) 
     assert run("init").exit_code == 0
     code, checks = doctor()
     assert code == 0, checks
-    expected = {n: "ok" for n in CHECKS if n not in ("workers", "spark", "allowed tables")}
-    assert {n: s for n, s in statuses(checks).items() if n not in ("workers", "spark", "allowed tables")} == expected
+    others = ("workers", "spark", "allowed tables", "driver")
+    expected = {n: "ok" for n in CHECKS if n not in others}
+    assert {n: s for n, s in statuses(checks).items() if n not in others} == expected
+    assert checks["driver"]["status"] == "skipped" and "sqlite target has no driver" in checks["driver"]["detail"]
     assert checks["allowed tables"]["status"] == "warning"  # any table: worth a change, not a failure
     assert checks["workers"]["status"] == "skipped"  # no worker has run yet
     assert checks["spark"]["status"] == "skipped" and "no spark: section" in checks["spark"]["detail"]

@@ -201,7 +201,10 @@ def test_the_specs_choices_are_the_adapters_own() -> None:
     from bridge_cli.targets.sqlserver.mssql_python_driver import MssqlPythonDriver
     from bridge_cli.targets.sqlserver.pymssql_driver import PymssqlDriver
 
-    assert spec.SQLSERVER_DRIVERS == DRIVERS and spec.SQLSERVER_AUTHENTICATIONS == AUTHENTICATIONS
+    from bridge_cli.targets.sqlserver.driver_choice import DRIVER_VALUES
+
+    assert spec.SQLSERVER_DRIVERS == DRIVER_VALUES and set(DRIVERS) == set(DRIVER_VALUES) - {"auto"}
+    assert spec.SQLSERVER_AUTHENTICATIONS == AUTHENTICATIONS
     assert spec.ENCRYPT_VALUES == ENCRYPT_VALUES and spec.JDBC_DRIVERS == JDBC_DRIVERS
     methods = {"auto", *PymssqlDriver.capabilities.methods, *MssqlPythonDriver.capabilities.methods}
     assert set(spec.WRITE_METHODS) == methods
@@ -330,7 +333,7 @@ def test_config_show_gives_the_adapters_defaults(bridge_home: Path, tmp_path: Pa
     path = write(tmp_path, target=SQLSERVER + "}")
     result = run("--config", str(path), "config", "show", "--json")
     shown = {s["key"]: (s["value"], s["source"]) for s in json.loads(result.stdout)["settings"]}
-    assert shown["target.port"] == (1433, "default") and shown["target.driver"] == ("pymssql", "default")
+    assert shown["target.port"] == (1433, "default") and shown["target.driver"] == ("auto", "default")
     assert shown["target.batch_rows"] == (5000, "default")  # the profile's batch_rows
     assert shown["target.encrypt"] == (None, "default")  # the driver's own: not known here
     assert shown["target.password"] == ("***", f"{path}:4")

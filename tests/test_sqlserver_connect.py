@@ -40,7 +40,8 @@ HAS_MSSQL_PYTHON = importlib.util.find_spec("mssql_python") is not None
 
 
 def spec_of(**options: Any) -> ConnectSpec:
-    return connect_spec({"host": HOST, "database": "Sales", **options}, SOURCE)
+    """pymssql unless named: `driver: auto` (the default) is tests/test_driver_choice.py's."""
+    return connect_spec({"host": HOST, "database": "Sales", "driver": "pymssql", **options}, SOURCE)
 
 
 def mp(**options: Any) -> ConnectSpec:
@@ -59,7 +60,7 @@ def refusal(**options: Any) -> str:
 # -- pymssql -------------------------------------------------------------------------------------
 
 
-def test_pymssql_is_the_default_and_gets_the_kwargs_bridge_always_used() -> None:
+def test_pymssql_gets_the_kwargs_bridge_always_used() -> None:
     spec = spec_of(user="loader", password=PASSWORD)
     assert spec.driver == "pymssql" == DRIVERS[0]
     assert spec.kwargs == {
@@ -294,7 +295,7 @@ def test_missing_host_and_database() -> None:
 
 def test_unknown_driver() -> None:
     message = refusal(driver="odbc")
-    assert message == f"{SOURCE}.driver: 'odbc' is not one of pymssql, mssql-python"
+    assert message == f"{SOURCE}.driver: 'odbc' is not one of auto, pymssql, mssql-python"
 
 
 def test_unknown_authentication_lists_the_allowed_ones() -> None:

@@ -141,6 +141,11 @@ class ExternalStaging(Protocol):
 class Target(Protocol):
     capabilities: TargetCapabilities
 
+    def describe_driver(self) -> str | None:
+        """Which driver connects and why (`driver: auto`'s choice), for the worker's start line,
+        `doctor` and `config show`; None where there is no choice to make."""
+        ...
+
     def init_ledger(self) -> list[str]: ...
 
     def check_ready(self) -> None:

@@ -110,6 +110,9 @@ class SQLiteTarget:
         self.ledger = parse_target_table(ledger)
         self.busy_timeout = settings.lock_timeout
 
+    def describe_driver(self) -> str | None:
+        return None  # the standard library's sqlite3: nothing to choose
+
     def schema_path(self, schema: str) -> Path:
         return self.root / f"{schema}.sqlite"
 

@@ -3,7 +3,8 @@
 Pure: no driver is imported and nothing touches the network, so a profile is checked (and every refusal
 explained) before any connection is tried. Options read, all optional except host and database::
 
-    driver            pymssql (default) | mssql-python
+    driver            auto (default: mssql-python where it loads, else pymssql; see driver_choice)
+                      | pymssql | mssql-python
     host, port        port defaults to 1433
     database
     user, password    SQL login (or the Entra ID user for ActiveDirectoryPassword)
@@ -77,6 +78,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge_cli.errors import ConfigError
+from bridge_cli.targets.sqlserver.driver_choice import AUTO, MSSQL_PYTHON, DriverChoice, choose_driver
 
 DRIVERS = ("pymssql", "mssql-python")
 SQL_PASSWORD = "SqlPassword"
@@ -145,6 +147,7 @@ class ConnectSpec:
     database: str = ""
     authentication: str = SQL_PASSWORD  # the sign-in method, or "access_token"
     query_timeout: int = 0  # seconds; pymssql has it in kwargs, mssql-python needs connection.timeout = it
+    choice: DriverChoice | None = None  # which driver and why (`auto` or named)
 
     def __repr__(self) -> str:
         return f"ConnectSpec({self.driver} {self.where}/{self.database}, auth={self.authentication})"
@@ -154,11 +157,15 @@ class ConnectSpec:
         return _scrub(text, self.secrets)
 
 
-def connect_spec(options: Mapping[str, Any], source: str) -> ConnectSpec:
-    """`source` names the file/profile section for messages, e.g. "bridge.yaml: profiles.prod.target"."""
+def connect_spec(options: Mapping[str, Any], source: str, choice: DriverChoice | None = None) -> ConnectSpec:
+    """`source` names the file/profile section for messages, e.g. "bridge.yaml: profiles.prod.target".
+    `choice`: the driver already chosen; without it, `driver: auto` asks whether mssql-python loads
+    (the only part of this module that touches anything: see driver_choice)."""
     secrets = _secrets(options)
     try:
-        return _connect_spec(options, source, secrets)
+        if choice is None:
+            choice = choose_driver(options, source)
+        return _connect_spec(options, source, secrets, choice)
     except ConfigError as exc:
         message = str(exc)
         scrubbed = _scrub(message, secrets)
@@ -170,10 +177,10 @@ def connect_spec(options: Mapping[str, Any], source: str) -> ConnectSpec:
 # -- building ----------------------------------------------------------------------------------
 
 
-def _connect_spec(options: Mapping[str, Any], source: str, secrets: tuple[str, ...]) -> ConnectSpec:
-    driver = (_text(options, "driver", source) or DRIVERS[0]).strip().lower()
-    if driver not in DRIVERS:
-        raise ConfigError(f"{source}.driver: {options.get('driver')!r} is not one of {', '.join(DRIVERS)}")
+def _connect_spec(
+    options: Mapping[str, Any], source: str, secrets: tuple[str, ...], choice: DriverChoice
+) -> ConnectSpec:
+    driver = choice.driver
     host = _text(options, "host", source)
     database = _text(options, "database", source)
     missing = [name for name, value in (("host", host), ("database", database)) if not value]
@@ -185,13 +192,21 @@ def _connect_spec(options: Mapping[str, Any], source: str, secrets: tuple[str, .
     encrypt = _encrypt(options, source)
     trust = _flag(options, "trust_server_certificate", source)
     authentication = _authentication(options, source)
+    if choice.requested == AUTO and driver == MSSQL_PYTHON and authentication in (None, SQL_PASSWORD):
+        # A SQL-login profile that names no driver means on mssql-python what it has always meant on
+        # pymssql (FreeTDS): the login is encrypted, the data when the server requires it, and the
+        # certificate is not validated. mssql-python's own defaults (Mandatory, validated) would refuse
+        # servers that pymssql reaches; `encrypt` / `trust_server_certificate: false` ask for them.
+        encrypt = "optional" if encrypt is None else encrypt
+        trust = True if trust is None and encrypt != "strict" else trust
     where = f"{host}:{port}"
 
     if driver == "pymssql":
         kwargs = _pymssql_kwargs(options, source, host, port, database, login_timeout, query_timeout,
                                  encrypt, trust, authentication)
         return ConnectSpec(driver=driver, kwargs=kwargs, connection_string=None, attrs_before=None, secrets=secrets,
-                           where=where, database=database, authentication=SQL_PASSWORD, query_timeout=query_timeout)
+                           where=where, database=database, authentication=SQL_PASSWORD, query_timeout=query_timeout,
+                           choice=choice)
 
     for key, what in (("appname", "mssql-python always sends APP=MSSQL-Python and refuses another"),
                       ("tds_version", "it is a pymssql (FreeTDS) setting; mssql-python negotiates TDS itself")):
@@ -241,6 +256,7 @@ def _connect_spec(options: Mapping[str, Any], source: str, secrets: tuple[str, .
         database=database,
         authentication=method,
         query_timeout=query_timeout,
+        choice=choice,
     )
 
 

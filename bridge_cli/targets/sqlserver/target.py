@@ -109,6 +109,9 @@ class SQLServerTarget:
     def __repr__(self) -> str:  # never show a secret
         return f"SQLServerTarget({self.spec!r})"
 
+    def describe_driver(self) -> str | None:
+        return self.spec.choice.describe() if self.spec.choice is not None else self.driver.name
+
     # -- connections -------------------------------------------------------------------------
     def connect(self) -> Any:
         return self.driver.connect()
