@@ -14,10 +14,10 @@ help: ## List the targets
 $(BIN)/bridge: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,mssql-python]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@
 
-install: $(BIN)/bridge ## Create .venv and install bridge with its dev tools and both SQL Server drivers
+install: $(BIN)/bridge ## Create .venv and install bridge with its dev tools (both SQL Server drivers come with it)
 
 demo: install ## Seed a sample lake and target under .bridge/, sync INSERT/UPDATE/DELETE, show status
 	$(BRIDGE) init
@@ -54,7 +54,7 @@ constraints: ## Re-resolve examples/constraints.txt, the pinned versions the con
 	rm -rf .constraints-venv && $(PYTHON312) -m venv .constraints-venv
 	.constraints-venv/bin/python -m pip install --quiet --upgrade pip
 	.constraints-venv/bin/python -m pip install --quiet --dry-run --ignore-installed \
-		--report .constraints-venv/report.json '.[mssql-python]'
+		--report .constraints-venv/report.json '.'
 	.constraints-venv/bin/python examples/constraints.py .constraints-venv/report.json > examples/constraints.txt
 	rm -rf .constraints-venv
 

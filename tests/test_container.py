@@ -2,7 +2,8 @@
 starts one with the python-slim stand-in, then stops it): the README's "Deploying" commands, a
 numeric non-root user, the embedded default with no config, health, stops (right after the start,
 and with a 3,000,000-row event in hand), a read-only root without capabilities, worker ids of two
-containers with one hostname, and the mssql-python variant's `doctor` against a TDS server.
+containers with one hostname, and `doctor` against a TDS server: `driver: auto` takes mssql-python in
+the image, and falls back to pymssql when a library its ODBC driver needs is deleted.
 
 Skipped unless BRIDGE_TEST_CONTAINER=1 (`make test-container` sets it): `make test` needs no Docker.
 """
@@ -32,13 +33,10 @@ pytestmark = pytest.mark.skipif(
 )
 
 IMAGE = "bridge"
-MSSQL_IMAGE = "bridge:mssql-python"
 # The README's build commands, as written there, with the classic builder (DOCKER_BUILDKIT=0), which
 # reads no Dockerfile-specific ignore file: test_the_image_holds_only_the_package checks that what
 # else the context holds does not reach the image.
 BUILD = ["docker", "build", "-f", "examples/Dockerfile", "-t", IMAGE, "."]
-BUILD_MSSQL = ["docker", "build", "-f", "examples/Dockerfile", "--build-arg", "BRIDGE_EXTRAS=mssql-python",
-               "-t", MSSQL_IMAGE, "."]
 DATA = "/var/lib/bridge"
 BIG_ROWS = 3_000_000
 
@@ -62,7 +60,7 @@ def wait_until(condition: Callable[[], bool], seconds: float, what: str, every: 
 
 @pytest.fixture(scope="module")
 def images() -> None:
-    """Both images, built with the README's commands (the classic builder)."""
+    """The image, built with the README's command (the classic builder)."""
     env = {**os.environ, "DOCKER_BUILDKIT": "0"}
     # What a working tree holds beside the package (bytecode, a stray file): in the context, not the image.
     strays = [ROOT / "bridge_cli" / "__pycache__" / "stray.cpython-312.pyc", ROOT / "bridge_cli" / "stray.txt"]
@@ -71,7 +69,7 @@ def images() -> None:
         for path in made:
             path.parent.mkdir(exist_ok=True)
             path.write_bytes(b"not part of bridge")
-        for command in (BUILD, BUILD_MSSQL):
+        for command in (BUILD,):
             started = time.monotonic()
             result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
                                     check=False)
@@ -371,21 +369,26 @@ def test_two_containers_with_one_hostname_get_distinct_worker_ids(dock: Docker) 
         docker("stop", name)
 
 
-# -- the mssql-python variant ----------------------------------------------------------------------
+# -- SQL Server: the driver `auto` chooses in the image --------------------------------------------
 def tds_server() -> dict[str, Any]:
     """BRIDGE_TEST_MSSQL_URL, else the TDS server (Babelfish) on this host's 127.0.0.1:1433."""
     return mssql_url() or {"host": "127.0.0.1", "port": 1433, "user": "bridge", "password": "Bridge-Test-1",
                            "database": "bridge_test3", "encrypt": "optional"}
 
 
-def test_the_mssql_python_variant_doctor_reaches_the_server(dock: Docker, tmp_path: Path) -> None:
+def _checks(doctor: subprocess.CompletedProcess[str]) -> dict[str, list[str]]:
+    return {line.split("\t")[0]: line.split("\t")[1:] for line in doctor.stdout.splitlines() if "\t" in line}
+
+
+def test_doctor_reaches_the_server_through_the_driver_auto_chose(dock: Docker, tmp_path: Path) -> None:
     server = tds_server()
     try:
         socket.create_connection((server["host"], int(server["port"])), timeout=5).close()
     except OSError as exc:
         pytest.skip(f"no TDS server at {server['host']}:{server['port']} ({exc}); set BRIDGE_TEST_MSSQL_URL")
     options = {k: v for k, v in server.items() if k not in ("host", "port", "user", "password", "database")}
-    target = {"kind": "sqlserver", "driver": "mssql-python", "host": server["host"], "port": int(server["port"]),
+    # The README's production profile: no `driver:` line.
+    target = {"kind": "sqlserver", "host": server["host"], "port": int(server["port"]),
               "database": server["database"], "user": server["user"], "password": "${MSSQL_PASSWORD}", **options}
     config = tmp_path / "bridge.yaml"
     config.write_text(json.dumps({"profiles": {"prod": {"lake": {"kind": "duckdb"}, "target": target}}}))
@@ -396,17 +399,28 @@ def test_the_mssql_python_variant_doctor_reaches_the_server(dock: Docker, tmp_pa
     secret = {"MSSQL_PASSWORD": str(server["password"])}
     run = ("--network", "host", "-v", f"{volume}:{DATA}", "-v", f"{config}:/etc/bridge/bridge.yaml:ro",
            "-e", "BRIDGE_CONFIG=/etc/bridge/bridge.yaml", "-e", "BRIDGE_PROFILE=prod", "-e", "MSSQL_PASSWORD")
-    dock.run(*run, "--", "init", image=MSSQL_IMAGE, env=secret)
-    doctor = dock.run(*run, "--", "doctor", image=MSSQL_IMAGE, check=False, env=secret)
-    print(f"bridge doctor in {MSSQL_IMAGE}, exit {doctor.returncode}:\n{doctor.stdout}{doctor.stderr}")
-    checks = {line.split("\t")[0]: line.split("\t")[1] for line in doctor.stdout.splitlines() if "\t" in line}
-    assert checks["target"] == "ok" and checks["ledger"] == "ok", doctor.stdout
+    dock.run(*run, "--", "init", env=secret)
+    doctor = dock.run(*run, "--", "doctor", check=False, env=secret)
+    print(f"bridge doctor, exit {doctor.returncode}:\n{doctor.stdout}{doctor.stderr}")
+    checks = _checks(doctor)
+    assert checks["driver"][0] == "ok", doctor.stdout
+    assert "mssql-python (auto: mssql-python and its ODBC driver load here)" in checks["driver"][2]
+    assert checks["target"][0] == "ok" and checks["ledger"][0] == "ok", doctor.stdout
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
-    # The plain image has no mssql-python: the same profile fails there, saying so.
-    plain = dock.run(*run, "--", "doctor", check=False, env=secret)
-    assert plain.returncode == 5 and "mssql-python" in plain.stdout + plain.stderr
+    # The same image with libltdl deleted (as on a host without libltdl7): auto falls back to pymssql,
+    # says why and what to install, and still reaches the server.
+    missing = dock.run(*run, "--user", "0", "--", "-c",
+                       "rm -f /usr/lib/*/libltdl.so.7* && exec bridge doctor", entrypoint="sh",
+                       check=False, env=secret)
+    print(f"bridge doctor without libltdl, exit {missing.returncode}:\n{missing.stdout}{missing.stderr}")
+    fallback = _checks(missing)
+    assert fallback["driver"][0] == "warning", missing.stdout
+    assert "pymssql, because auto fell back" in fallback["driver"][2]
+    assert "libltdl.so.7: cannot open shared object file" in fallback["driver"][2]
+    assert "apt-get install libltdl7 libkrb5-3 libgssapi-krb5-2" in fallback["driver"][2]
+    assert fallback["target"][0] == "ok" and fallback["ledger"][0] == "ok", missing.stdout
     # A worker of that image against the server: healthy, then a clean stop.
-    worker = dock.start(*run, *HEALTH_FAST, image=MSSQL_IMAGE, env=secret)
+    worker = dock.start(*run, *HEALTH_FAST, env=secret)
     wait_until(lambda: health(worker) == "healthy", 90, "a healthy worker on SQL Server")
     docker("stop", "-t", "120", worker)
     assert state(worker)["ExitCode"] == 0, docker("logs", worker).stderr

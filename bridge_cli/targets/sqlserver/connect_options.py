@@ -192,13 +192,15 @@ def _connect_spec(
     encrypt = _encrypt(options, source)
     trust = _flag(options, "trust_server_certificate", source)
     authentication = _authentication(options, source)
-    if choice.requested == AUTO and driver == MSSQL_PYTHON and authentication in (None, SQL_PASSWORD):
-        # A SQL-login profile that names no driver means on mssql-python what it has always meant on
-        # pymssql (FreeTDS): the login is encrypted, the data when the server requires it, and the
-        # certificate is not validated. mssql-python's own defaults (Mandatory, validated) would refuse
-        # servers that pymssql reaches; `encrypt` / `trust_server_certificate: false` ask for them.
+    pymssql_could_run = (authentication in (None, SQL_PASSWORD) and _text(options, "access_token", source) is None
+                         and encrypt != "strict" and trust is not False)
+    if choice.requested == AUTO and driver == MSSQL_PYTHON and pymssql_could_run:
+        # A profile pymssql could run, naming no driver, means on mssql-python what it has always
+        # meant on pymssql (FreeTDS): the login is encrypted, the data when the server requires it,
+        # and no certificate is validated. mssql-python's own defaults (Mandatory, validated) would
+        # refuse servers pymssql reaches; `trust_server_certificate: false` asks for validation.
         encrypt = "optional" if encrypt is None else encrypt
-        trust = True if trust is None and encrypt != "strict" else trust
+        trust = True if trust is None else trust
     where = f"{host}:{port}"
 
     if driver == "pymssql":
