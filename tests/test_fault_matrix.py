@@ -141,6 +141,7 @@ NOT_CALLED_BY_WORKERS = {
     "lake.delete_finished_events",  # bridge prune
     "lake.count_rows",  # only with spark_min_rows set: tests/test_spark_path.py injects its faults
     "lake.add_pause",  # bridge pause
+    "target.describe_driver",  # once, for the start line, before the loop (no I/O: the choice is made)
     "lake.remove_pauses",  # bridge resume
     "lake.request_cancel",  # bridge cancel
     "lake.forget_cancel_request",  # after a cancelled event (tests/test_pause_cancel*.py)

@@ -182,7 +182,7 @@ def test_a_password_never_appears_in_a_message_or_repr() -> None:
     error = sort_error(db_error(pymssql.OperationalError, 18456, f"Login failed ({secret})"), "connect", secret)
     assert secret not in str(error)
     settings = load_settings(env={"BRIDGE_HOME": "/tmp/x"})
-    target_config = AdapterConfig("sqlserver", {"host": "h", "database": "d", "password": secret})
+    target_config = AdapterConfig("sqlserver", {"host": "h", "database": "d", "user": "u", "password": secret})
     settings = dataclasses.replace(settings, target=target_config)
     assert secret not in repr(settings)
     assert secret not in repr(SQLServerTarget(settings))
@@ -190,7 +190,7 @@ def test_a_password_never_appears_in_a_message_or_repr() -> None:
 
 def test_unreachable_server_is_a_connection_failure_without_the_password() -> None:
     settings = load_settings(env={"BRIDGE_HOME": "/tmp/x"})
-    config = AdapterConfig("sqlserver", {"host": "127.0.0.1", "port": 1, "database": "d",
+    config = AdapterConfig("sqlserver", {"driver": "pymssql", "host": "127.0.0.1", "port": 1, "database": "d",
                                          "user": "u", "password": "pw-123", "login_timeout": 2})
     target = SQLServerTarget(dataclasses.replace(settings, target=config))
     with pytest.raises(ConnectionFailure) as info:  # exit 5 for a command; a worker retries
@@ -204,7 +204,8 @@ def test_profile_errors_name_the_key() -> None:
     settings = load_settings(env={"BRIDGE_HOME": "/tmp/x"})
     with pytest.raises(ConfigError, match="missing host"):
         SQLServerTarget(dataclasses.replace(settings, target=AdapterConfig("sqlserver", {"database": "d"})))
-    bad = AdapterConfig("sqlserver", {"host": "h", "database": "d", "write_method": "fast"})
+    bad = AdapterConfig("sqlserver", {"host": "h", "database": "d", "user": "u", "password": "p",
+                                      "write_method": "fast"})
     with pytest.raises(ConfigError, match="write_method: 'fast'"):
         SQLServerTarget(dataclasses.replace(settings, target=bad))
 

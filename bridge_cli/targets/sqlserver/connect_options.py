@@ -225,7 +225,8 @@ def _connect_spec(
             f"{source}: access_token and authentication: {authentication} are two ways to sign in; give one"
         )
     method = "access_token" if token is not None else (authentication or SQL_PASSWORD)
-    identity = _identity(options, source, method)
+    identity = _identity(options, source, method, "`driver: mssql-python`" if choice.requested == MSSQL_PYTHON
+                         else "mssql-python (the driver `auto` chose)")
 
     pairs: list[tuple[str, str]] = [("Server", f"{host},{port}"), ("Database", database)]
     attrs_before: dict[int, Any] | None = None
@@ -306,7 +307,7 @@ def _pymssql_kwargs(
     return kwargs
 
 
-def _identity(options: Mapping[str, Any], source: str, method: str) -> dict[str, str]:
+def _identity(options: Mapping[str, Any], source: str, method: str, driver: str) -> dict[str, str]:
     """The identity options `method` uses, checked: none missing, none given that it would not use."""
     given = {key: value for key in _IDENTITY_KEYS if (value := _text(options, key, source)) is not None}
     label = "access_token" if method == "access_token" else f"authentication: {method}"
@@ -319,7 +320,7 @@ def _identity(options: Mapping[str, Any], source: str, method: str) -> dict[str,
     missing = [key for key in _NEEDS[method] if key not in given]
     if missing:
         what = "a SQL login" if method == SQL_PASSWORD else label
-        raise ConfigError(f"{source}: missing {', '.join(missing)} for {what} with `driver: mssql-python`")
+        raise ConfigError(f"{source}: missing {', '.join(missing)} for {what} with {driver}")
     return given
 
 
