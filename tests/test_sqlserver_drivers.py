@@ -35,13 +35,14 @@ def plan(*columns: TargetColumn) -> ApplyPlan:
 
 
 def test_each_driver_has_its_own_write_methods() -> None:
-    assert target().capabilities.write_methods == ("auto", "bulk", "values")
+    assert target(driver="pymssql").capabilities.write_methods == ("auto", "bulk", "values")
     assert target(driver="mssql-python").capabilities.write_methods == ("auto", "bulk", "arrays")
 
 
 @pytest.mark.parametrize("options,message", [
     ({"driver": "odbc"}, "bridge.yaml: profiles.prod.target.driver: 'odbc'"),
-    ({"write_method": "arrays"}, "write_method: 'arrays' is not one of auto, bulk, values (driver pymssql)"),
+    ({"driver": "pymssql", "write_method": "arrays"},
+     "write_method: 'arrays' is not one of auto, bulk, values (driver pymssql)"),
     ({"driver": "mssql-python", "write_method": "values"},
      "write_method: 'values' is not one of auto, bulk, arrays (driver mssql-python)"),
     ({"rows_per_trip": "many"}, "rows_per_trip: expected an integer, got 'many'"),
@@ -55,7 +56,7 @@ def test_an_unknown_driver_or_method_is_a_one_line_config_error(options: dict[st
 
 
 def test_auto_tries_bulk_first_where_it_may_work_then_remembers_a_refusal() -> None:
-    pymssql_target = target()
+    pymssql_target = target(driver="pymssql")
     assert pymssql_target.methods_for(plan(INT, TEXT)) == ["bulk", "values"]
     # FreeTDS bulk copy is only trusted with types it moves exactly
     assert pymssql_target.methods_for(plan(INT, WHEN)) == ["values"]
