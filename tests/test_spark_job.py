@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.util
+import os
 import shutil
+import sys
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,9 @@ pytestmark = pytest.mark.skipif(
 def spark() -> Any:
     from pyspark.sql import SparkSession
 
+    # The Python workers must be this interpreter (the `python3` on PATH may be another minor version,
+    # which PySpark refuses), as bridge's own local Spark path sets PYSPARK_PYTHON.
+    os.environ["PYSPARK_PYTHON"] = sys.executable
     session = (SparkSession.builder.master("local[2]").config("spark.ui.enabled", "false")
                .config("spark.sql.session.timeZone", "UTC").getOrCreate())
     yield session
