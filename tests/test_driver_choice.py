@@ -210,36 +210,12 @@ def test_a_named_mssql_python_that_cannot_load_is_a_config_error_naming_the_libr
     assert doctor["driver"]["status"] == "failed" and "libltdl.so.7" in doctor["driver"]["detail"]
 
 
-@linux_only
-def test_the_worker_start_line_names_the_fallback_and_why(
-    bridge_home: Path, tmp_path: Path, unloadable: dict[str, str]
-) -> None:
-    config = _config(tmp_path)
+def _worker_log(tmp_path: Path, env: dict[str, str]) -> str:
+    """What a real `bridge worker` logged up to its start line (nothing listens on port 1: it keeps
+    retrying the target, which is not what these tests look at), then stopped."""
     log = tmp_path / "worker.log"
     with log.open("w") as out:
-        worker = subprocess.Popen([*BRIDGE, "--config", str(config), "worker", "--poll-interval", "0.2"],
-                                  stdout=subprocess.DEVNULL, stderr=out, env=cli_env(**unloadable))
-        try:
-            deadline = time.monotonic() + 60
-            while "worker started" not in log.read_text() and time.monotonic() < deadline:
-                assert worker.poll() is None, log.read_text()
-                time.sleep(0.1)
-        finally:
-            worker.terminate()
-            worker.wait(30)
-    started = next(line for line in log.read_text().splitlines() if "worker started" in line)
-    assert "SQL Server driver pymssql (auto fell back: mssql-python's ODBC driver does not load" in started
-    assert "libltdl.so.7" in started and "apt-get install libltdl7" in started
-
-
-@needs_mssql_python
-def test_the_worker_start_line_names_mssql_python(bridge_home: Path, tmp_path: Path) -> None:
-    config = _config(tmp_path)
-    log = tmp_path / "worker.log"
-    env = cli_env()
-    env.pop("LD_LIBRARY_PATH", None)
-    with log.open("w") as out:
-        worker = subprocess.Popen([*BRIDGE, "--config", str(config), "worker", "--poll-interval", "0.2"],
+        worker = subprocess.Popen([*BRIDGE, "--config", str(_config(tmp_path)), "worker", "--poll-interval", "0.2"],
                                   stdout=subprocess.DEVNULL, stderr=out, env=env)
         try:
             deadline = time.monotonic() + 60
@@ -249,7 +225,24 @@ def test_the_worker_start_line_names_mssql_python(bridge_home: Path, tmp_path: P
         finally:
             worker.terminate()
             worker.wait(30)
-    assert "SQL Server driver mssql-python (auto: mssql-python and its ODBC driver load here)" in log.read_text()
+    return next(line for line in log.read_text().splitlines() if "worker started" in line)
+
+
+@linux_only
+def test_the_worker_start_line_names_the_fallback_and_why(
+    bridge_home: Path, tmp_path: Path, unloadable: dict[str, str]
+) -> None:
+    started = _worker_log(tmp_path, cli_env(**unloadable))
+    assert "SQL Server driver pymssql (auto fell back: mssql-python's ODBC driver does not load" in started
+    assert "libltdl.so.7" in started and "apt-get install libltdl7" in started
+
+
+@needs_mssql_python
+def test_the_worker_start_line_names_mssql_python(bridge_home: Path, tmp_path: Path) -> None:
+    env = cli_env()
+    env.pop("LD_LIBRARY_PATH", None)
+    started = _worker_log(tmp_path, env)
+    assert "SQL Server driver mssql-python (auto: mssql-python and its ODBC driver load here)" in started
 
 
 def test_the_embedded_default_names_no_driver(bridge_home: Path) -> None:
