@@ -6,10 +6,10 @@ BRIDGE := $(BIN)/bridge
 export BRIDGE_HOME ?= .bridge
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-databricks test-container constraints lint typecheck check completions bench bench-sqlserver bench-sync bench-spark campaign clean
+.PHONY: help install demo test test-databricks test-sqlserver-auto test-container constraints lint typecheck check completions bench bench-sqlserver bench-sync bench-spark campaign clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
 
 $(BIN)/bridge: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,25 @@ demo: install ## Seed a sample lake and target under .bridge/, sync INSERT/UPDAT
 test: install ## Run the test suite
 	$(BIN)/python -m pip install --quiet -e '.[spark]'
 	$(BIN)/python -m pytest -q
+
+# A profile that names no driver (`driver: auto`): the contract and fidelity tests of that pair, run
+# in two processes, since the loader reads LD_LIBRARY_PATH only at start. First as installed, where
+# auto must pick mssql-python; then with a libltdl.so.7 that is not a library first on the loader's
+# path, so mssql-python's ODBC driver cannot load and auto must fall back to pymssql
+# (BRIDGE_TEST_EXPECT_DRIVER tells the pair which to expect; a run in the wrong mode fails).
+AUTO_TESTS  := tests/test_contract.py tests/test_contract_sync.py tests/test_sqlserver_fidelity.py
+AUTO_SELECT := sqlserver-auto or auto:auto or auto:bulk or auto-auto
+UNLOADABLE  := $(abspath tests/fixtures/unloadable-odbc)
+test-sqlserver-auto: install ## Contract + fidelity tests of a profile naming no driver, mssql-python loadable then not (needs BRIDGE_TEST_MSSQL_URL)
+	@test -n "$$BRIDGE_TEST_MSSQL_URL" || { echo "set BRIDGE_TEST_MSSQL_URL=mssql://user:pass@host:1433/db"; exit 2; }
+	@echo "== driver: auto, mssql-python loadable: expects mssql-python"
+	@env -u BRIDGE_TEST_EXPECT_DRIVER $(BIN)/python -m pytest -q -rs -p no:cacheprovider \
+	  -k '$(AUTO_SELECT)' $(AUTO_TESTS); loadable=$$?; \
+	echo "== driver: auto, mssql-python unloadable (LD_LIBRARY_PATH=$(UNLOADABLE)): expects pymssql"; \
+	LD_LIBRARY_PATH="$(UNLOADABLE)$${LD_LIBRARY_PATH:+:$$LD_LIBRARY_PATH}" BRIDGE_TEST_EXPECT_DRIVER=pymssql \
+	  $(BIN)/python -m pytest -q -rs -p no:cacheprovider -k '$(AUTO_SELECT)' $(AUTO_TESTS); unloadable=$$?; \
+	echo "== exit status: loadable $$loadable, unloadable $$unloadable"; \
+	test $$loadable -eq 0 && test $$unloadable -eq 0
 
 STANDIN ?= $(abspath ../shared/standins/databricks)
 export DBX_STANDIN_CATALOGS ?= main,000-sql-databricks-bridge,mi-catalog,seed,c,003-precios,lake

@@ -219,11 +219,41 @@ def mssql_python_available() -> bool:
     return importlib.util.find_spec("mssql_python") is not None
 
 
+# Which driver a profile that names none must get in this process. Unset: mssql-python. The run that
+# makes mssql-python unloadable (`make test-sqlserver-auto`, LD_LIBRARY_PATH=UNLOADABLE_ODBC) sets
+# it to pymssql; conftest's bridge_home keeps it.
+EXPECT_DRIVER_ENV = "BRIDGE_TEST_EXPECT_DRIVER"
+UNLOADABLE_ODBC = Path(__file__).parent / "fixtures" / "unloadable-odbc"
+
+
+def expected_auto_driver() -> str:
+    import os
+
+    value = os.environ.get(EXPECT_DRIVER_ENV, "").strip() or "mssql-python"
+    if value not in ("mssql-python", "pymssql"):
+        raise ValueError(f"{EXPECT_DRIVER_ENV}={value!r}: expected mssql-python or pymssql")
+    return value
+
+
+def auto_pair_unavailable() -> str | None:
+    """Why the no-driver pair cannot run its expected mode here, or None."""
+    if expected_auto_driver() == "mssql-python" and not mssql_python_available():
+        return (f"mssql-python is not installed, so `driver: auto` can only fall back "
+                f"({EXPECT_DRIVER_ENV}=pymssql runs the no-driver pair on its fallback)")
+    return None
+
+
+def _bits_as_ints(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """mssql-python reads BIT as bool where pymssql reads 1 / 0: compare values, not Python types."""
+    return [tuple(int(v) if isinstance(v, bool) else v for v in row) for row in rows]
+
+
 class MssqlPair(LocalPair):
     """DuckDB lake, real SQL Server (or a TDS-compatible server) as the target."""
 
     name = "duckdb-sqlserver"
-    driver = "pymssql"
+    driver = "pymssql"  # what connects
+    names_driver = True  # the profile says `driver: <driver>`; False: it names none (auto)
 
     def __init__(self, home: Path, **overrides: Any) -> None:
         import uuid
@@ -234,7 +264,8 @@ class MssqlPair(LocalPair):
         connection = mssql_url()
         assert connection is not None
         options = {**connection, "ledger_table": f"bridge.applied_{uuid.uuid4().hex[:8]}",
-                   "login_timeout": 10, "driver": self.driver, **overrides.pop("target_options", {})}
+                   "login_timeout": 10, **({"driver": self.driver} if self.names_driver else {}),
+                   **overrides.pop("target_options", {})}
         self.home = home
         base = load_settings(env={"BRIDGE_HOME": str(home)})
         defaults = {"retry_backoff": 0.0, "lock_timeout": 5.0, "lease_seconds": 30.0}
@@ -335,9 +366,32 @@ class MssqlPythonPair(MssqlPair):
     driver = "mssql-python"
 
     def target_rows(self, name: str, columns: Sequence[str], order_by: str) -> list[tuple[Any, ...]]:
-        # This driver reads BIT as bool where pymssql reads 1 / 0: compare values, not Python types.
-        rows = super().target_rows(name, columns, order_by)
-        return [tuple(int(v) if isinstance(v, bool) else v for v in row) for row in rows]
+        return _bits_as_ints(super().target_rows(name, columns, order_by))
+
+
+class MssqlAutoPair(MssqlPair):
+    """The same server through a profile that names no driver: `driver: auto` picks mssql-python,
+    or pymssql where mssql-python cannot load. Building it fails unless auto picked the driver this
+    run expects (expected_auto_driver), so a run in the wrong mode cannot pass unnoticed."""
+
+    name = "duckdb-sqlserver-auto"
+    names_driver = False
+
+    def __init__(self, home: Path, **overrides: Any) -> None:
+        self.driver = expected_auto_driver()
+        super().__init__(home, **overrides)
+        choice = self.target.spec.choice  # type: ignore[attr-defined]
+        got = None if choice is None else (choice.requested, choice.driver, choice.fell_back)
+        want = ("auto", self.driver, self.driver == "pymssql")
+        if got != want:
+            mode = (f"mssql-python made unloadable ({EXPECT_DRIVER_ENV}=pymssql), so auto should fall back "
+                    "to pymssql" if want[2] else
+                    f"mssql-python loadable ({EXPECT_DRIVER_ENV} unset), so auto should pick mssql-python")
+            picked = choice.describe() if choice is not None else "no choice recorded"
+            raise AssertionError(f"a profile that names no driver: this run expects {mode}; it got {picked}")
+
+    def target_rows(self, name: str, columns: Sequence[str], order_by: str) -> list[tuple[Any, ...]]:
+        return _bits_as_ints(super().target_rows(name, columns, order_by))
 
 
 def spark_unavailable() -> str | None:
@@ -381,6 +435,7 @@ class MssqlSparkPair(MssqlPair):
 
 PAIRS.append(MssqlPair)
 PAIRS.append(MssqlPythonPair)
+PAIRS.append(MssqlAutoPair)
 PAIRS.append(MssqlSparkPair)
 
 

@@ -8,12 +8,15 @@ from pathlib import Path
 import pytest
 
 from tests.backends import (
+    EXPECT_DRIVER_ENV,
     PAIRS,
     DatabricksPair,
     LocalPair,
+    MssqlAutoPair,
     MssqlPair,
     MssqlPythonPair,
     MssqlSparkPair,
+    auto_pair_unavailable,
     mssql_python_available,
     mssql_url,
     spark_unavailable,
@@ -45,7 +48,7 @@ def bridge_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     import os
 
     for key in list(os.environ):
-        if key.startswith("BRIDGE_") and key != "BRIDGE_TEST_MSSQL_URL":
+        if key.startswith("BRIDGE_") and key not in ("BRIDGE_TEST_MSSQL_URL", EXPECT_DRIVER_ENV):
             monkeypatch.delenv(key)
     home = tmp_path / ".bridge"
     monkeypatch.setenv("BRIDGE_HOME", str(home))
@@ -61,6 +64,8 @@ def pair(request: pytest.FixtureRequest, bridge_home: Path) -> LocalPair:
         pytest.skip(MSSQL_SKIP)
     if request.param is MssqlPythonPair and not mssql_python_available():
         pytest.skip("mssql-python is not installed (pip install 'bridge-cli[mssql-python]')")
+    if request.param is MssqlAutoPair and auto_pair_unavailable():
+        pytest.skip(str(auto_pair_unavailable()))
     if request.param is MssqlSparkPair and spark_unavailable():
         pytest.skip(f"the Spark staging path cannot run here: {spark_unavailable()}")
     if request.param is DatabricksPair and standin_settings() is None:

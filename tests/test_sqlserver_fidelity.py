@@ -15,7 +15,14 @@ from typing import Any
 import pytest
 
 from bridge_cli.targets.sqlserver.pymssql_driver import BULK_SAFE_TYPES
-from tests.backends import MssqlPair, MssqlPythonPair, mssql_python_available, mssql_url
+from tests.backends import (
+    MssqlAutoPair,
+    MssqlPair,
+    MssqlPythonPair,
+    auto_pair_unavailable,
+    mssql_python_available,
+    mssql_url,
+)
 from tests.helpers import submit
 
 pytestmark = pytest.mark.skipif(
@@ -79,17 +86,26 @@ def columns_for(driver: str, method: str) -> dict[str, tuple[str, str, list[Any]
     return {k: v for k, v in MATRIX.items() if (driver, method) != ("pymssql", "bulk") or k in BULK_SAFE}
 
 
+def pair_for(bridge_home: Path, driver: str, options: dict[str, Any]) -> MssqlPair:
+    """driver: pymssql or mssql-python, named in the profile; auto: a profile that names none (the
+    pair checks that auto picked the driver this run expects, and its `driver` is the one picked)."""
+    if driver == "mssql-python" and not mssql_python_available():
+        pytest.skip("mssql-python is not installed (pip install 'bridge-cli[mssql-python]')")
+    if driver == "auto" and auto_pair_unavailable():
+        pytest.skip(str(auto_pair_unavailable()))
+    pair_class = {"mssql-python": MssqlPythonPair, "auto": MssqlAutoPair}.get(driver, MssqlPair)
+    return pair_class(bridge_home, target_options=options)
+
+
 @pytest.fixture
 def matrix_pair(bridge_home: Path, request: pytest.FixtureRequest) -> MssqlPair:
     driver, _, how = request.param.partition(":")
     method, _, per_trip = how.partition("/")  # "values/1000": 1000 rows a round trip
-    if driver == "mssql-python" and not mssql_python_available():
-        pytest.skip("mssql-python is not installed (pip install 'bridge-cli[mssql-python]')")
     options: dict[str, Any] = {"write_method": method}
     if per_trip:
         options["rows_per_trip"] = int(per_trip)
-    pair = (MssqlPythonPair if driver == "mssql-python" else MssqlPair)(bridge_home, target_options=options)
-    matrix = columns_for(driver, method)
+    pair = pair_for(bridge_home, driver, options)
+    matrix = columns_for(pair.driver, method)
     pair.matrix = matrix  # type: ignore[attr-defined]
     columns = ", ".join(f"[{name}] {sql_type} NULL" for name, (sql_type, _, _) in matrix.items())
     pair._run("IF OBJECT_ID(N'[dbo].[fidelity]', N'U') IS NOT NULL DROP TABLE [dbo].[fidelity]")
@@ -130,6 +146,7 @@ def mismatches(rows: list[tuple[Any, ...]], matrix: dict[str, tuple[str, str, li
 
 @pytest.mark.parametrize("matrix_pair", [
     "pymssql:values", "pymssql:values/1000", "pymssql:auto", "mssql-python:arrays", "mssql-python:auto",
+    "auto:auto",
 ], indirect=True)
 def test_every_type_round_trips_exactly(matrix_pair: MssqlPair) -> None:
     outcome, rows = written(matrix_pair)
@@ -138,7 +155,7 @@ def test_every_type_round_trips_exactly(matrix_pair: MssqlPair) -> None:
     assert mismatches(rows, MATRIX) == []
 
 
-@pytest.mark.parametrize("matrix_pair", ["pymssql:bulk", "mssql-python:bulk"], indirect=True)
+@pytest.mark.parametrize("matrix_pair", ["pymssql:bulk", "mssql-python:bulk", "auto:bulk"], indirect=True)
 def test_forced_bulk_is_exact_or_fails_having_applied_nothing(matrix_pair: MssqlPair) -> None:
     outcome, rows = written(matrix_pair)
     if not outcome.startswith("completed"):
@@ -150,18 +167,15 @@ def test_forced_bulk_is_exact_or_fails_having_applied_nothing(matrix_pair: Mssql
 
 
 def driver_pair(bridge_home: Path, driver: str, method: str, table: str, columns: str) -> MssqlPair:
-    """The server through one driver and write method, with a fresh dbo table keyed by [id]."""
-    if driver == "mssql-python" and not mssql_python_available():
-        pytest.skip("mssql-python is not installed (pip install 'bridge-cli[mssql-python]')")
-    pair = (MssqlPythonPair if driver == "mssql-python" else MssqlPair)(
-        bridge_home, target_options={"write_method": method})
+    """The server through one driver (or auto) and write method, with a fresh dbo table keyed by [id]."""
+    pair = pair_for(bridge_home, driver, {"write_method": method})
     pair._run(f"IF OBJECT_ID(N'[dbo].[{table}]', N'U') IS NOT NULL DROP TABLE [dbo].[{table}]")
     pair._run(f"CREATE TABLE [dbo].[{table}] ([id] INT NOT NULL PRIMARY KEY, {columns})")
     return pair
 
 
 @pytest.mark.parametrize("driver,method", [("pymssql", "values"), ("mssql-python", "arrays"),
-                                           ("mssql-python", "auto")])
+                                           ("mssql-python", "auto"), ("auto", "auto")])
 def test_a_value_too_long_for_its_column_fails_the_event_and_is_never_cut(
     bridge_home: Path, driver: str, method: str
 ) -> None:
@@ -214,7 +228,7 @@ def test_init_drops_staging_tables_that_stopped_workers_left_behind(bridge_home:
 
 
 @pytest.mark.parametrize("driver,method", [("pymssql", "values"), ("pymssql", "auto"), ("mssql-python", "arrays"),
-                                           ("mssql-python", "auto")])
+                                           ("mssql-python", "auto"), ("auto", "auto")])
 def test_a_long_max_value_beside_a_null_is_staged_exactly(bridge_home: Path, driver: str, method: str) -> None:
     """mssql-python sends such rows one by one and asks the server the type of a NULL; on Babelfish
     that question cannot see a temp table and ended the load's transaction ("COMMIT can only be
@@ -328,7 +342,7 @@ def shorter(value: Any) -> str:
 
 @pytest.mark.parametrize("matrix_pair", [
     "pymssql:values", "pymssql:values/1000", "pymssql:auto", "mssql-python:arrays", "mssql-python:auto",
-    "pymssql:bulk", "mssql-python:bulk",
+    "pymssql:bulk", "mssql-python:bulk", "auto:auto", "auto:bulk",
 ], indirect=True)
 def test_upsert_writes_every_type_exactly_and_changed_only_counts_only_real_changes(
     matrix_pair: MssqlPair,
