@@ -213,6 +213,15 @@ def mssql_url() -> dict[str, Any] | None:
     }
 
 
+def forced_write_method() -> dict[str, str]:
+    """BRIDGE_TEST_MSSQL_WRITE_METHOD=bulk: every SQL Server pair loads through that method (the CI
+    workflow forces bulk copy on a real SQL Server; Babelfish refuses it)."""
+    import os
+
+    method = os.environ.get("BRIDGE_TEST_MSSQL_WRITE_METHOD")
+    return {"write_method": method} if method else {}
+
+
 def mssql_python_available() -> bool:
     import importlib.util
 
@@ -265,7 +274,7 @@ class MssqlPair(LocalPair):
         assert connection is not None
         options = {**connection, "ledger_table": f"bridge.applied_{uuid.uuid4().hex[:8]}",
                    "login_timeout": 10, **({"driver": self.driver} if self.names_driver else {}),
-                   **overrides.pop("target_options", {})}
+                   **forced_write_method(), **overrides.pop("target_options", {})}
         self.home = home
         base = load_settings(env={"BRIDGE_HOME": str(home)})
         defaults = {"retry_backoff": 0.0, "lock_timeout": 5.0, "lease_seconds": 30.0}

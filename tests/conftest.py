@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from tests.backends import (
-    EXPECT_DRIVER_ENV,
     PAIRS,
     DatabricksPair,
     LocalPair,
@@ -48,7 +47,9 @@ def bridge_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     import os
 
     for key in list(os.environ):
-        if key.startswith("BRIDGE_") and key not in ("BRIDGE_TEST_MSSQL_URL", EXPECT_DRIVER_ENV):
+        # The tests' own settings stay (BRIDGE_TEST_*: the server, the jar, the driver expected);
+        # bridge's settings (BRIDGE_HOME, BRIDGE_PROFILE, ...) must not leak in.
+        if key.startswith("BRIDGE_") and not key.startswith("BRIDGE_TEST_"):
             monkeypatch.delenv(key)
     home = tmp_path / ".bridge"
     monkeypatch.setenv("BRIDGE_HOME", str(home))
