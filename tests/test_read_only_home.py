@@ -247,6 +247,11 @@ def _cannot_switch_user() -> str | None:
         return "setpriv (util-linux) is not installed"
     if os.geteuid() != 0:
         return "switching to another user needs root"
+    # An interpreter under root's home (a pyenv build with a shared libpython) cannot start as nobody.
+    probe = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", ""],
+                           capture_output=True, text=True, check=False)
+    if probe.returncode != 0:
+        return f"this interpreter cannot run as uid 65534: {' '.join(probe.stderr.split())[:200]}"
     return None
 
 
