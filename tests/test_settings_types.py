@@ -198,10 +198,9 @@ def test_the_specs_choices_are_the_adapters_own() -> None:
     from bridge_cli import settings_spec as spec
     from bridge_cli.spark.jdbc import JDBC_DRIVERS
     from bridge_cli.targets.sqlserver.connect_options import AUTHENTICATIONS, DRIVERS, ENCRYPT_VALUES
+    from bridge_cli.targets.sqlserver.driver_choice import DRIVER_VALUES
     from bridge_cli.targets.sqlserver.mssql_python_driver import MssqlPythonDriver
     from bridge_cli.targets.sqlserver.pymssql_driver import PymssqlDriver
-
-    from bridge_cli.targets.sqlserver.driver_choice import DRIVER_VALUES
 
     assert spec.SQLSERVER_DRIVERS == DRIVER_VALUES and set(DRIVERS) == set(DRIVER_VALUES) - {"auto"}
     assert spec.SQLSERVER_AUTHENTICATIONS == AUTHENTICATIONS
