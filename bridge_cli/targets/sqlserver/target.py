@@ -164,8 +164,14 @@ class SQLServerTarget:
 
     # -- ledger ------------------------------------------------------------------------------
     def _ledger_exists(self, cursor: Any) -> bool:
-        self.execute(cursor, "SELECT OBJECT_ID(%s, N'U')", (tsql.table_sql(self.ledger),))
-        return cursor.fetchone()[0] is not None
+        """Whether the ledger exists; the same round trip learns whether it has the details column
+        (ledger_has_details), which the first event asks next."""
+        ledger = tsql.table_sql(self.ledger)
+        self.execute(cursor, "SELECT OBJECT_ID(%s, N'U'), COL_LENGTH(%s, %s)", (ledger, ledger, LEDGER_DETAILS))
+        found, details = cursor.fetchone()
+        if found is not None:
+            self._details_column = details is not None
+        return found is not None
 
     def ledger_has_details(self, cursor: Any) -> bool:
         """Whether the ledger has the details column (a ledger from before it has not, until
@@ -177,9 +183,8 @@ class SQLServerTarget:
 
     def init_ledger(self) -> list[str]:
         with self._cursor("creating the ledger") as cursor:
-            existed = self._ledger_exists(cursor)
-            self._details_column = None
-            lacked = existed and not self.ledger_has_details(cursor)
+            existed = self._ledger_exists(cursor)  # which also asks for the details column
+            lacked = existed and not self._details_column
             for statement in tsql.ledger_ddl(self.ledger):
                 cursor.execute(statement)
             if lacked:
@@ -316,6 +321,7 @@ class SQLServerSession:
         self.stage = tsql.STAGE
         self.casts: dict[str, str] = {}  # stage columns staged as another type, cast back by the apply
         self.method_used: str | None = None
+        self._temp_stage = False  # this session made the connection's temp stage (release drops it)
 
     def close(self) -> None:
         # Closing a dead connection must not hide the real error.
@@ -327,7 +333,8 @@ class SQLServerSession:
         """After a clean session: drop the stage and keep the connection for the next one."""
         try:
             self._drop_stage()
-            self.connection.cursor().execute(tsql.drop_stage_sql(tsql.STAGE))
+            if self._temp_stage:
+                self.connection.cursor().execute(tsql.drop_stage_sql(tsql.STAGE))
         except Exception:
             _close(self.connection)
             return
@@ -406,6 +413,7 @@ class SQLServerSession:
             # The failed load may have left this connection broken or mid-transaction: start over.
             self.close()
             self.connection = self.target.connect()
+            self._temp_stage = False  # it went with the old connection
         self._create_stage(plan, fallback)
         self._load(fallback, plan, [batch], 1)
         return fallback, check
@@ -457,9 +465,13 @@ class SQLServerSession:
             self.stage = tsql.shared_stage_name(self.target.ledger.schema, token or uuid.uuid4().hex)
         else:
             self.stage = tsql.STAGE
+            self._temp_stage = True
         cursor = self.connection.cursor()
         try:
-            cursor.execute(tsql.drop_stage_sql(self.stage))
+            if self.stage == tsql.STAGE or token is not None:
+                # Only these names can be taken already (by this session's earlier try, or an earlier
+                # attempt's run); a new uuid4 name cannot, and on Babelfish the look was 0.05 s cold.
+                cursor.execute(tsql.drop_stage_sql(self.stage))
             server_numbers = method in self.driver.capabilities.server_numbered
             cursor.execute(tsql.create_stage_sql(plan, self.stage, server_numbers, self.casts))
         except self.driver.errors() as exc:
