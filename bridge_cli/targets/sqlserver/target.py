@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -103,6 +104,8 @@ class SQLServerTarget:
         self._ready = False
         self._details_column: bool | None = None  # the ledger has the details column (asked once)
         self._idle: Any = None  # one connection kept between uses
+        self._ahead: threading.Thread | None = None  # connect_ahead's, until check_ready or a use waits for it
+        self._ahead_error: BaseException | None = None
         # Methods `auto` found refused or wrong on this server, with why: not asked again.
         self.refused: dict[str, str] = {}
 
@@ -116,9 +119,32 @@ class SQLServerTarget:
     def connect(self) -> Any:
         return self.driver.connect()
 
+    def connect_ahead(self) -> None:
+        """Log in and check the ledger in a thread while a new process imports pyarrow (about 0.2 s
+        each on Babelfish: a login and a new server session's first lookup). check_ready waits for
+        it and raises what it raised; any other use of the connection waits for it first."""
+        if self._ready or self._idle is not None or self._ahead is not None:
+            return
+        self._ahead = threading.Thread(target=self._check_ahead, name="target-connect", daemon=True)
+        self._ahead.start()
+
+    def _check_ahead(self) -> None:
+        try:
+            self._check_ready()
+        except BaseException as exc:  # raised again, in the caller's thread, by check_ready
+            self._ahead_error = exc
+
+    def _settle(self) -> None:
+        """Wait for connect_ahead's thread (unless this is it): the connection is then only ours."""
+        ahead = self._ahead
+        if ahead is not None and ahead is not threading.current_thread():
+            ahead.join()
+            self._ahead = None
+
     def _take(self) -> Any:
         """The idle connection if it still answers, else a new one. A new connection costs a login
         and, on Babelfish, a server process with cold catalog caches: most of an event's fixed cost."""
+        self._settle()
         connection, self._idle = self._idle, None
         if connection is not None:
             try:
@@ -138,6 +164,7 @@ class SQLServerTarget:
             _close(connection)
 
     def close(self) -> None:
+        self._settle()
         connection, self._idle = self._idle, None
         if connection is not None:
             _close(connection)
@@ -223,6 +250,13 @@ class SQLServerTarget:
             cursor.execute("COMMIT TRANSACTION")
 
     def check_ready(self) -> None:
+        self._settle()
+        error, self._ahead_error = self._ahead_error, None
+        if error is not None:
+            raise error
+        self._check_ready()
+
+    def _check_ready(self) -> None:
         if self._ready:
             return
         try:
