@@ -186,3 +186,17 @@ def test_what_connect_ahead_met_is_raised_by_check_ready_once_then_it_tries_agai
         bridge.check_ready()
     bridge.check_ready()  # a worker's next poll: a login of its own
     assert logins.count == 2
+
+
+def test_mssql_python_declares_uuid_max_text_and_binary_parameters() -> None:
+    from bridge_cli.targets.sqlserver.mssql_python_driver import SQL_VARBINARY, SQL_WVARCHAR, input_sizes
+
+    columns = (TargetColumn("u", "uniqueidentifier"), TargetColumn("body", "nvarchar(max) COLLATE Latin1_General_CI_AS"),
+               TargetColumn("blob", "varbinary(100)"))
+    batch = pa.record_batch([pa.array(["12345678-1234-5678-1234-567812345678", None]), pa.array(["ñ東😀", None]),
+                             pa.array([b"\x00\x01", None], pa.binary())], names=["u", "body", "blob"])
+    assert input_sizes(columns, batch) == [(SQL_WVARCHAR, 36, 0), (SQL_WVARCHAR, 9, 0), (SQL_VARBINARY, 100, 0)]
+    # A value longer than a parameter array takes: the driver decides, as before.
+    long_batch = pa.record_batch([pa.array([None, None], pa.string()), pa.array(["x" * 4001, None]),
+                                  pa.array([None, None], pa.binary())], names=["u", "body", "blob"])
+    assert input_sizes(columns, long_batch) is None
