@@ -551,7 +551,11 @@ def main() -> None:
           f"{choice.describe() if choice is not None else '?'}")
     print(f"{args.rows:,} rows x {len(COLUMNS)} columns (the fidelity matrix's types, ~10% NULLs); every load "
           f"read back and compared; best of {args.repeat} rounds (cases marked once: 1 run)\n")
-    print_table([results[f"{c.driver}|{c.name}"] for c in todo], todo, args.rows)
+    ordered = [results[f"{c.driver}|{c.name}"] for c in todo]
+    for result in ordered:
+        if result.rows < args.rows and result.seconds is not None and not result.wrong:
+            result.note = f"{result.rows:,} rows only: it is slow"
+    print_table(ordered, todo, args.rows)
 
 
 if __name__ == "__main__":
