@@ -100,8 +100,11 @@ CAMPAIGN_ARGS ?= --runs 3 --kills 60 --events 150
 campaign: install ## Fault campaign: kill -9 workers mid-event on the embedded default, check every row
 	$(BIN)/python -m tests.campaign $(CAMPAIGN_ARGS)
 
-bench-sqlserver: install ## SQL Server write methods, both drivers (needs BRIDGE_TEST_MSSQL_URL)
+# bench_default_driver.py takes --rows and --repeat only: its own variable, as BENCH_ARGS may hold --only.
+DEFAULT_BENCH_ARGS ?=
+bench-sqlserver: install ## The default profile (no driver:) vs each driver's raw load, then write methods, both drivers (needs BRIDGE_TEST_MSSQL_URL)
 	@test -n "$$BRIDGE_TEST_MSSQL_URL" || { echo "set BRIDGE_TEST_MSSQL_URL=mssql://user:pass@host:1433/db"; exit 2; }
+	$(BIN)/python bench/bench_default_driver.py $(DEFAULT_BENCH_ARGS)
 	$(BIN)/python bench/bench_write_methods.py $(BENCH_ARGS)
 
 bench-sync: install ## UPSERT vs the same rows as UPDATE + INSERT events, both drivers (needs BRIDGE_TEST_MSSQL_URL)

@@ -44,8 +44,11 @@ from bridge_cli.settings_spec import POLL_INTERVAL_FLOOR, SpecError, WorkerId
 def _engine(
     settings: Settings, progress: reporting.CopyProgress | None, patient: bool = False
 ) -> Engine:
+    target = open_target(settings)
+    # The login and ledger check overlap the engine's pyarrow import.
+    target.connect_ahead()
     return Engine(
-        settings, open_lake(settings, patient=patient), open_target(settings),
+        settings, open_lake(settings, patient=patient), target,
         on_progress=progress, on_phase=progress.phase if progress is not None else None,
     )
 

@@ -59,3 +59,34 @@ def test_a_wrong_sql_server_password_is_exit_5_with_the_server_text_once(tmp_pat
     assert done.returncode == 5, done.stderr
     assert done.stderr.count("Login failed") == 1, done.stderr
     assert "not-the-password" not in done.stderr
+
+
+# process-once logs in while it starts (connect_ahead, in a thread): what that login or ledger
+# check meets is still raised once, by the command, as a one-line exit 5.
+@pytest.mark.parametrize("driver", ["pymssql", "mssql-python", "auto"])
+def test_process_once_against_an_unreachable_sql_server_is_exit_5_once(tmp_path: Path, driver: str) -> None:
+    target = (f"{{kind: sqlserver, driver: {driver}, host: 127.0.0.1, port: 1, database: d, user: u, password: p, "
+              "login_timeout: 5, encrypt: optional, trust_server_certificate: true}")
+    done = bridge_with(tmp_path, "{kind: duckdb}", target, "process-once")
+    assert done.returncode == 5, done.stderr
+    assert done.stderr.count("cannot connect to SQL Server at 127.0.0.1:1") == 1, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "Traceback" not in done.stderr and "Exception in thread" not in done.stderr
+
+
+@pytest.mark.skipif(mssql_url() is None, reason="needs BRIDGE_TEST_MSSQL_URL")
+@pytest.mark.parametrize("password,expected", [
+    ("not-the-password", "Login failed"),
+    (None, "target ledger bridge.never_made_0451 does not exist"),  # the real password: no ledger
+])
+def test_process_once_says_once_why_the_target_is_not_ready(tmp_path: Path, password: str | None,
+                                                            expected: str) -> None:
+    url = mssql_url()
+    assert url is not None
+    target = (f"{{kind: sqlserver, host: '{url['host']}', port: {url['port']}, database: '{url['database']}', "
+              f"user: '{url['user']}', password: '{password or url['password']}', encrypt: optional, "
+              "trust_server_certificate: true, ledger_table: bridge.never_made_0451}")
+    done = bridge_with(tmp_path, "{kind: duckdb}", target, "process-once")
+    assert done.returncode == 5, done.stderr
+    assert done.stderr.count(expected) == 1, done.stderr
+    assert "Traceback" not in done.stderr and "Exception in thread" not in done.stderr

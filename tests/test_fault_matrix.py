@@ -146,6 +146,7 @@ NOT_CALLED_BY_WORKERS = {
     "lake.request_cancel",  # bridge cancel
     "lake.forget_cancel_request",  # after a cancelled event (tests/test_pause_cancel*.py)
     "target.init_ledger",
+    "target.connect_ahead",  # the CLI's, before the engine; what it meets, check_ready raises (above)
     "target.delete_ledger_entries",  # bridge prune
     "target.check_staging",  # bridge doctor
     "target.leftover_stages",  # bridge doctor

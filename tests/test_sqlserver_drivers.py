@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from bridge_cli.config import AdapterConfig, load_settings
-from bridge_cli.errors import ConfigError, PermanentError, TransientError
+from bridge_cli.errors import ConfigError, ConnectionFailure, PermanentError, TransientError
 from bridge_cli.events import Operation
 from bridge_cli.identifiers import TableName
 from bridge_cli.targets import ApplyPlan, TargetColumn, TargetTable
@@ -126,3 +126,78 @@ def test_a_native_panic_in_bulk_copy_is_a_failure_of_that_path_not_a_dead_worker
     load = driver.load("bulk", FakeConnection(), plan(INT, TEXT), "[bridge].[bridge_stage_0123456789abcdef]")
     with pytest.raises(PermanentError, match="PanicException: dest is out of bounds"):
         load.write([pa.record_batch({"id": [1], "name": ["a"]})], 1)
+
+
+class _Logins:
+    """A driver's connect that counts logins; its connections answer the ledger check (found, with
+    the details column), or the first login fails."""
+
+    def __init__(self, fail_first: bool = False) -> None:
+        self.count = 0
+        self.fail_first = fail_first
+        self.statements: list[str] = []
+
+    def __call__(self) -> Any:
+        self.count += 1
+        if self.fail_first and self.count == 1:
+            raise ConnectionFailure("cannot connect to SQL Server at h:1433: refused")
+        logins = self
+
+        class Cursor:
+            def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+                logins.statements.append(sql)
+
+            def fetchone(self) -> tuple[Any, ...]:
+                if "OBJECT_ID" in logins.statements[-1]:
+                    return (1, 8)
+                return ("e", "INSERT", 1, None, None)  # a ledger row
+
+            def fetchall(self) -> list[tuple[Any, ...]]:
+                return [(1,)]
+
+        class Connection:
+            def cursor(self) -> Cursor:
+                return Cursor()
+
+            def close(self) -> None:
+                pass
+
+        return Connection()
+
+
+def test_connect_ahead_logs_in_once_and_check_ready_uses_that_connection() -> None:
+    bridge = target(driver="pymssql")
+    logins = _Logins()
+    bridge.driver.connect = logins  # type: ignore[method-assign]
+    bridge.connect_ahead()
+    bridge.check_ready()
+    assert logins.count == 1
+    # One round trip found the ledger and its details column; the next use takes the same connection.
+    assert [s for s in logins.statements if "OBJECT_ID" in s] == ["SELECT OBJECT_ID(%s, N'U'), COL_LENGTH(%s, %s)"]
+    assert bridge.ledger_entry("e") is not None and logins.count == 1
+    assert "COL_LENGTH" not in " ".join(logins.statements[1:])
+
+
+def test_what_connect_ahead_met_is_raised_by_check_ready_once_then_it_tries_again() -> None:
+    bridge = target(driver="pymssql")
+    logins = _Logins(fail_first=True)
+    bridge.driver.connect = logins  # type: ignore[method-assign]
+    bridge.connect_ahead()
+    with pytest.raises(ConnectionFailure, match="cannot connect to SQL Server at h:1433: refused"):
+        bridge.check_ready()
+    bridge.check_ready()  # a worker's next poll: a login of its own
+    assert logins.count == 2
+
+
+def test_mssql_python_declares_uuid_max_text_and_binary_parameters() -> None:
+    from bridge_cli.targets.sqlserver.mssql_python_driver import SQL_VARBINARY, SQL_WVARCHAR, input_sizes
+
+    columns = (TargetColumn("u", "uniqueidentifier"), TargetColumn("body", "nvarchar(max) COLLATE Latin1_General_CI_AS"),
+               TargetColumn("blob", "varbinary(100)"))
+    batch = pa.record_batch([pa.array(["12345678-1234-5678-1234-567812345678", None]), pa.array(["ñ東😀", None]),
+                             pa.array([b"\x00\x01", None], pa.binary())], names=["u", "body", "blob"])
+    assert input_sizes(columns, batch) == [(SQL_WVARCHAR, 36, 0), (SQL_WVARCHAR, 9, 0), (SQL_VARBINARY, 100, 0)]
+    # A value longer than a parameter array takes: the driver decides, as before.
+    long_batch = pa.record_batch([pa.array([None, None], pa.string()), pa.array(["x" * 4001, None]),
+                                  pa.array([None, None], pa.binary())], names=["u", "body", "blob"])
+    assert input_sizes(columns, long_batch) is None

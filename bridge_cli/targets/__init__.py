@@ -152,6 +152,12 @@ class Target(Protocol):
         """ConnectionFailure when the target cannot be reached or has no ledger."""
         ...
 
+    def connect_ahead(self) -> None:
+        """Start what check_ready does in the background (a new process is about to process events
+        and has other start-up work meanwhile); check_ready then waits for it. Nothing to do where
+        connecting is instant."""
+        ...
+
     def ledger_entry(self, event_id: str) -> LedgerEntry | None: ...
 
     def delete_ledger_entries(self, event_ids: Sequence[str], dry_run: bool = False) -> int:

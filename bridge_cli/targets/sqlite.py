@@ -169,6 +169,9 @@ class SQLiteTarget:
             return [f"ledger {self.ledger} is up to date"]
         return [f"created ledger {self.ledger} in {where}"]
 
+    def connect_ahead(self) -> None:
+        pass  # a file: nothing to wait for
+
     def check_ready(self) -> None:
         if not self.schema_path(self.ledger.schema).exists():
             where = self.schema_path(self.ledger.schema).resolve()

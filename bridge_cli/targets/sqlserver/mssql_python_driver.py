@@ -102,9 +102,12 @@ def as_text(array: pa.Array, column: TargetColumn) -> pa.Array:
 
 # ODBC SQL types (mssql_python.constants.ConstantsDDBC) declared for parameters, by target type.
 SQL_WVARCHAR = -9
+SQL_VARBINARY = -3
 _NUMBER_TYPES = {"bigint": (-5, "int"), "int": (4, "int"), "smallint": (5, "int"), "tinyint": (-6, "int"),
                  "bit": (-7, "bool"), "float": (8, "float"), "real": (7, "float")}
 _LENGTH = re.compile(r"^n?(?:var)?char\((\d+)\)")
+_MAX_TEXT = re.compile(r"^n?(?:var)?char\(max\)")
+_BINARY_LENGTH = re.compile(r"^(?:var)?binary\((\d+)\)")
 
 
 InputSizes = list[tuple[int, int, int]]
@@ -136,6 +139,15 @@ def input_sizes(columns: tuple[TargetColumn, ...], batch: pa.RecordBatch) -> Inp
             if size > 4000:
                 return None
             sizes.append((SQL_WVARCHAR, size, 0))
+        elif (kind == "uniqueidentifier" or _MAX_TEXT.match(column.type.lower())) and pa.types.is_string(array.type):
+            # Text the server converts (a UUID), or a (MAX) column: as long as the batch's longest
+            # value. A longer one than a parameter array takes is left to the driver.
+            longest = pc.max(pc.binary_length(array)).as_py() or 0
+            if longest > 4000:
+                return None
+            sizes.append((SQL_WVARCHAR, max(longest, 1), 0))
+        elif (length := _BINARY_LENGTH.match(column.type.lower())) and pa.types.is_binary(array.type):
+            sizes.append((SQL_VARBINARY, int(length.group(1)), 0))  # the driver sizes it to the longest value
         else:
             return None
     return sizes

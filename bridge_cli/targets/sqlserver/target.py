@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -103,6 +104,8 @@ class SQLServerTarget:
         self._ready = False
         self._details_column: bool | None = None  # the ledger has the details column (asked once)
         self._idle: Any = None  # one connection kept between uses
+        self._ahead: threading.Thread | None = None  # connect_ahead's, until check_ready or a use waits for it
+        self._ahead_error: BaseException | None = None
         # Methods `auto` found refused or wrong on this server, with why: not asked again.
         self.refused: dict[str, str] = {}
 
@@ -116,9 +119,32 @@ class SQLServerTarget:
     def connect(self) -> Any:
         return self.driver.connect()
 
+    def connect_ahead(self) -> None:
+        """Log in and check the ledger in a thread while a new process imports pyarrow (about 0.2 s
+        each on Babelfish: a login and a new server session's first lookup). check_ready waits for
+        it and raises what it raised; any other use of the connection waits for it first."""
+        if self._ready or self._idle is not None or self._ahead is not None:
+            return
+        self._ahead = threading.Thread(target=self._check_ahead, name="target-connect", daemon=True)
+        self._ahead.start()
+
+    def _check_ahead(self) -> None:
+        try:
+            self._check_ready()
+        except BaseException as exc:  # raised again, in the caller's thread, by check_ready
+            self._ahead_error = exc
+
+    def _settle(self) -> None:
+        """Wait for connect_ahead's thread (unless this is it): the connection is then only ours."""
+        ahead = self._ahead
+        if ahead is not None and ahead is not threading.current_thread():
+            ahead.join()
+            self._ahead = None
+
     def _take(self) -> Any:
         """The idle connection if it still answers, else a new one. A new connection costs a login
         and, on Babelfish, a server process with cold catalog caches: most of an event's fixed cost."""
+        self._settle()
         connection, self._idle = self._idle, None
         if connection is not None:
             try:
@@ -138,6 +164,7 @@ class SQLServerTarget:
             _close(connection)
 
     def close(self) -> None:
+        self._settle()
         connection, self._idle = self._idle, None
         if connection is not None:
             _close(connection)
@@ -164,8 +191,14 @@ class SQLServerTarget:
 
     # -- ledger ------------------------------------------------------------------------------
     def _ledger_exists(self, cursor: Any) -> bool:
-        self.execute(cursor, "SELECT OBJECT_ID(%s, N'U')", (tsql.table_sql(self.ledger),))
-        return cursor.fetchone()[0] is not None
+        """Whether the ledger exists; the same round trip learns whether it has the details column
+        (ledger_has_details), which the first event asks next."""
+        ledger = tsql.table_sql(self.ledger)
+        self.execute(cursor, "SELECT OBJECT_ID(%s, N'U'), COL_LENGTH(%s, %s)", (ledger, ledger, LEDGER_DETAILS))
+        found, details = cursor.fetchone()
+        if found is not None:
+            self._details_column = details is not None
+        return found is not None
 
     def ledger_has_details(self, cursor: Any) -> bool:
         """Whether the ledger has the details column (a ledger from before it has not, until
@@ -177,9 +210,8 @@ class SQLServerTarget:
 
     def init_ledger(self) -> list[str]:
         with self._cursor("creating the ledger") as cursor:
-            existed = self._ledger_exists(cursor)
-            self._details_column = None
-            lacked = existed and not self.ledger_has_details(cursor)
+            existed = self._ledger_exists(cursor)  # which also asks for the details column
+            lacked = existed and not self._details_column
             for statement in tsql.ledger_ddl(self.ledger):
                 cursor.execute(statement)
             if lacked:
@@ -218,6 +250,13 @@ class SQLServerTarget:
             cursor.execute("COMMIT TRANSACTION")
 
     def check_ready(self) -> None:
+        self._settle()
+        error, self._ahead_error = self._ahead_error, None
+        if error is not None:
+            raise error
+        self._check_ready()
+
+    def _check_ready(self) -> None:
         if self._ready:
             return
         try:
@@ -316,6 +355,7 @@ class SQLServerSession:
         self.stage = tsql.STAGE
         self.casts: dict[str, str] = {}  # stage columns staged as another type, cast back by the apply
         self.method_used: str | None = None
+        self._temp_stage = False  # this session made the connection's temp stage (release drops it)
 
     def close(self) -> None:
         # Closing a dead connection must not hide the real error.
@@ -327,7 +367,8 @@ class SQLServerSession:
         """After a clean session: drop the stage and keep the connection for the next one."""
         try:
             self._drop_stage()
-            self.connection.cursor().execute(tsql.drop_stage_sql(tsql.STAGE))
+            if self._temp_stage:
+                self.connection.cursor().execute(tsql.drop_stage_sql(tsql.STAGE))
         except Exception:
             _close(self.connection)
             return
@@ -406,6 +447,7 @@ class SQLServerSession:
             # The failed load may have left this connection broken or mid-transaction: start over.
             self.close()
             self.connection = self.target.connect()
+            self._temp_stage = False  # it went with the old connection
         self._create_stage(plan, fallback)
         self._load(fallback, plan, [batch], 1)
         return fallback, check
@@ -457,9 +499,13 @@ class SQLServerSession:
             self.stage = tsql.shared_stage_name(self.target.ledger.schema, token or uuid.uuid4().hex)
         else:
             self.stage = tsql.STAGE
+            self._temp_stage = True
         cursor = self.connection.cursor()
         try:
-            cursor.execute(tsql.drop_stage_sql(self.stage))
+            if self.stage == tsql.STAGE or token is not None:
+                # Only these names can be taken already (by this session's earlier try, or an earlier
+                # attempt's run); a new uuid4 name cannot, and on Babelfish the look was 0.05 s cold.
+                cursor.execute(tsql.drop_stage_sql(self.stage))
             server_numbers = method in self.driver.capabilities.server_numbered
             cursor.execute(tsql.create_stage_sql(plan, self.stage, server_numbers, self.casts))
         except self.driver.errors() as exc:
