@@ -36,16 +36,15 @@ test: install ## Run the test suite
 	$(BIN)/python -m pip install --quiet -e '.[spark]'
 	$(BIN)/python -m pytest -q
 
-STANDIN ?= $(abspath ../shared/standins/databricks)
+# The catalogs the tests name, each an Iceberg catalog of the stand-in (tests/standins/databricks).
 export DBX_STANDIN_CATALOGS ?= main,000-sql-databricks-bridge,mi-catalog,seed,c,003-precios,lake
+DBX_STANDIN := $(BIN)/python tests/standins/databricks/dbx_standin.py
 
-# `up` is tried twice: on a loaded machine nginx can miss its 5 s start window.
-test-databricks: install ## Start the Databricks stand-in (needs root, Java, nginx) and run the Databricks tests
+# The stand-in runs in a private network namespace where one can be made, else on free ports of
+# 127.0.0.1 (BRIDGE_STANDIN_NO_NETNS=1 forces that); it stops when pytest ends.
+test-databricks: install ## Run the Databricks tests against the local SQL warehouse stand-in (needs Java, nginx)
 	$(BIN)/python -m pip install --quiet -e '.[standin]'
-	PATH="$(abspath $(BIN)):$$PATH" unshare -n env S="$(STANDIN)" bash -c '\
-	  ip link set lo up; settings=$$("$$S/up") || settings=$$("$$S/up") || exit 1; eval "$$settings"; \
-	  trap "\"$$S/down\"" EXIT; \
-	  python -m pytest -q -k databricks -p no:cacheprovider'
+	$(DBX_STANDIN) run -- $(abspath $(BIN))/python -m pytest -q -k databricks -p no:cacheprovider $(PYTEST_ARGS)
 
 # The container image installs these exact versions (Python 3.12 on Linux, as python:3.12-slim):
 # a fresh resolution of bridge and every extra the image offers, by pip itself.
