@@ -43,6 +43,27 @@ def test_databricks_shim_inlines_named_parameters_as_typed_literals() -> None:
         "col:path -- :s\n/* :s */")
 
 
+def test_databricks_shim_answers_no_feature_flags_without_a_request() -> None:
+    """The connector would ask https://<host>:443 whatever port it was given."""
+    from databricks.sql.common.feature_flag import FeatureFlagsContext
+
+    was_installed = compat.installed()
+    compat.install()
+    try:
+        assert FeatureFlagsContext._refresh_flags is compat._no_feature_flags
+    finally:
+        if not was_installed:  # other tests here talk to no stand-in
+            compat.uninstall()
+            assert FeatureFlagsContext._refresh_flags is not compat._no_feature_flags
+
+    class Context:
+        class _state:  # noqa: N801 - the connector's attribute name
+            flags = None
+
+    compat._no_feature_flags(Context())
+    assert Context._state.flags == {}
+
+
 def test_databricks_shim_refuses_what_it_does_not_bind() -> None:
     with pytest.raises(NotImplementedError, match="only named parameters"):
         compat.inline_parameters("SELECT ?", [T.TSparkParameter(ordinal=True, type="INT", value=None)])
@@ -140,10 +161,11 @@ def test_databricks_standin_results_longer_than_a_fetch_arrive_whole() -> None:
 
 @on_standin
 def test_databricks_standin_follows_connect_catalog_schema_and_session_time_zone() -> None:
-    with _connect(catalog="mi-catalog", schema="default",
+    last = os.environ["DBX_STANDIN_CATALOGS"].split(",")[-1]  # not the default one, where there are two
+    with _connect(catalog=last, schema="default",
                   session_configuration={"spark.sql.session.timeZone": "America/Bogota"}) as connection, \
             connection.cursor() as cursor:
         cursor.execute("SELECT current_catalog(), current_database(), TIMESTAMP '2026-01-02 03:04:05'")
         catalog, schema, when = cursor.fetchone()
-    assert (catalog, schema) == ("mi-catalog", "default")
+    assert (catalog, schema) == (last, "default")
     assert when == datetime.datetime(2026, 1, 2, 8, 4, 5, tzinfo=datetime.timezone.utc)  # 03:04:05 at UTC-5

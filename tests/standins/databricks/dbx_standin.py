@@ -264,11 +264,6 @@ http {{
     listen 127.0.0.1:{port} ssl;
     ssl_certificate {state}/tls/srv.pem;
     ssl_certificate_key {state}/tls/srv.key;
-    # The connector's feature flags and telemetry, answered here.
-    location /api/2.0/connector-service/feature-flags/ {{
-      default_type application/json; return 200 '{{"flags":[],"ttl_seconds":3600}}';
-    }}
-    location /telemetry- {{ default_type application/json; return 200 '{{}}'; }}
     # Any /sql/... path, warehouse or cluster style, reaches the Thrift endpoint with the token.
     location /sql/ {{
       if ($http_authorization != "Bearer {token}") {{

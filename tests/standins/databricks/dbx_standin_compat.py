@@ -4,11 +4,17 @@
     import dbx_standin_compat
     dbx_standin_compat.install()   # once per process, before the first connect; idempotent
 
-Importing changes nothing. `install()` wraps one connector method,
-`ThriftDatabricksClient.make_request`, through which every Thrift call passes, and adapts the
-open-source server's answers to what a Databricks warehouse sends. Each adaptation exists because
-without it the connector refuses the server or bridge would see something a warehouse never
-sends:
+Importing changes nothing. `install()` replaces two connector methods. The first,
+`FeatureFlagsContext._refresh_flags`, would fetch the connector's feature flags from
+`https://<host>/api/...` on port 443 whatever port it was given: where the stand-in is not on 443
+(no network namespace) that reaches whatever listens on the machine's 443, token included, or
+waits 30 s for a refused connection in every process. The stand-in has no flags, so the shim
+answers "none" at once, which also keeps the connector's telemetry off (a flag turns it on).
+
+The second, `ThriftDatabricksClient.make_request`, through which every Thrift call passes, is
+wrapped to adapt the open-source server's answers to what a Databricks warehouse sends. Each
+adaptation exists because without it the connector refuses the server or bridge would see
+something a warehouse never sends:
 
 - OpenSession: the server speaks HiveServer2's protocol V10, below the connector's minimum
   (SPARK_CLI_SERVICE_PROTOCOL_V2), so it is reported as SPARK_CLI_SERVICE_PROTOCOL_V8, the
@@ -46,6 +52,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 from databricks.sql.backend.thrift_backend import ThriftDatabricksClient
+from databricks.sql.common.feature_flag import FeatureFlagsContext
 from databricks.sql.thrift_api.TCLIService import ttypes as T
 
 __all__ = ["install", "uninstall", "installed", "inline_parameters", "rewrite_statement", "decode_array"]
@@ -53,6 +60,7 @@ __all__ = ["install", "uninstall", "installed", "inline_parameters", "rewrite_st
 _MARK = "_bridge_standin_compat"
 _lock = threading.Lock()
 _original: Any = None  # the connector's own make_request while installed
+_original_flags: Any = None  # and its own FeatureFlagsContext._refresh_flags
 # Per operation and per session state, keyed by Thrift GUID bytes. Plain dicts: single get/set/pop
 # calls are atomic, and each operation is used by one thread at a time.
 _statements: dict[bytes, tuple[Any, str]] = {}  # operation -> (session handle, statement)
@@ -62,27 +70,34 @@ _ZONE_KEY = "spark.sql.session.timeZone"
 
 
 def install() -> None:
-    """Wrap the connector's make_request (idempotent)."""
-    global _original
+    """Replace the two connector methods (idempotent)."""
+    global _original, _original_flags
     with _lock:
         current = ThriftDatabricksClient.make_request
         if getattr(current, _MARK, False):
             return
-        _original = current
+        _original, _original_flags = current, FeatureFlagsContext._refresh_flags
         setattr(_make_request, _MARK, True)
         ThriftDatabricksClient.make_request = _make_request  # type: ignore[method-assign]
+        FeatureFlagsContext._refresh_flags = _no_feature_flags  # type: ignore[method-assign]
 
 
 def uninstall() -> None:
-    global _original
+    global _original, _original_flags
     with _lock:
         if _original is not None and installed():
             ThriftDatabricksClient.make_request = _original  # type: ignore[method-assign]
-        _original = None
+            FeatureFlagsContext._refresh_flags = _original_flags  # type: ignore[method-assign]
+        _original = _original_flags = None
 
 
 def installed() -> bool:
     return bool(getattr(ThriftDatabricksClient.make_request, _MARK, False))
+
+
+def _no_feature_flags(self: Any) -> None:
+    """What the connector does when its flag request fails, minus the request: no flags."""
+    self._state.flags = {}
 
 
 # -- parameters -------------------------------------------------------------------------------------
