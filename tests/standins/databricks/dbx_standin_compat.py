@@ -375,7 +375,10 @@ def _make_request(self: Any, method: Any, request: Any, *args: Any, **kwargs: An
         response.arrowSchema = schema.serialize().to_pybytes()
     elif isinstance(response, T.TFetchResultsResp) and response.results is not None:
         rows = response.results
-        schema, plan = _plans.get(request.operationHandle.operationId.guid, (pa.schema([]), []))
+        planned = _plans.get(request.operationHandle.operationId.guid)
+        if planned is None:  # the connector always asks for the metadata first; never guess the types
+            raise RuntimeError("dbx_standin_compat: rows fetched before their result metadata")
+        schema, plan = planned
         columns = [_arrow_column(c, mode, kind) for c, (mode, kind) in zip(rows.columns or [], plan, strict=False)]
         if len(columns) < len(plan):  # DDL and DML declare a `Result` column and send none
             columns = [pa.array([], type=kind) for _, kind in plan]
