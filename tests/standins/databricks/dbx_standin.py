@@ -249,7 +249,7 @@ _NGINX_CONF = """\
 # Written by {here}/dbx_standin.py. One process in the foreground: the recorded PID is all there is.
 master_process off;
 daemon off;
-pid {run}/nginx.master.pid;
+{user}pid {run}/nginx.master.pid;
 error_log {state}/nginx-error.log warn;
 events {{ worker_connections 256; }}
 http {{
@@ -402,9 +402,13 @@ class Standin:
         import base64
 
         c = self.config
+        # As root, nginx hands its temp folders to `nobody` unless told otherwise; in a user
+        # namespace (unshare -rn) that user is not mapped and the chown fails. Nothing here needs
+        # another user.
+        user = "user root root;\n" if os.geteuid() == 0 else ""
         self.front.conf.write_text(_NGINX_CONF.format(
             here=HERE, run=c.state / "run", state=c.state, port=c.port, thrift_port=c.thrift_port, token=c.token,
-            basic=base64.b64encode(b"token:x").decode(), http_path=HTTP_PATH))
+            basic=base64.b64encode(b"token:x").decode(), http_path=HTTP_PATH, user=user))
 
     def _wait(self, spark: subprocess.Popen[bytes]) -> None:
         """A real query, with the real connector and the shim, through TLS and nginx; then each
