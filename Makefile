@@ -6,7 +6,7 @@ BRIDGE := $(BIN)/bridge
 export BRIDGE_HOME ?= .bridge
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-databricks test-sqlserver-auto test-container constraints lint typecheck check completions bench bench-sqlserver bench-sync bench-spark campaign clean
+.PHONY: help install demo test test-databricks test-databricks-workspace-mode test-sqlserver-auto test-container constraints lint typecheck check completions bench bench-sqlserver bench-sync bench-spark campaign clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -55,16 +55,26 @@ test-sqlserver-auto: install ## Contract + fidelity tests of a profile naming no
 	echo "== exit status: loadable $$loadable, unloadable $$unloadable"; \
 	test $$loadable -eq 0 && test $$unloadable -eq 0
 
-STANDIN ?= $(abspath ../shared/standins/databricks)
-export DBX_STANDIN_CATALOGS ?= main,000-sql-databricks-bridge,mi-catalog,seed,c,003-precios,lake
 
-# `up` is tried twice: on a loaded machine nginx can miss its 5 s start window.
-test-databricks: install ## Start the Databricks stand-in (needs root, Java, nginx) and run the Databricks tests
+# The catalogs the tests name, each an Iceberg catalog of the stand-in (tests/databricks_env.py).
+export DBX_STANDIN_CATALOGS ?= main,000-sql-databricks-bridge,mi-catalog,seed,c,003-precios,lake
+DBX_STANDIN := $(BIN)/python tests/standins/databricks/dbx_standin.py
+
+# The stand-in runs in a private network namespace where one can be made, else on free ports of
+# 127.0.0.1 (BRIDGE_STANDIN_NO_NETNS=1 forces that); it stops when pytest ends.
+test-databricks: install ## Run the Databricks tests against the local SQL warehouse stand-in (needs Java, nginx)
 	$(BIN)/python -m pip install --quiet -e '.[standin]'
-	PATH="$(abspath $(BIN)):$$PATH" unshare -n env S="$(STANDIN)" bash -c '\
-	  ip link set lo up; settings=$$("$$S/up") || settings=$$("$$S/up") || exit 1; eval "$$settings"; \
-	  trap "\"$$S/down\"" EXIT; \
-	  python -m pytest -q -k databricks -p no:cacheprovider'
+	$(DBX_STANDIN) run -- $(abspath $(BIN))/python -m pytest -q -k databricks -p no:cacheprovider $(PYTEST_ARGS)
+
+# Workspace mode (tests/databricks_env.py) without a workspace: the BRIDGE_TEST_DATABRICKS_*
+# variables name the stand-in itself, so tests put their tables in schemas of this run inside
+# catalog `main` and drop them at the end; the stand-in's shim and Iceberg quirks still apply.
+test-databricks-workspace-mode: install ## The Databricks tests in workspace mode, pointed at the local stand-in
+	$(BIN)/python -m pip install --quiet -e '.[standin]'
+	$(DBX_STANDIN) run -- sh -c 'BRIDGE_TEST_DATABRICKS_HOST="$$DBX_STANDIN_HOST:$$DBX_STANDIN_PORT" \
+	  BRIDGE_TEST_DATABRICKS_HTTP_PATH="$$DBX_STANDIN_HTTP_PATH" BRIDGE_TEST_DATABRICKS_TOKEN="$$DBX_STANDIN_TOKEN" \
+	  BRIDGE_TEST_DATABRICKS_CATALOG=main exec $(abspath $(BIN))/python -m pytest -q -rs -k databricks \
+	  -p no:cacheprovider $(PYTEST_ARGS)'
 
 # The container image installs these exact versions (Python 3.12 on Linux, as python:3.12-slim):
 # a fresh resolution of bridge and every extra the image offers, by pip itself.

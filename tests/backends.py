@@ -85,6 +85,14 @@ class LocalPair:
         events = f'"{self.lake.event_table.schema}"."{self.lake.event_table.table}"'
         return self.lake_sql(self.lake.event_table.catalog, sql.replace("{events}", events), params)
 
+    def source(self, name: str) -> str:
+        """Where the lake keeps a test's catalog.schema.table: the name itself here."""
+        return name
+
+    def shown(self, name: str) -> str:
+        """source(name) as bridge's messages write it."""
+        return str(parse_source_table(self.source(name)))
+
     def insert_raw_event(self, values: dict[str, Any]) -> None:
         """Insert an event row the way a Databricks job's own SQL does: only these columns."""
         columns = ", ".join(quote_double(c) for c in values)
@@ -452,25 +460,22 @@ _SPARK_TYPES = {"int": "BIGINT", "text": "STRING", "bool": "BOOLEAN",
                 "decimal": "DECIMAL(18,4)", "timestamp": "TIMESTAMP"}
 
 
-def standin_settings() -> dict[str, Any] | None:
-    """The Databricks stand-in's connection, when `up` exported it (tests only)."""
-    import os
+def databricks_lake(home: Path, **options: Any) -> Any:
+    """A DatabricksLake on the warehouse the tests were given (tests/databricks_env.py)."""
+    from bridge_cli.config import AdapterConfig
+    from bridge_cli.lakes.databricks import DatabricksLake
+    from tests.databricks_env import ENV
 
-    if not os.environ.get("DBX_STANDIN_HOST"):
-        return None
-    options: dict[str, Any] = {
-        "server_hostname": os.environ["DBX_STANDIN_HOST"],
-        "http_path": os.environ["DBX_STANDIN_HTTP_PATH"],
-        "token": os.environ["DBX_STANDIN_TOKEN"],
-    }
-    if os.environ.get("DBX_STANDIN_PORT", "443") != "443":
-        options["port"] = int(os.environ["DBX_STANDIN_PORT"])
-    return options
+    assert ENV is not None
+    base = load_settings(env={"BRIDGE_HOME": str(home)})
+    return DatabricksLake(dataclasses.replace(base, lake=AdapterConfig("databricks", {**ENV.lake_options(), **options})))
 
 
 class DatabricksPair(LocalPair):
-    """A SQL warehouse (the stand-in, through the real connector) as the lake, SQLite as the target.
-    Each pair gets its own event table, dropped when the test ends."""
+    """A SQL warehouse (the stand-in or a workspace, through the real connector) as the lake,
+    SQLite as the target. Each pair gets its own event table, dropped when the test ends; the
+    catalog.schema.table names a test gives are put where the warehouse has room for them
+    (`source`)."""
 
     name = "databricks-sqlite"
 
@@ -479,16 +484,16 @@ class DatabricksPair(LocalPair):
 
         from bridge_cli.config import AdapterConfig
         from bridge_cli.lakes.databricks import DatabricksLake
+        from tests.databricks_env import ENV
 
-        options = standin_settings()
-        assert options is not None
-        table = f"bridge_events_{uuid.uuid4().hex[:10]}"
-        options["event_table"] = f"`000-sql-databricks-bridge`.`events`.{table}"
+        assert ENV is not None
+        self.env = ENV
+        options = {**ENV.lake_options(), "event_table": ENV.event_table_name(uuid.uuid4().hex[:10])}
         self.home = home
         base = load_settings(env={"BRIDGE_HOME": str(home)})
         defaults = {"retry_backoff": 0.0, "lock_timeout": 5.0, "lease_seconds": 60.0}
         self.settings = dataclasses.replace(
-            base, lake=AdapterConfig("databricks", options), **{**defaults, **overrides}
+            base, lake=AdapterConfig("databricks", options), **self._placed({**defaults, **overrides})
         )
         self._lake_class = DatabricksLake
         self.lake = DatabricksLake(self.settings)  # type: ignore[assignment]
@@ -496,8 +501,17 @@ class DatabricksPair(LocalPair):
         self.lake.init_event_table(upgrade=False)
         self.target.init_ledger()
 
+    def source(self, name: str) -> str:
+        return self.env.source(name)
+
+    def _placed(self, overrides: dict[str, Any]) -> dict[str, Any]:
+        """allowed_sources patterns name sources too."""
+        if "allowed_sources" in overrides:
+            overrides["allowed_sources"] = tuple(self.source(p) for p in overrides["allowed_sources"])
+        return overrides
+
     def reconfigure(self, **overrides: Any) -> None:
-        self.settings = dataclasses.replace(self.settings, **overrides)
+        self.settings = dataclasses.replace(self.settings, **self._placed(overrides))
         self.lake = self._lake_class(self.settings)
         self.target = SQLiteTarget(self.settings)
 
@@ -516,10 +530,8 @@ class DatabricksPair(LocalPair):
     def create_source(self, name: str, columns: dict[str, str], rows: Sequence[Sequence[Any]]) -> None:
         from bridge_cli.identifiers import quote_backtick
 
-        table = parse_source_table(name)
-        qualified = ".".join(quote_backtick(p) for p in table.parts)
+        qualified = self.source_table(name)
         body = ", ".join(f"{quote_backtick(c)} {_SPARK_TYPES[t]}" for c, t in columns.items())
-        self.run(f"CREATE SCHEMA IF NOT EXISTS {quote_backtick(table.catalog)}.{quote_backtick(table.schema)}")
         self.run(f"CREATE OR REPLACE TABLE {qualified} ({body}) USING DELTA")
         if rows:
             params: dict[str, Any] = {}
@@ -532,12 +544,24 @@ class DatabricksPair(LocalPair):
                 tuples.append("(" + ", ".join(marks) + ")")
             self.run(f"INSERT INTO {qualified} VALUES {', '.join(tuples)}", params)
 
+    def source_table(self, name: str) -> str:
+        """source(name), backticked for SQL, its schema made if missing."""
+        from bridge_cli.identifiers import quote_backtick
+
+        table = parse_source_table(self.source(name))
+        self.run(f"CREATE SCHEMA IF NOT EXISTS {quote_backtick(table.catalog)}.{quote_backtick(table.schema)}")
+        return ".".join(quote_backtick(p) for p in table.parts)
+
     def insert_raw_event(self, values: dict[str, Any]) -> None:
-        # The stand-in refuses a partial column list (Databricks accepts one): name every column.
+        """Only the given columns, as a Databricks job's own SQL does; the stand-in (Iceberg)
+        refuses a partial column list, so there every column is named, NULL where not given."""
         from bridge_cli.events import ALL_COLUMNS
         from bridge_cli.identifiers import quote_backtick
 
-        present = [c for c in ALL_COLUMNS if c in self._columns()]
+        if isinstance(values.get("source_table"), str):
+            values = {**values, "source_table": self.source(values["source_table"])}
+        existing = self._columns()
+        present = [c for c in ALL_COLUMNS if c in existing and (self.env.standin or c in values)]
         columns = ", ".join(quote_backtick(c) for c in present)
         marks = ", ".join(f":{c}" for c in present)
         self.run(f"INSERT INTO {self.lake._table} ({columns}) VALUES ({marks})",  # type: ignore[attr-defined]

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,17 +20,15 @@ from tests.backends import (
     mssql_python_available,
     mssql_url,
     spark_unavailable,
-    standin_settings,
 )
+from tests.databricks_env import ENV, NO_WAREHOUSE
 
-if os.environ.get("DBX_STANDIN_COMPAT_DIR"):
-    # Test-only: the stand-in's shim lets the real connector talk to the local warehouse.
-    sys.path.insert(0, os.environ["DBX_STANDIN_COMPAT_DIR"])
+if ENV is not None and ENV.standin and ENV.compat_dir:
+    # Only on the stand-in: its shim lets the real connector talk to Spark's Thrift Server.
+    sys.path.insert(0, ENV.compat_dir)
     import dbx_standin_compat
 
     dbx_standin_compat.install()
-
-DATABRICKS_SKIP = "the Databricks stand-in is not running (make test-databricks starts it)"
 
 MSSQL_SKIP = "BRIDGE_TEST_MSSQL_URL is not set: the SQL Server target was not tested"
 
@@ -37,15 +36,30 @@ MSSQL_SKIP = "BRIDGE_TEST_MSSQL_URL is not set: the SQL Server target was not te
 def pytest_report_header() -> str:
     url = mssql_url()
     where = f"{url['host']}:{url['port']}/{url['database']}" if url else "not set (SQL Server tests skipped)"
-    standin = "running" if standin_settings() else "not running (Databricks tests skipped)"
-    return f"bridge: BRIDGE_TEST_MSSQL_URL {where}; Databricks stand-in {standin}"
+    databricks = ENV.describe() if ENV else "none (Databricks tests skipped)"
+    return f"bridge: BRIDGE_TEST_MSSQL_URL {where}; Databricks: {databricks}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def databricks_cleanup() -> Iterator[None]:
+    """Workspace mode: the schemas and tables this session made are dropped at its end, whatever
+    the tests did; a drop that fails is an error of the session, not a quiet leftover."""
+    yield
+    if ENV is None or ENV.mode != "workspace" or not ENV.cleanup.pending():
+        return
+    from tests.backends import databricks_lake
+
+    lake = databricks_lake(Path(tempfile.gettempdir()) / "bridge-databricks-cleanup")
+    try:
+        failures = ENV.cleanup.run(lake.execute, iceberg=ENV.standin)
+    finally:
+        lake.close()
+    assert not failures, "workspace cleanup left these behind:\n" + "\n".join(failures)
 
 
 @pytest.fixture
 def bridge_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A fresh BRIDGE_HOME and working directory, with no bridge.yaml or BRIDGE_* leaking in."""
-    import os
-
     for key in list(os.environ):
         # The tests' own settings stay (BRIDGE_TEST_*: the server, the jar, the driver expected);
         # bridge's settings (BRIDGE_HOME, BRIDGE_PROFILE, ...) must not leak in.
@@ -69,8 +83,8 @@ def pair(request: pytest.FixtureRequest, bridge_home: Path) -> LocalPair:
         pytest.skip(str(auto_pair_unavailable()))
     if request.param is MssqlSparkPair and spark_unavailable():
         pytest.skip(f"the Spark staging path cannot run here: {spark_unavailable()}")
-    if request.param is DatabricksPair and standin_settings() is None:
-        pytest.skip(DATABRICKS_SKIP)
+    if request.param is DatabricksPair and ENV is None:
+        pytest.skip(NO_WAREHOUSE)
     pair = request.param(bridge_home)
     if hasattr(pair, "close"):
         request.addfinalizer(pair.close)

@@ -34,6 +34,13 @@ class ManualClock:
 
 
 def submit(lake: Lake, operation: str, target: str, **fields: Any) -> Event:
+    from bridge_cli.lakes.databricks import DatabricksLake
+
+    if isinstance(lake, DatabricksLake) and isinstance(fields.get("source_table"), str):
+        from tests.databricks_env import ENV
+
+        assert ENV is not None  # a Databricks lake in a test means one of the two modes
+        fields["source_table"] = ENV.source(fields["source_table"])  # where DatabricksPair made it
     request = SubmitRequest(
         operation=Operation(operation.upper()),
         target_table=target,

@@ -9,6 +9,8 @@ The event must be retried and applied exactly once, and no staging table may be 
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 import time
 import uuid
@@ -294,84 +296,45 @@ def test_sqlserver_session_killed_while_a_shared_stage_is_loaded_leaves_no_stage
         drop_ledger_schema(mssql)
 
 
-# -- Databricks (the stand-in) -----------------------------------------------------------------
-
-
-_FRONTS_STARTED: dict[int, Any] = {}  # nginx processes this test process started, by pid
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
+# -- Databricks (its front stopped: the stand-in only) -----------------------------------------------------------------
 
 
 class StandinFront:
-    """The stand-in warehouse's HTTPS front (its nginx, which `up` started and recorded): stopped,
-    the warehouse is unreachable (connections refused); started again exactly as `up` starts it,
-    with its PID recorded where `down` looks for it."""
+    """The stand-in warehouse's HTTPS front (its nginx, tests/standins/databricks): stopped, the
+    warehouse is unreachable (connections refused); started again as the stand-in starts it, with
+    its PID recorded where the stand-in stops it."""
 
     def __init__(self) -> None:
-        import os
+        from tests.databricks_env import ENV
 
-        self.dir = Path(os.environ.get("DBX_STANDIN_DIR", "/tmp/dbx-standin"))
-        self.port = int(os.environ.get("DBX_STANDIN_PORT", "443"))
-        self.pid_file = self.dir / "run" / "nginx.pid"
-        self.conf = self.dir / "run" / "nginx.conf"
-        if not self._recorded():
-            pytest.skip("no stand-in nginx recorded here: a real warehouse cannot be stopped by a test")
+        state = os.environ.get("DBX_STANDIN_DIR")
+        if ENV is None or not ENV.standin or not state or not ENV.compat_dir:
+            pytest.skip("the warehouse is not the local stand-in: a real warehouse cannot be stopped by a test")
+        sys.path.insert(0, ENV.compat_dir)
+        from dbx_standin import Front
 
-    def _recorded(self) -> int | None:
-        try:
-            pid = int(self.pid_file.read_text().strip())
-            running = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-        except (OSError, ValueError):
-            return None
-        return pid if str(self.conf).encode() in running else None
+        self.port = ENV.port
+        self.front = Front(Path(state))
+        if self.front.running() is None:
+            pytest.skip("no stand-in front recorded in DBX_STANDIN_DIR")
+
+    def running(self) -> bool:
+        return self.front.running() is not None
 
     def stop(self) -> None:
-        import os
-        import signal
-
-        pid = self._recorded()
-        assert pid is not None, "the stand-in's front is not running"
-        os.kill(pid, signal.SIGTERM)
-        started_here = _FRONTS_STARTED.get(pid)
-        if started_here is not None:  # a child of this process: reap it, or it lingers as a zombie
-            started_here.wait(timeout=15)
-            return
-        while _alive(pid):
-            time.sleep(0.05)
+        self.front.stop()
 
     def start(self) -> None:
-        import socket
-        import subprocess
-
-        log = (self.dir / "nginx.out").open("ab")
-        process = subprocess.Popen(
-            ["nginx", "-p", str(self.dir / "run"), "-e", str(self.dir / "nginx-error.log"), "-c", str(self.conf)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        log.close()
-        _FRONTS_STARTED[process.pid] = process
-        self.pid_file.write_text(f"{process.pid}\n")
-        while True:
-            assert process.poll() is None, "nginx did not start again (see nginx-error.log)"
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.05)
+        self.front.start(self.port)
 
 
 @pytest.fixture
 def databricks(bridge_home: Path) -> Iterator[Any]:
-    from tests.backends import DatabricksPair, standin_settings
+    from tests.backends import DatabricksPair
+    from tests.databricks_env import ENV, NO_WAREHOUSE
 
-    if standin_settings() is None:
-        pytest.skip("the Databricks stand-in is not running (make test-databricks starts it)")
+    if ENV is None:
+        pytest.skip(NO_WAREHOUSE)
     pair = DatabricksPair(bridge_home, batch_rows=BATCH_ROWS, lease_seconds=10.0)
     yield pair
     pair.close()
@@ -466,7 +429,7 @@ def test_databricks_warehouse_gone_for_a_moment_mid_read_is_ridden_out(databrick
     finally:
         for timer in back:
             timer.join()
-        if front._recorded() is None:
+        if not front.running():
             front.start()
     assert outage == [3 * BATCH_ROWS]
     assert results[-1].status == "completed", results
@@ -502,7 +465,7 @@ def test_databricks_warehouse_gone_longer_than_the_lake_retries_fails_over_to_a_
         engine.lake.close()
         for timer in back:
             timer.join()
-        if front._recorded() is None:
+        if not front.running():
             front.start()
     assert outage == [3 * BATCH_ROWS]
     assert results[-1].status == "completed", results

@@ -306,7 +306,7 @@ def test_upsert_of_an_empty_source_fails_with_no_data_to_upsert(pair: LocalPair)
     event = upsert(pair, [])
     process_all(pair)
     row = assert_failed_and_nothing_written(pair, event)
-    assert row.error_message == f"No data to upsert: source table {PEOPLE_SOURCE} is empty"
+    assert row.error_message == f"No data to upsert: source table {pair.shown(PEOPLE_SOURCE)} is empty"
     assert people(pair) == [("ana", "Lima", 30)]
 
 
@@ -447,7 +447,7 @@ def test_replace_with_a_slice_column_the_source_lacks_fails_before_writing(pair:
     process_all(pair)
     row = assert_failed_and_nothing_written(pair, event)
     assert row.error_message.startswith(
-        "REPLACE filter_conditions column(s) region not in source table lake.s.qty_only")
+        f"REPLACE filter_conditions column(s) region not in source table {pair.shown('lake.s.qty_only')}")
     assert sales(pair) == SALES_ROWS
 
 
@@ -557,7 +557,7 @@ def test_replace_of_an_empty_source_fails_with_no_data_to_insert(pair: LocalPair
     event = replace(pair, [], metadata={"allow_shrink": True})
     process_all(pair)
     row = assert_failed_and_nothing_written(pair, event)
-    assert row.error_message == f"No data to insert: source table {SALES_SOURCE} is empty"
+    assert row.error_message == f"No data to insert: source table {pair.shown(SALES_SOURCE)} is empty"
     assert sales(pair) == SALES_ROWS
 
 

@@ -1,11 +1,13 @@
-"""The Databricks lake against the SQL warehouse stand-in (real connector), plus unit tests that
-pin the SQL sent where the stand-in cannot show Databricks' behaviour."""
+"""The Databricks lake against a SQL warehouse through the real connector (the local stand-in, or
+a workspace: tests/databricks_env.py), plus unit tests that pin the SQL sent where the stand-in
+cannot show Databricks' behaviour."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -18,12 +20,11 @@ from bridge_cli import jobs
 from bridge_cli.config import AdapterConfig, load_settings
 from bridge_cli.errors import PermanentError, TransientError
 from bridge_cli.lakes.databricks import DatabricksLake, LostRace, short_message, sort_error
-from tests.backends import Col, DatabricksPair, standin_settings
+from tests.backends import Col, DatabricksPair
+from tests.databricks_env import ENV, NO_WAREHOUSE
 from tests.helpers import submit
 
-needs_standin = pytest.mark.skipif(
-    standin_settings() is None, reason="the Databricks stand-in is not running (make test-databricks starts it)"
-)
+needs_databricks = pytest.mark.skipif(ENV is None, reason=NO_WAREHOUSE)
 USERS = "dbo.MarketScopeAccess"
 
 
@@ -34,8 +35,8 @@ def dbx(bridge_home: Path) -> Any:
     pair.close()
 
 
-# -- against the stand-in --------------------------------------------------------------------
-@needs_standin
+# -- against the warehouse ---------------------------------------------------------------------
+@needs_databricks
 def test_two_workers_race_for_one_event_and_exactly_one_wins(dbx: DatabricksPair) -> None:
     event = submit(dbx.lake, "delete", USERS, filter_conditions={"username": "x"})
     engines = [dbx.engine(worker_id=f"w{i}") for i in range(2)]
@@ -61,7 +62,7 @@ def test_two_workers_race_for_one_event_and_exactly_one_wins(dbx: DatabricksPair
     assert stored.attempts == 1
 
 
-@needs_standin
+@needs_databricks
 def test_values_with_quotes_backslashes_and_arrays_travel_as_parameters(dbx: DatabricksPair) -> None:
     tricky = "o'brien \\ back\\slash \"dq\" :colon ? -- x /* y */ ${HOME} é 日本\nline"
     event = submit(dbx.lake, "delete", "`mi-esquema`.t", primary_keys=["username", "is_admin"],
@@ -74,18 +75,17 @@ def test_values_with_quotes_backslashes_and_arrays_travel_as_parameters(dbx: Dat
     assert dbx.lake.get_event("x' OR '1'='1") is None
 
 
-@needs_standin
+@needs_databricks
 def test_a_large_source_is_read_completely_in_bounded_batches(dbx: DatabricksPair) -> None:
     import pyarrow as pa
 
     rows = 250_000
-    dbx.run("CREATE SCHEMA IF NOT EXISTS `mi-catalog`.`mi-schema`")
-    dbx.run("CREATE OR REPLACE TABLE `mi-catalog`.`mi-schema`.grande USING DELTA AS "
+    dbx.run(f"CREATE OR REPLACE TABLE {dbx.source_table('mi-catalog.mi-schema.grande')} USING DELTA AS "
             "SELECT id, concat('user-', id, repeat('x', 200)) AS username FROM range(250000)")
     lake = DatabricksLake(dataclasses.replace(dbx.settings, batch_rows=10_000))
     from bridge_cli.identifiers import parse_source_table
 
-    table = parse_source_table("mi-catalog.mi-schema.grande")
+    table = parse_source_table(dbx.source("mi-catalog.mi-schema.grande"))
     columns = [c.name for c in lake.source_columns(table)]
     seen = 0
     total = 0
@@ -115,12 +115,11 @@ def test_a_large_source_is_read_completely_in_bounded_batches(dbx: DatabricksPai
     assert dbx.target_sql("dbo", "SELECT count(*), count(DISTINCT id) FROM grande") == [(rows, rows)]
 
 
-@needs_standin
+@needs_databricks
 def test_timestamps_arrive_as_utc_wall_time(dbx: DatabricksPair) -> None:
-    dbx.run("CREATE SCHEMA IF NOT EXISTS `mi-catalog`.`mi-schema`")
-    dbx.run("CREATE OR REPLACE TABLE `mi-catalog`.`mi-schema`.horas (id BIGINT, seen TIMESTAMP) USING DELTA")
-    dbx.run("INSERT INTO `mi-catalog`.`mi-schema`.horas VALUES "
-            "(1, TIMESTAMP '2026-03-01 10:00:00.123456+02:00')")
+    horas = dbx.source_table("mi-catalog.mi-schema.horas")
+    dbx.run(f"CREATE OR REPLACE TABLE {horas} (id BIGINT, seen TIMESTAMP) USING DELTA")
+    dbx.run(f"INSERT INTO {horas} VALUES (1, TIMESTAMP '2026-03-01 10:00:00.123456+02:00')")
     dbx.create_target("dbo.horas", [Col("id", "int", pk=True), Col("seen", "timestamp")])
     submit(dbx.lake, "insert", "dbo.horas", source_table="mi-catalog.mi-schema.horas", primary_keys=["id"])
     [result] = dbx.engine().process_once()
@@ -128,15 +127,16 @@ def test_timestamps_arrive_as_utc_wall_time(dbx: DatabricksPair) -> None:
     assert dbx.target_rows("dbo.horas", ["seen"], "id") == [("2026-03-01 08:00:00.123456",)]
 
 
-@needs_standin
+@needs_databricks
 def test_missing_source_column_or_table_is_a_clear_permanent_error(dbx: DatabricksPair) -> None:
     from bridge_cli.identifiers import parse_source_table
 
-    with pytest.raises(PermanentError, match="source table mi-catalog.nope.nada does not exist"):
-        dbx.lake.source_columns(parse_source_table("mi-catalog.nope.nada"))
+    table = parse_source_table(dbx.source("mi-catalog.nope.nada"))
+    with pytest.raises(PermanentError, match=f"source table {re.escape(str(table))} does not exist"):
+        dbx.lake.source_columns(table)
 
 
-@needs_standin
+@needs_databricks
 def test_job_side_api_submits_checks_and_waits(dbx: DatabricksPair, capsys: pytest.CaptureFixture[str]) -> None:
     dbx.create_target(USERS, [Col("id", "int", identity=True), Col("username", "text", unique=True),
                               Col("is_admin", "bool")])
@@ -144,8 +144,8 @@ def test_job_side_api_submits_checks_and_waits(dbx: DatabricksPair, capsys: pyte
                       [("ana", True), ("bea", False)])
     jobs.use(lake=dbx.lake)
     try:
-        event_id = jobs.sync_insert_to_sql("`mi-catalog`.`mi-schema`.datos_nuevos", USERS, ["username"],
-                                           rows_expected=2)
+        event_id = jobs.sync_insert_to_sql(dbx.source("`mi-catalog`.`mi-schema`.datos_nuevos"), USERS,
+                                           ["username"], rows_expected=2)
         assert event_id.startswith("insert-")
         assert f"[INSERT] Evento creado: {event_id}" in capsys.readouterr().out
         assert jobs.check_event_status(event_id)["status"] == "pending"
@@ -167,28 +167,30 @@ def test_job_side_api_submits_checks_and_waits(dbx: DatabricksPair, capsys: pyte
         jobs.use()
 
 
-@needs_standin
+@needs_databricks
 def test_the_bridge_command_works_against_the_warehouse(dbx: DatabricksPair, tmp_path: Path) -> None:
-    options = standin_settings()
-    assert options is not None
+    assert ENV is not None
+    options = ENV.lake_options()
     config = tmp_path / "bridge.yaml"
+    port = f"      port: {options['port']}\n" if "port" in options else ""
     config.write_text(
         "profiles:\n  dbx:\n    lake:\n      kind: databricks\n"
-        f"      server_hostname: {options['server_hostname']}\n      http_path: {options['http_path']}\n"
-        "      token: ${DBX_STANDIN_TOKEN}\n"
+        f"      server_hostname: {options['server_hostname']}\n      http_path: {options['http_path']}\n{port}"
+        "      token: ${DBX_TEST_TOKEN}\n"
         f"      event_table: \"{dbx.lake.event_table_name}\"\n"
         f"    target: {{kind: sqlite, path: \"{dbx.target.root}\"}}\n",
         encoding="utf-8",
     )
     dbx.create_target(USERS, [Col("username", "text", pk=True), Col("is_admin", "bool")])
     dbx.create_source("mi-catalog.mi-schema.cambios", {"username": "text", "is_admin": "bool"}, [("ana", True)])
-    env = {**os.environ, "PYTHONPATH": os.environ["DBX_STANDIN_COMPAT_DIR"] + "/site", "BRIDGE_CONFIG": str(config)}
+    env = ENV.subprocess_env({**os.environ, "DBX_TEST_TOKEN": options["token"],
+                              "BRIDGE_CONFIG": str(config)})
 
     def bridge(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "bridge_cli", *args], env=env, capture_output=True,
                               text=True, timeout=300)
 
-    submitted = bridge("submit", "insert", "--source", "mi-catalog.mi-schema.cambios", "--target", USERS,
+    submitted = bridge("submit", "insert", "--source", dbx.source("mi-catalog.mi-schema.cambios"), "--target", USERS,
                        "--pk", "username", "-q")
     assert submitted.returncode == 0, submitted.stderr
     event_id = submitted.stdout.strip()

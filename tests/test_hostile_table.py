@@ -60,7 +60,7 @@ def submit_legitimate(pair: LocalPair) -> tuple[dict[str, int], dict[str, dict[i
         rows = [(n * 10 + i, f"v{n}-{i}") for i in range(5)]
         pair.create_source(f"c.s.src{n}", SOURCE_COLUMNS, rows)
         event = api.submit_event(pair.lake, SubmitRequest(
-            Operation.INSERT, target, ("k",), source_table=f"c.s.src{n}", rows_expected=5), pair.settings)
+            Operation.INSERT, target, ("k",), source_table=pair.source(f"c.s.src{n}"), rows_expected=5), pair.settings)
         expected[event.event_id] = 5
         final[target].update(rows)
     for n in range(4):  # each changes 3 rows the target's first INSERT added
@@ -68,7 +68,7 @@ def submit_legitimate(pair: LocalPair) -> tuple[dict[str, int], dict[str, dict[i
         rows = [(n * 10 + i, f"updated-{n}-{i}") for i in range(3)]
         pair.create_source(f"c.s.upd{n}", SOURCE_COLUMNS, rows)
         event = api.submit_event(pair.lake, SubmitRequest(
-            Operation.UPDATE, target, ("k",), source_table=f"c.s.upd{n}", rows_expected=3), pair.settings)
+            Operation.UPDATE, target, ("k",), source_table=pair.source(f"c.s.upd{n}"), rows_expected=3), pair.settings)
         expected[event.event_id] = 3
         final[target].update(rows)
     for n in range(4):  # each deletes 2 rows of the target's second INSERT
@@ -184,7 +184,7 @@ def _worker_env(pair: LocalPair, config: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_") or k == "BRIDGE_TEST_MSSQL_URL"}
     env.update(BRIDGE_CONFIG=str(config), BRIDGE_HOME=str(pair.home), COLUMNS="200")
     if isinstance(pair, DatabricksPair):
-        env["PYTHONPATH"] = os.environ["DBX_STANDIN_COMPAT_DIR"] + "/site"
+        env = pair.env.subprocess_env(env)  # the stand-in's shim, where the lake is the stand-in
     return env
 
 

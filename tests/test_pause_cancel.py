@@ -348,11 +348,11 @@ def test_sqlserver_a_paused_target_waits_and_resumes(bridge_home: Path) -> None:
 
 
 # -- Databricks --------------------------------------------------------------------------------------
-dbx = test_databricks.dbx  # the fixture: a Databricks pair on the stand-in
-needs_standin = test_databricks.needs_standin
+dbx = test_databricks.dbx  # the fixture: a Databricks pair (the stand-in, or a workspace)
+needs_databricks = test_databricks.needs_databricks
 
 
-@needs_standin
+@needs_databricks
 def test_databricks_init_creates_the_control_table_and_adds_it_to_an_old_install(dbx: DatabricksPair) -> None:
     assert dbx.lake.list_pauses() == []
     dbx.run(f"DROP TABLE {dbx.lake._control}")  # type: ignore[attr-defined]
@@ -362,7 +362,7 @@ def test_databricks_init_creates_the_control_table_and_adds_it_to_an_old_install
     assert dbx.lake.list_pauses() == []
 
 
-@needs_standin
+@needs_databricks
 def test_databricks_pause_resume_and_cancel_requests_round_trip(dbx: DatabricksPair) -> None:
     first = pause_targets(dbx.lake, "dbo.*", "it's 'quoted' -- maintenance", by="ana@vm")
     pause_targets(dbx.lake)
@@ -387,7 +387,7 @@ def test_databricks_pause_resume_and_cancel_requests_round_trip(dbx: DatabricksP
     assert dbx.lake.cancel_request(event.event_id, claimed.claim_token) is None
 
 
-@needs_standin
+@needs_databricks
 def test_databricks_a_worker_skips_a_paused_target_and_stops_a_cancelled_event(dbx: DatabricksPair) -> None:
     dbx.create_source(NEW_USERS, {"username": "text"}, [("ana",), ("bruno",)])
     for name in ("dbo.held", "dbo.free"):
