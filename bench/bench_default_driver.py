@@ -46,7 +46,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_write_methods import fetch, in_transaction, run, target  # noqa: E402
+from bench.bench_write_methods import Result, fetch, in_transaction, run, target  # noqa: E402
 from bridge_cli.config import load_settings  # noqa: E402
 from bridge_cli.targets.sqlserver import SQLServerTarget  # noqa: E402
 from tests.backends import mssql_url  # noqa: E402
@@ -202,16 +202,6 @@ def installed_drivers() -> list[str]:
 def fresh_table(connection: Any, name: str = TABLE) -> None:
     run(connection, f"IF OBJECT_ID(N'{name}', N'U') IS NOT NULL DROP TABLE {name}")
     run(connection, f"CREATE TABLE {name} ({DDL})")
-
-
-@dataclass
-class Result:
-    case: str
-    driver: str
-    rows: int = 0
-    seconds: float | None = None
-    wrong: int = 0
-    note: str = ""
 
 
 Outcome = tuple[float, list[tuple[Any, ...]], str]  # seconds, the table read back, a note
